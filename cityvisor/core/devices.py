@@ -1,0 +1,485 @@
+"""Devices: the device-type contract plugins implement, and the supervisor that runs them.
+
+A plugin registers *device types*. A device type is a class that declares,
+as a datasheet would, its config schema, its points, its commands and its
+default alarms, and implements ``run()``: the long-running conversation with
+the equipment, through the HAL, that publishes point values. The
+:class:`Supervisor` runs one driver task per configured device, restarts it
+with capped exponential backoff when it fails, and marks its points bad the
+moment it does, so no other device ever notices.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import anyio
+import pydantic
+from anyio.abc import TaskStatus
+
+from .alarms import AlarmSpec, alarm, text
+from .commands import CommandSpec
+from .points import (
+    DataType,
+    Deadband,
+    Point,
+    PointDB,
+    PointSpec,
+    Quality,
+    Scaling,
+    now_ms,
+)
+
+__all__ = [
+    "DeviceConfig",
+    "DeviceError",
+    "DeviceInfo",
+    "DeviceType",
+    "Supervisor",
+    "point",
+]
+
+log = logging.getLogger(__name__)
+
+COMMUNICATION_POINT = "online"
+COMMUNICATION_ALARM = "communication_lost"
+
+
+class DeviceConfig(pydantic.BaseModel):
+    """Base of every device type's config schema (a pydantic model).
+
+    Unknown keys are refused so that a typo in the deployment file is an
+    error that names the key, not a silently ignored setting.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceError(Exception):
+    """A driver's way to say why the equipment cannot be used.
+
+    ``reason`` becomes the quality reason of the device's points
+    (``comm_failure``, ``config_error``, ``device_failure``...). With
+    ``retry_after`` the supervisor waits that long before trying again,
+    instead of backing off from its minimum: a wrong password must not turn
+    into a retry storm.
+    """
+
+    def __init__(self, message: str, *, reason: str = "comm_failure", retry_after: float | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+class _PointDeclaration:
+    """What :func:`point` returns: resolves to an immutable :class:`PointSpec` on the class."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.spec: PointSpec | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.spec = PointSpec(name=name, **self.options)
+
+    def __get__(self, instance: object, owner: type) -> PointSpec:
+        assert self.spec is not None
+        return self.spec
+
+
+def point(
+    dtype: type | str | DataType = float,
+    *,
+    unit: str = "",
+    writable: bool = False,
+    doc: str | Mapping[str, str] | None = None,
+    labels: Sequence[str] | Mapping[int, str] | None = None,
+    deadband: float | Deadband | None = None,
+    scaling: Scaling | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    per: str | None = None,
+    history: str = "default",
+) -> Any:
+    """Declare a point of a device type (as a class attribute)::
+
+        level = point(float, unit="%", writable=True, per="circuit", deadband=0.5,
+                      minimum=0, maximum=100, doc={"fr": "Niveau", "en": "Dimming level"})
+        position = point(labels=["up", "down", "moving", "fault"])
+
+    ``labels`` makes an enum (a list numbers its labels from 0). ``deadband``
+    is absolute in the point's unit, or ``Deadband.percent(1)`` of its range.
+    ``per`` names the member kind (``"circuit"``, ``"port"``) when the device
+    has one such point per member. ``history`` is the retention class
+    (``"none"`` keeps no history).
+    """
+    data_type = DataType.ENUM if labels is not None else DataType.of(dtype)
+    if isinstance(labels, Sequence) and not isinstance(labels, str):
+        labels = dict(enumerate(labels))
+    if isinstance(deadband, int | float):
+        deadband = Deadband(float(deadband))
+    return _PointDeclaration(
+        dtype=data_type,
+        unit=unit,
+        writable=writable,
+        doc=text(doc),
+        labels=labels,
+        deadband=deadband,
+        scaling=scaling,
+        minimum=minimum,
+        maximum=maximum,
+        per=per,
+        history=history,
+    )
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A configured device's identity: who it is, where it is, what it is tagged with."""
+
+    id: str
+    type: str
+    zone: str
+    name: str = ""
+    tags: frozenset[str] = frozenset()
+    location: tuple[float, float] | None = None
+    watched_by: tuple[str, ...] = ()
+    """Ids of the cameras that watch this device (evidence for its alarms)."""
+    require_approval: frozenset[str] = frozenset()
+    """Commands that need a second person's approval on this device, beyond the type's own."""
+
+
+_MEMBER = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class DeviceType:
+    """Base class of every device type. Subclass it, declare, implement ``run``.
+
+    Class attributes to set:
+
+    - ``family``: the equipment family (``"lighting"``); part of point ids.
+    - ``type_name``: the name deployments use (``"lighting.cabinet"``);
+      defaults to ``family + "." + the class name in snake_case``.
+    - ``Config``: a :class:`DeviceConfig` subclass, the device's config schema.
+    - points with :func:`point`, alarms with :func:`cityvisor.alarm`,
+      commands with :func:`cityvisor.command` on async methods.
+
+    At run time one instance exists per configured device; ``run`` is its
+    driver, started and restarted by the supervisor.
+    """
+
+    family: ClassVar[str] = ""
+    type_name: ClassVar[str] = ""
+    label: ClassVar[Mapping[str, str]] = {}
+    Config: ClassVar[type[DeviceConfig]] = DeviceConfig
+
+    point_specs: ClassVar[dict[str, PointSpec]]
+    alarm_specs: ClassVar[dict[str, AlarmSpec]]
+    command_specs: ClassVar[dict[str, CommandSpec]]
+
+    online = point(bool, history="default", doc={"fr": "Communication", "en": "Communication"})
+    communication_lost = alarm(
+        "online",
+        equals=False,
+        priority="high",
+        message={"fr": "Perte de communication", "en": "Communication lost"},
+        procedure="COMM-01",
+        name=COMMUNICATION_ALARM,
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        points: dict[str, PointSpec] = {}
+        alarms: dict[str, AlarmSpec] = {}
+        commands: dict[str, CommandSpec] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, _PointDeclaration):
+                    assert value.spec is not None
+                    points[attr] = value.spec
+                elif isinstance(value, AlarmSpec):
+                    spec = value if value.name else _renamed(value, attr)
+                    alarms[spec.name] = spec
+                elif callable(value) and hasattr(value, "__cityvisor_command__"):
+                    command_spec: CommandSpec = value.__cityvisor_command__
+                    commands[command_spec.name] = command_spec
+        if COMMUNICATION_ALARM in alarms:
+            alarms[COMMUNICATION_ALARM] = _unsuppressible(alarms[COMMUNICATION_ALARM])
+        for name, spec in alarms.items():
+            if spec.point not in points:
+                raise TypeError(f"{cls.__name__}: alarm {name!r} is on unknown point {spec.point!r}")
+        for name, spec in commands.items():
+            for lock in spec.interlocks:
+                if lock.point not in points:
+                    raise TypeError(
+                        f"{cls.__name__}: command {name!r} interlock is on unknown point {lock.point!r}"
+                    )
+            if spec.feedback is not None and spec.feedback.point not in points:
+                raise TypeError(
+                    f"{cls.__name__}: command {name!r} feedback is on unknown point "
+                    f"{spec.feedback.point!r}"
+                )
+        cls.point_specs = points
+        cls.alarm_specs = alarms
+        cls.command_specs = commands
+        if cls.family and not cls.__dict__.get("type_name"):
+            cls.type_name = f"{cls.family}.{_snake(cls.__name__)}"
+
+    # -- instance ----------------------------------------------------------
+
+    def __init__(self, info: DeviceInfo, config: DeviceConfig, points: PointDB) -> None:
+        self.info = info
+        self.id = info.id
+        self.zone = info.zone
+        self.config = config
+        self.points = points
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"cityvisor.device.{self.family or 'device'}"),
+            {"device": info.id},
+        )
+        self._points: dict[str, Point] = {}
+
+    def members(self, per: str) -> list[str]:
+        """The members of kind ``per`` (``"circuit"`` -> ``["c1", "c2", ...]``).
+
+        The default reads the config attribute named ``per + "s"``: an integer
+        ``n`` gives ``per1 .. perN``; a list of names gives those names.
+        Override it when the members are named otherwise or discovered.
+        """
+        value = getattr(self.config, per + "s", None)
+        if value is None:
+            raise TypeError(
+                f"{type(self).__name__} declares points per {per!r} but its config has no "
+                f"{per}s and members() is not overridden"
+            )
+        if isinstance(value, int):
+            return [f"{per}{i}" for i in range(1, value + 1)]
+        names = [str(v) for v in value]
+        for name in names:
+            if not _MEMBER.match(name):
+                raise ValueError(f"member name {name!r} may hold only letters, digits, '-', '_', '.'")
+        return names
+
+    @property
+    def base_id(self) -> str:
+        """The prefix of this device's point ids: ``zone/family/device``."""
+        return f"{self.zone}/{self.family}/{self.id}"
+
+    def point_id(self, name: str, member: str | None = None) -> str:
+        """The full id of one of this device's points."""
+        if member is None:
+            return f"{self.base_id}/{name}"
+        return f"{self.base_id}/{member}/{name}"
+
+    def declare_points(self) -> list[Point]:
+        """Register every point of this device in the database (called once by the hub)."""
+        created = []
+        for name, spec in self.point_specs.items():
+            for member in self.members(spec.per) if spec.per else [None]:
+                relative = f"{member}/{name}" if member else name
+                entry = self.points.register(
+                    self.point_id(name, member),
+                    spec,
+                    device_id=self.id,
+                    zone=self.zone,
+                    family=self.family,
+                    member=member,
+                )
+                self._points[relative] = entry
+                created.append(entry)
+        return created
+
+    def point(self, relative: str) -> Point:
+        """One of this device's points by relative id (``"door_open"``, ``"c1/level"``)."""
+        try:
+            return self._points[relative]
+        except KeyError:
+            raise KeyError(f"device {self.id} has no point {relative!r}") from None
+
+    def publish(
+        self,
+        values: Mapping[str, Any],
+        *,
+        quality: Quality = Quality.GOOD,
+        source_ts: int | None = None,
+    ) -> None:
+        """Publish values by relative id: ``{"door_open": False, "c1/level": 40.0}``."""
+        ts = source_ts if source_ts is not None else now_ms()
+        db = self.points
+        for relative, value in values.items():
+            db.update_point(self.point(relative), value, quality, ts)
+
+    def publish_raw(self, relative: str, raw: float, *, source_ts: int | None = None) -> None:
+        """Publish a raw equipment value, converted by the point's declared scaling."""
+        entry = self.point(relative)
+        scaling = entry.spec.scaling
+        value = scaling.to_engineering(raw) if scaling is not None else raw
+        self.points.update_point(entry, value, Quality.GOOD, source_ts)
+
+    def mark(self, quality: Quality, relatives: Iterable[str] | None = None) -> None:
+        """Set the quality of some (default: all but ``online``) of this device's points."""
+        if relatives is None:
+            entries = [p for r, p in self._points.items() if r != COMMUNICATION_POINT]
+        else:
+            entries = [self.point(r) for r in relatives]
+        self.points.set_quality(entries, quality)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The driver: talk to the equipment and publish point values, forever.
+
+        Call ``task_status.started()`` once the equipment answered: the
+        device is then online. Raise (preferably :class:`DeviceError` with a
+        reason) when the equipment is lost: the supervisor marks the points
+        bad, raises the communication alarm and restarts ``run`` with backoff.
+        Never swallow cancellation.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement run()")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _renamed(spec: AlarmSpec, name: str) -> AlarmSpec:
+    from dataclasses import replace
+
+    return replace(spec, name=name)
+
+
+def _unsuppressible(spec: AlarmSpec) -> AlarmSpec:
+    from dataclasses import replace
+
+    return replace(spec, suppressible=False)
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+@dataclass
+class DriverState:
+    """What the supervisor knows of one device's driver (for the API and metrics)."""
+
+    device: DeviceType
+    online: bool = False
+    restarts: int = 0
+    failures: int = 0
+    last_error: str = ""
+    last_reason: str = ""
+    next_attempt_in: float = 0.0
+    history: list[str] = field(default_factory=list)
+
+
+class Supervisor:
+    """Runs each device's driver in its own task, with restart and capped backoff.
+
+    A driver that raises has its points set ``bad(reason)`` at once (reason
+    from :class:`DeviceError`, ``comm_failure`` otherwise), its ``online``
+    point set False (which raises its communication alarm), and is started
+    again after ``min_backoff * 2**n`` seconds (capped at ``max_backoff``,
+    with jitter). A driver that stayed up for ``stable_after`` seconds starts
+    over from the minimum backoff.
+    """
+
+    def __init__(
+        self,
+        points: PointDB,
+        *,
+        min_backoff: float = 0.5,
+        max_backoff: float = 60.0,
+        stable_after: float = 30.0,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.points = points
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.stable_after = stable_after
+        self.start_timeout = start_timeout
+        self.drivers: dict[str, DriverState] = {}
+
+    def add(self, device: DeviceType) -> DriverState:
+        """Take charge of a device (its points must already be declared)."""
+        if device.id in self.drivers:
+            raise ValueError(f"device {device.id!r} is supervised already")
+        state = DriverState(device)
+        self.drivers[device.id] = state
+        return state
+
+    @property
+    def restarts(self) -> int:
+        """Driver restarts since start, all devices together (for metrics)."""
+        return sum(s.restarts for s in self.drivers.values())
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run every driver until cancelled."""
+        async with anyio.create_task_group() as tg:
+            for state in self.drivers.values():
+                tg.start_soon(self._supervise, state, name=f"driver {state.device.id}")
+            task_status.started()
+
+    async def _supervise(self, state: DriverState) -> None:
+        device = state.device
+        attempt = 0
+        while True:
+            started_at = anyio.current_time()
+            error: BaseException | None = None
+            try:
+                async with anyio.create_task_group() as tg:
+                    with anyio.fail_after(self.start_timeout):
+                        await tg.start(device.run)
+                    self._set_online(state, True)
+                # run() returned: a driver is expected to run forever.
+                error = DeviceError("driver returned", reason="device_failure")
+            except anyio.get_cancelled_exc_class():
+                raise
+            except TimeoutError:
+                error = DeviceError(
+                    f"no answer within {self.start_timeout:g} s", reason="comm_failure"
+                )
+            except Exception as exc:  # a driver's failure must never reach the hub
+                error = exc
+            # Cancellation (shutdown) leaves the points as they are: only failures mark them.
+            self._set_online(state, False, getattr(error, "reason", "comm_failure"))
+            if anyio.current_time() - started_at >= self.stable_after:
+                attempt = 0
+            delay = self._backoff(attempt, error)
+            attempt += 1
+            state.failures += 1
+            state.restarts += 1
+            state.last_error = f"{type(error).__name__}: {error}"
+            state.last_reason = getattr(error, "reason", "comm_failure")
+            state.next_attempt_in = delay
+            state.history = [*state.history[-9:], state.last_error]
+            device.log.warning(
+                "device %s failed (%s); next attempt in %.1f s",
+                device.id,
+                state.last_error,
+                delay,
+                exc_info=not isinstance(error, DeviceError | OSError),
+            )
+            await anyio.sleep(delay)
+
+    def _backoff(self, attempt: int, error: BaseException | None) -> float:
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        base = min(self.max_backoff, self.min_backoff * math.pow(2, attempt))
+        return base * random.uniform(0.8, 1.0)
+
+    def _set_online(self, state: DriverState, online: bool, reason: str = "comm_failure") -> None:
+        device = state.device
+        state.online = online
+        if not online:
+            device.mark(Quality.bad(reason))
+        self.points.update_point(device.point(COMMUNICATION_POINT), online, Quality.GOOD)
+

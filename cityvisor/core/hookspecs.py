@@ -1,0 +1,162 @@
+"""The plugin contract: every hook a cityvisor plugin can implement.
+
+A plugin is a module (or object) with functions decorated with
+:data:`cityvisor.hookimpl` whose names are the hooks below. Built-in
+equipment families are plugins exactly like third-party packages, which
+cityvisor finds through the ``cityvisor`` entry-point group::
+
+    # pyproject.toml of a plugin package
+    [project.entry-points.cityvisor]
+    flood = "cityvisor_flood"
+
+Hooks are synchronous and cheap: they *declare* things (device types, web
+routes) or *react* (alarm transitions) without doing I/O. All I/O lives in
+a device's ``run()`` or in a service returned by :func:`cityvisor_startup`,
+both run by the hub under its task group.
+
+Every hook receives only the arguments it names (pluggy passes keyword
+arguments by name), so a plugin may leave out the ones it does not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .alarms import Alarm, Transition
+    from .config import Config
+    from .devices import DeviceType
+    from .hub import Hub
+
+PROJECT = "cityvisor"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def cityvisor_device_types() -> Sequence[type[DeviceType]]:
+    """Return the device types this plugin provides.
+
+    Called once, when the hub is built and by ``cityvisor plugins``. Each
+    device type is a :class:`cityvisor.DeviceType` subclass whose
+    ``type_name`` (``"lighting.cabinet"``) deployments use in their config.
+    Two plugins declaring the same ``type_name`` is a configuration error.
+
+    :return: a list of device type classes (collected from every plugin).
+
+    Example::
+
+        @hookimpl
+        def cityvisor_device_types():
+            return [LightingCabinet]
+    """
+
+
+@hookspec
+def cityvisor_web_routes(hub: Hub) -> Sequence[Any]:
+    """Return aiohttp routes this plugin adds to the web server.
+
+    Called once when the web application is built, after the hub. Give
+    full paths: under ``/api/v1/`` for data, ``/plugins/<name>/`` for
+    pages. Every route is behind the same session check as the core API:
+    only logged-in users reach it; the handler finds the user in
+    ``request["user"]``.
+
+    :param hub: the running hub (devices, points, alarms, command bus, store).
+    :return: a list of ``aiohttp.web.RouteDef`` (``web.get(path, handler)``)
+        or an ``aiohttp.web.RouteTableDef``; collected from every plugin.
+
+    Example::
+
+        @hookimpl
+        def cityvisor_web_routes(hub):
+            async def snapshot(request):
+                ...
+            return [web.get("/api/v1/cameras/{id}/snapshot", snapshot)]
+    """
+
+
+@hookspec
+def cityvisor_alarm_transition(alarm: Alarm, transition: Transition, hub: Hub) -> None:
+    """React to an alarm changing state (raised, cleared, acknowledged, shelved...).
+
+    Called after the transition is written to the journal, in the alarm
+    manager's task, for every alarm of every device. Keep it fast and do no
+    I/O here: to notify an external system, hand the transition to a
+    service of yours (started by :func:`cityvisor_startup`) through a
+    bounded memory stream.
+
+    :param alarm: the alarm, in its new state.
+    :param transition: what happened (``transition.kind``: ``raised``,
+        ``cleared``, ``acknowledged``, ``shelved``, ``unshelved``,
+        ``suppressed``, ``unsuppressed``, ``out_of_service``, ``in_service``),
+        who did it and when.
+    :param hub: the running hub.
+    :return: nothing.
+
+    Example::
+
+        @hookimpl
+        def cityvisor_alarm_transition(alarm, transition, hub):
+            if transition.kind == "raised" and alarm.priority >= Priority.HIGH:
+                outbox.send_nowait(alarm.message["fr"])
+    """
+
+
+@hookspec
+def cityvisor_startup(hub: Hub) -> Callable[[], Awaitable[None]] | None:
+    """Called once when the hub has started (store open, drivers starting).
+
+    Return an async function to run a service for the hub's lifetime (a
+    notifier, a rule engine, a bridge): the hub runs it in its task group,
+    cancels it at shutdown, and logs and restarts it with backoff if it
+    fails. Return None if the plugin needs no service.
+
+    :param hub: the running hub.
+    :return: an async callable taking no arguments, or None; collected.
+
+    Example::
+
+        @hookimpl
+        def cityvisor_startup(hub):
+            async def watch():
+                async with hub.points.subscribe("*/lighting/**") as sub:
+                    async for message in sub:
+                        ...
+            return watch
+    """
+
+
+@hookspec
+def cityvisor_shutdown(hub: Hub) -> None:
+    """Called once when the hub stops, after every driver and service is cancelled.
+
+    Release what the plugin holds outside the hub (files, caches). No I/O
+    that may block: the hub must stop within seconds.
+
+    :param hub: the hub that is stopping.
+    :return: nothing.
+    """
+
+
+@hookspec
+def cityvisor_check_config(config: Config) -> Sequence[str]:
+    """Return problems the plugin finds in a deployment's config, beyond its schema.
+
+    Called by ``cityvisor check-config`` and before the hub starts. Each
+    problem is one sentence that names the key path (``devices[3].config.port``).
+
+    :param config: the validated deployment config.
+    :return: a list of problems (empty if none); collected from every plugin.
+
+    Example::
+
+        @hookimpl
+        def cityvisor_check_config(config):
+            return [f"devices[{i}]: two cabinets on one unit id"
+                    for i in duplicated_units(config)]
+    """

@@ -1,0 +1,125 @@
+"""The plugin manager: built-in families first, then every installed ``cityvisor`` entry point.
+
+Build one with :func:`make_plugin_manager` (a factory, not a global: each hub
+and each test gets its own). Loading never happens as a side effect of
+import. A plugin that fails to import or to register is reported by name
+with its error in :attr:`PluginManager.failures` and in the log; the others
+load regardless.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+
+__all__ = ["DEFAULT_PLUGINS", "PluginFailure", "PluginManager", "make_plugin_manager"]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "cityvisor"
+
+DEFAULT_PLUGINS: tuple[str, ...] = ("cityvisor.plugins.demo",)
+"""The built-in plugins, loaded exactly as third-party ones would be."""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded: its name, where it came from, and why."""
+
+    name: str
+    source: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.name!r} ({self.source}) failed to load: {self.error}"
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager with cityvisor's hooks, and a record of plugins that failed."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.failures: list[PluginFailure] = []
+
+    def load_module(self, module_name: str, *, name: str | None = None, source: str = "builtin") -> bool:
+        """Import and register a plugin module; record a failure instead of raising."""
+        name = name or module_name.rsplit(".", 1)[-1]
+        try:
+            module = importlib.import_module(module_name)
+            self._register_checked(module, name)
+        except Exception as error:  # a broken plugin must not stop the others
+            self._fail(name, source, error)
+            return False
+        return True
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> int:
+        """Load every installed distribution's entry points of ``group``; return how many loaded."""
+        loaded = 0
+        for entry_point in importlib.metadata.entry_points(group=group):
+            source = f"entry point {entry_point.value}"
+            if entry_point.dist is not None:
+                source = f"{entry_point.dist.name} {entry_point.dist.version}: {entry_point.value}"
+            if self.has_plugin(entry_point.name):
+                continue
+            try:
+                plugin = entry_point.load()
+                self._register_checked(plugin, entry_point.name)
+            except Exception as error:
+                self._fail(entry_point.name, source, error)
+                continue
+            loaded += 1
+        return loaded
+
+    def _register_checked(self, plugin: ModuleType | Any, name: str) -> None:
+        if self.has_plugin(name):
+            return
+        self.register(plugin, name=name)
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError:
+            self.unregister(name=name)
+            raise
+
+    def _fail(self, name: str, source: str, error: BaseException) -> None:
+        failure = PluginFailure(name, source, f"{type(error).__name__}: {error}")
+        self.failures.append(failure)
+        log.error("%s", failure, exc_info=error)
+
+    def plugin_names(self) -> list[str]:
+        """Names of the registered plugins, in registration order."""
+        return [name for name, _ in self.list_name_plugin()]
+
+
+def make_plugin_manager(
+    *,
+    builtins: Iterable[str] = DEFAULT_PLUGINS,
+    entry_points: bool = True,
+    plugins: Iterable[Any] = (),
+) -> PluginManager:
+    """A fresh plugin manager with the built-ins, installed entry points and ``plugins``.
+
+    ``plugins`` are extra plugin objects registered directly (what tests and
+    ``cityvisor.testing`` use to load only the plugin under test).
+    """
+    manager = PluginManager()
+    for module_name in builtins:
+        manager.load_module(module_name)
+    if entry_points:
+        manager.load_entry_points()
+    for plugin in plugins:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        try:
+            manager._register_checked(plugin, name)
+        except Exception as error:
+            manager._fail(name, "registered directly", error)
+    return manager

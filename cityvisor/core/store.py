@@ -1,0 +1,585 @@
+"""Persistence: the journal, alarm state, point history and the tables plugins need.
+
+:class:`Store` is the interface the rest of the system uses; :class:`SqliteStore`
+is the embedded default, one SQLite file in WAL mode through sqlite-utils.
+A deployment that outgrows one file can put another implementation behind
+the same interface (history in PostgreSQL, say) without touching plugins.
+
+Two kinds of writes, two guarantees:
+
+- the **journal** (alarm transitions, acknowledgements, commands, logins,
+  configuration changes) is written and synced *before* the call returns:
+  nothing is reported done that is not on disk;
+- **history** is buffered in memory (bounded) and written in batches at
+  least every ``flush_interval`` seconds; it is the only thing a crash can
+  lose, and only its last second.
+
+SQLite calls are blocking: they run in one worker thread (``anyio.to_thread``
+with a capacity limiter of one), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import sqlite_utils
+
+from .points import PointSpec, PointValue, Quality, QualityStatus, now_ms
+
+__all__ = ["JournalEntry", "SqliteStore", "Store", "TrendBucket"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One line of the journal: something that happened, who did it, to what.
+
+    ``kind`` is a short word (``alarm``, ``ack``, ``shelve``, ``command``,
+    ``login``, ``config``...); ``data`` holds the details as JSON-ready values.
+    """
+
+    kind: str
+    message: str = ""
+    user: str | None = None
+    device: str | None = None
+    point: str | None = None
+    alarm: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    ts: int = 0
+    id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "kind": self.kind,
+            "message": self.message,
+            "user": self.user,
+            "device": self.device,
+            "point": self.point,
+            "alarm": self.alarm,
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True)
+class TrendBucket:
+    """Aggregated history of one point over one time bucket."""
+
+    start: int
+    count: int
+    minimum: float | None
+    maximum: float | None
+    average: float | None
+    last: Any
+
+
+class Store(abc.ABC):
+    """What the hub needs from persistence. See :class:`SqliteStore`."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create or migrate the schema; called once before anything else."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Write buffered history and release the database."""
+
+    @abc.abstractmethod
+    async def journal(self, entry: JournalEntry) -> JournalEntry:
+        """Write one journal entry durably and return it with its id and time."""
+
+    @abc.abstractmethod
+    async def query_journal(
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        device: str | None = None,
+        user: str | None = None,
+        alarm: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        search: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[JournalEntry]:
+        """Journal entries, newest first, filtered; page with ``before_id``."""
+
+    @abc.abstractmethod
+    async def save_alarm_state(
+        self, key: str, state: Mapping[str, Any] | None, entry: JournalEntry | None = None
+    ) -> JournalEntry | None:
+        """Persist one alarm's state (None deletes it) and its journal entry, atomically."""
+
+    @abc.abstractmethod
+    async def load_alarm_states(self) -> dict[str, dict[str, Any]]:
+        """Every persisted alarm state, by alarm key."""
+
+    @abc.abstractmethod
+    def record(self, value: PointValue, spec: PointSpec) -> None:
+        """Queue a point change for history (never blocks, never does I/O)."""
+
+    @abc.abstractmethod
+    async def flush_history(self) -> int:
+        """Write queued history now; return the number of rows written."""
+
+    @abc.abstractmethod
+    async def history(
+        self,
+        point_id: str,
+        start: int,
+        end: int,
+        *,
+        bucket_ms: int | None = None,
+        limit: int = 10_000,
+    ) -> list[TrendBucket] | list[PointValue]:
+        """Raw history of a point (``bucket_ms=None``) or its min/max/avg per bucket."""
+
+    @abc.abstractmethod
+    async def prune(self, now: int | None = None) -> int:
+        """Delete history older than its retention; return rows deleted."""
+
+    @abc.abstractmethod
+    async def call(self, function: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run ``function(db)`` in the store's thread: for plugins' own tables."""
+
+    @abc.abstractmethod
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Flush history and apply retention periodically, until cancelled."""
+
+
+class SqliteStore(Store):
+    """The embedded store: one SQLite file, WAL mode, through sqlite-utils.
+
+    ``retention_days`` maps a point's history class (``PointSpec.history``)
+    to days kept; ``"none"`` is never recorded; a class not listed uses
+    ``"default"``. ``max_pending`` bounds the history buffer: past it the
+    oldest queued changes are dropped and counted in ``history_dropped``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        flush_interval: float = 1.0,
+        retention_days: Mapping[str, float] | None = None,
+        max_pending: int = 1_000_000,
+        prune_interval: float = 3600.0,
+    ) -> None:
+        self.path = Path(path)
+        self.flush_interval = flush_interval
+        self.retention_days = {"default": 365.0, **(retention_days or {})}
+        self.max_pending = max_pending
+        self.prune_interval = prune_interval
+        self.history_dropped = 0
+        self.history_written = 0
+        self._pending: list[tuple[str, int, Any, str, str]] = []
+        self._point_keys: dict[str, int] = {}
+        self._point_classes: dict[str, str] = {}
+        self._db: sqlite_utils.Database | None = None
+        self._lock = threading.Lock()
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    # -- plumbing ----------------------------------------------------------
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)
+
+        def locked() -> T:
+            with self._lock:
+                return function(*args)
+
+        return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The sqlite-utils database (only for use inside :meth:`call`)."""
+        if self._db is None:
+            raise RuntimeError("the store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        """Open the file, switch to WAL and create the tables."""
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = sqlite_utils.Database(connection)
+        db.enable_wal()
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS journal (
+                id INTEGER PRIMARY KEY,
+                ts INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                message TEXT NOT NULL DEFAULT '',
+                user TEXT, device TEXT, point TEXT, alarm TEXT,
+                data TEXT NOT NULL DEFAULT '{}'
+            );
+            CREATE INDEX IF NOT EXISTS journal_ts ON journal (ts);
+            CREATE INDEX IF NOT EXISTS journal_kind_ts ON journal (kind, ts);
+            CREATE INDEX IF NOT EXISTS journal_device_ts ON journal (device, ts);
+            CREATE INDEX IF NOT EXISTS journal_alarm ON journal (alarm);
+            CREATE TABLE IF NOT EXISTS alarm_state (
+                key TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                updated INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS history_point (
+                key INTEGER PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                class TEXT NOT NULL DEFAULT 'default'
+            );
+            CREATE TABLE IF NOT EXISTS history (
+                point INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                value,
+                quality TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (point, ts)
+            ) WITHOUT ROWID;
+            """
+        )
+        self._db = db
+        for key, point_id, klass in db.execute("SELECT key, id, class FROM history_point"):
+            self._point_keys[point_id] = key
+            self._point_classes[point_id] = klass
+
+    async def close(self) -> None:
+        """Flush history, then close the file."""
+        if self._db is None:
+            return
+        with anyio.CancelScope(shield=True):
+            await self.flush_history()
+            await self._run(self._close_sync)
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+    async def call(self, function: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run ``function(db)`` in the store's thread, serialised with every other access."""
+        return await self._run(lambda: function(self.db))
+
+    # -- journal -----------------------------------------------------------
+
+    async def journal(self, entry: JournalEntry) -> JournalEntry:
+        """Write ``entry`` durably; return it with its id and timestamp."""
+        return await self._run(self._journal_sync, entry)
+
+    def _journal_sync(self, entry: JournalEntry) -> JournalEntry:
+        ts = entry.ts or now_ms()
+        cursor = self.db.conn.execute(
+            "INSERT INTO journal (ts, kind, message, user, device, point, alarm, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ts,
+                entry.kind,
+                entry.message,
+                entry.user,
+                entry.device,
+                entry.point,
+                entry.alarm,
+                json.dumps(dict(entry.data), default=str, ensure_ascii=False),
+            ),
+        )
+        return JournalEntry(
+            kind=entry.kind,
+            message=entry.message,
+            user=entry.user,
+            device=entry.device,
+            point=entry.point,
+            alarm=entry.alarm,
+            data=entry.data,
+            ts=ts,
+            id=cursor.lastrowid,
+        )
+
+    async def query_journal(
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        device: str | None = None,
+        user: str | None = None,
+        alarm: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        search: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[JournalEntry]:
+        """Journal entries, newest first; ``search`` matches message and data text."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)
+        for column, value in (("device", device), ("user", user), ("alarm", alarm)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("ts < ?")
+            args.append(until)
+        if before_id is not None:
+            clauses.append("id < ?")
+            args.append(before_id)
+        if search:
+            clauses.append(
+                "(message LIKE ? ESCAPE '\\' OR data LIKE ? ESCAPE '\\'"
+                " OR device LIKE ? ESCAPE '\\' OR point LIKE ? ESCAPE '\\')"
+            )
+            like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args.extend([like] * 4)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            "SELECT id, ts, kind, message, user, device, point, alarm, data FROM journal "
+            f"{where} ORDER BY id DESC LIMIT ?"
+        )
+        args.append(max(1, min(limit, 10_000)))
+
+        def query() -> list[JournalEntry]:
+            return [
+                JournalEntry(
+                    id=row[0],
+                    ts=row[1],
+                    kind=row[2],
+                    message=row[3],
+                    user=row[4],
+                    device=row[5],
+                    point=row[6],
+                    alarm=row[7],
+                    data=json.loads(row[8]),
+                )
+                for row in self.db.execute(sql, args)
+            ]
+
+        return await self._run(query)
+
+    # -- alarm state ---------------------------------------------------------
+
+    async def save_alarm_state(
+        self, key: str, state: Mapping[str, Any] | None, entry: JournalEntry | None = None
+    ) -> JournalEntry | None:
+        """Write the alarm's state and its journal entry in one transaction."""
+
+        def save() -> JournalEntry | None:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = self._journal_sync(entry) if entry is not None else None
+                if state is None:
+                    conn.execute("DELETE FROM alarm_state WHERE key = ?", (key,))
+                else:
+                    conn.execute(
+                        "INSERT INTO alarm_state (key, state, updated) VALUES (?, ?, ?)"
+                        " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+                        " updated = excluded.updated",
+                        (key, json.dumps(dict(state), default=str), now_ms()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return written
+
+        return await self._run(save)
+
+    async def load_alarm_states(self) -> dict[str, dict[str, Any]]:
+        """Every persisted alarm state, by key."""
+
+        def load() -> dict[str, dict[str, Any]]:
+            return {
+                key: json.loads(state)
+                for key, state in self.db.execute("SELECT key, state FROM alarm_state")
+            }
+
+        return await self._run(load)
+
+    # -- history -------------------------------------------------------------
+
+    def record(self, value: PointValue, spec: PointSpec) -> None:
+        """Queue a change for history (a listener on the point database)."""
+        history_class = spec.history
+        if history_class == "none":
+            return
+        pending = self._pending
+        if len(pending) >= self.max_pending:
+            # Bounded: a stalled disk loses the oldest history, never the hub's memory.
+            drop = len(pending) // 10 or 1
+            del pending[:drop]
+            self.history_dropped += drop
+        quality = value.quality
+        pending.append(
+            (
+                value.id,
+                value.source_ts,
+                value.value,
+                "" if quality.status is QualityStatus.GOOD else str(quality),
+                history_class,
+            )
+        )
+
+    async def flush_history(self) -> int:
+        """Write every queued change in one transaction."""
+        if not self._pending or self._db is None:
+            return 0
+        rows, self._pending = self._pending, []
+        written = await self._run(self._write_history, rows)
+        self.history_written += written
+        return written
+
+    def _write_history(self, rows: list[tuple[str, int, Any, str, str]]) -> int:
+        conn = self.db.conn
+        keys = self._point_keys
+        conn.execute("BEGIN")
+        try:
+            for point_id, _ts, _value, _quality, klass in rows:
+                if point_id not in keys:
+                    cursor = conn.execute(
+                        "INSERT INTO history_point (id, class) VALUES (?, ?)"
+                        " ON CONFLICT (id) DO UPDATE SET class = excluded.class RETURNING key",
+                        (point_id, klass),
+                    )
+                    keys[point_id] = cursor.fetchone()[0]
+                    self._point_classes[point_id] = klass
+            conn.executemany(
+                "INSERT OR REPLACE INTO history (point, ts, value, quality) VALUES (?, ?, ?, ?)",
+                [(keys[point_id], ts, value, quality) for point_id, ts, value, quality, _ in rows],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    async def history(
+        self,
+        point_id: str,
+        start: int,
+        end: int,
+        *,
+        bucket_ms: int | None = None,
+        limit: int = 10_000,
+    ) -> list[TrendBucket] | list[PointValue]:
+        """Raw values in ``[start, end)``, or min/max/avg/last per ``bucket_ms`` bucket.
+
+        Bad-quality rows are returned raw but left out of aggregates.
+        """
+        if end <= start:
+            raise ValueError("history range must end after it starts")
+        if bucket_ms is not None and bucket_ms <= 0:
+            raise ValueError("bucket must be a positive number of milliseconds")
+        key = self._point_keys.get(point_id)
+        if key is None:
+            return []
+        if bucket_ms is None:
+
+            def raw() -> list[PointValue]:
+                rows = self.db.execute(
+                    "SELECT ts, value, quality FROM history WHERE point = ? AND ts >= ? AND ts < ?"
+                    " ORDER BY ts LIMIT ?",
+                    (key, start, end, limit),
+                )
+                return [
+                    PointValue(
+                        point_id,
+                        value,
+                        Quality.parse(quality) if quality else Quality.GOOD,
+                        ts,
+                        ts,
+                    )
+                    for ts, value, quality in rows
+                ]
+
+            return await self._run(raw)
+
+        def buckets() -> list[TrendBucket]:
+            rows = self.db.execute(
+                "SELECT (ts - :start) / :bucket AS b, count(*), min(value), max(value), avg(value),"
+                " max(ts) FROM history WHERE point = :key AND ts >= :start AND ts < :end"
+                " AND quality = '' GROUP BY b ORDER BY b LIMIT :limit",
+                {"start": start, "bucket": bucket_ms, "key": key, "end": end, "limit": limit},
+            ).fetchall()
+            result = []
+            for bucket, count, low, high, average, last_ts in rows:
+                last = self.db.execute(
+                    "SELECT value FROM history WHERE point = ? AND ts = ?", (key, last_ts)
+                ).fetchone()
+                result.append(
+                    TrendBucket(
+                        start=start + bucket * bucket_ms,
+                        count=count,
+                        minimum=low,
+                        maximum=high,
+                        average=average,
+                        last=last[0] if last else None,
+                    )
+                )
+            return result
+
+        return await self._run(buckets)
+
+    async def prune(self, now: int | None = None) -> int:
+        """Delete history past each class's retention."""
+        now = now if now is not None else now_ms()
+
+        def prune() -> int:
+            deleted = 0
+            by_class: dict[str, list[int]] = {}
+            for point_id, klass in self._point_classes.items():
+                by_class.setdefault(klass, []).append(self._point_keys[point_id])
+            conn = self.db.conn
+            for klass, keys in by_class.items():
+                days = self.retention_days.get(klass, self.retention_days["default"])
+                cutoff = now - int(days * DAY_MS)
+                for key in keys:
+                    cursor = conn.execute(
+                        "DELETE FROM history WHERE point = ? AND ts < ?", (key, cutoff)
+                    )
+                    deleted += cursor.rowcount
+            return deleted
+
+        return await self._run(prune)
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Flush history every ``flush_interval`` s and prune every ``prune_interval`` s."""
+        task_status.started()
+        next_prune = anyio.current_time() + 60.0
+        try:
+            while True:
+                await anyio.sleep(self.flush_interval)
+                try:
+                    await self.flush_history()
+                    if anyio.current_time() >= next_prune:
+                        next_prune = anyio.current_time() + self.prune_interval
+                        deleted = await self.prune()
+                        if deleted:
+                            log.info("history retention: %d rows deleted", deleted)
+                except sqlite3.Error:
+                    log.exception("history write failed; will retry")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.flush_history()
