@@ -84,7 +84,9 @@ class Condition:
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
-            raise ValueError(f"unknown alarm condition {self.kind!r} (expected one of {self.KINDS})")
+            raise ValueError(
+                f"unknown alarm condition {self.kind!r} (expected one of {self.KINDS})"
+            )
         if self.deadband < 0:
             raise ValueError("alarm deadband must not be negative")
 

@@ -71,7 +71,9 @@ class DeviceError(Exception):
     into a retry storm.
     """
 
-    def __init__(self, message: str, *, reason: str = "comm_failure", retry_after: float | None = None):
+    def __init__(
+        self, message: str, *, reason: str = "comm_failure", retry_after: float | None = None
+    ):
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after
@@ -215,7 +217,9 @@ class DeviceType:
             alarms[COMMUNICATION_ALARM] = _unsuppressible(alarms[COMMUNICATION_ALARM])
         for name, spec in alarms.items():
             if spec.point not in points:
-                raise TypeError(f"{cls.__name__}: alarm {name!r} is on unknown point {spec.point!r}")
+                raise TypeError(
+                    f"{cls.__name__}: alarm {name!r} is on unknown point {spec.point!r}"
+                )
         for name, spec in commands.items():
             for lock in spec.interlocks:
                 if lock.point not in points:
@@ -265,7 +269,9 @@ class DeviceType:
         names = [str(v) for v in value]
         for name in names:
             if not _MEMBER.match(name):
-                raise ValueError(f"member name {name!r} may hold only letters, digits, '-', '_', '.'")
+                raise ValueError(
+                    f"member name {name!r} may hold only letters, digits, '-', '_', '.'"
+                )
         return names
 
     @property
@@ -482,4 +488,3 @@ class Supervisor:
         if not online:
             device.mark(Quality.bad(reason))
         self.points.update_point(device.point(COMMUNICATION_POINT), online, Quality.GOOD)
-

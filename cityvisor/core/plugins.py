@@ -51,7 +51,9 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
 
-    def load_module(self, module_name: str, *, name: str | None = None, source: str = "builtin") -> bool:
+    def load_module(
+        self, module_name: str, *, name: str | None = None, source: str = "builtin"
+    ) -> bool:
         """Import and register a plugin module; record a failure instead of raising."""
         name = name or module_name.rsplit(".", 1)[-1]
         try:

@@ -268,7 +268,9 @@ class PointSpec:
                 for raw, text in self.labels.items():
                     if text == value:
                         return raw
-                raise ValueError(f"{self.name}: {value!r} is not one of {list(self.labels.values())}")
+                raise ValueError(
+                    f"{self.name}: {value!r} is not one of {list(self.labels.values())}"
+                )
             return int(value)
         return str(value)
 
@@ -567,9 +569,7 @@ class PointDB:
         """Add a point (initially ``bad(not_connected)``) and return its entry."""
         if point_id in self._points:
             raise ValueError(f"point {point_id!r} is already registered")
-        point = Point(
-            point_id, spec, device_id=device_id, zone=zone, family=family, member=member
-        )
+        point = Point(point_id, spec, device_id=device_id, zone=zone, family=family, member=member)
         point.subscribers = tuple(s for s in self._subscriptions if s.matches(point_id))
         self._points[point_id] = point
         return point

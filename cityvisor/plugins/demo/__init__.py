@@ -48,24 +48,47 @@ class Tank(DeviceType):
     label = {"fr": "Réservoir", "en": "Tank"}
     Config = TankConfig
 
-    level = point(float, unit="%", deadband=0.1, minimum=0, maximum=100,
-                  doc={"fr": "Niveau d'eau", "en": "Water level"})
-    setpoint = point(float, unit="%", writable=True, minimum=0, maximum=100,
-                     doc={"fr": "Consigne de niveau", "en": "Level setpoint"})
+    level = point(
+        float,
+        unit="%",
+        deadband=0.1,
+        minimum=0,
+        maximum=100,
+        doc={"fr": "Niveau d'eau", "en": "Water level"},
+    )
+    setpoint = point(
+        float,
+        unit="%",
+        writable=True,
+        minimum=0,
+        maximum=100,
+        doc={"fr": "Consigne de niveau", "en": "Level setpoint"},
+    )
     volume = point(float, unit="m³", deadband=0.1, doc={"fr": "Volume", "en": "Volume"})
     valve = point(labels=["closed", "filling", "draining"], doc={"fr": "Vanne", "en": "Valve"})
     maintenance = point(bool, doc={"fr": "En maintenance", "en": "Under maintenance"})
 
-    high_water = alarm("level", high=90, deadband=2, priority="high",
-                       message={"fr": "Niveau haut", "en": "High water"}, procedure="DEMO-01")
-    low_water = alarm("level", low=5, deadband=1, priority="low",
-                      message={"fr": "Niveau bas", "en": "Low water"})
+    high_water = alarm(
+        "level",
+        high=90,
+        deadband=2,
+        priority="high",
+        message={"fr": "Niveau haut", "en": "High water"},
+        procedure="DEMO-01",
+    )
+    low_water = alarm(
+        "level", low=5, deadband=1, priority="low", message={"fr": "Niveau bas", "en": "Low water"}
+    )
 
     @command(
         setpoint=number(0, 100, unit="%", doc={"fr": "Niveau visé", "en": "Target level"}),
-        interlocks=[interlock("maintenance", equals=False,
-                              reason={"fr": "Réservoir en maintenance",
-                                      "en": "Tank under maintenance"})],
+        interlocks=[
+            interlock(
+                "maintenance",
+                equals=False,
+                reason={"fr": "Réservoir en maintenance", "en": "Tank under maintenance"},
+            )
+        ],
         feedback=reaches("setpoint", param="setpoint", tolerance=0.01, within=5),
         label={"fr": "Régler la consigne", "en": "Set the level"},
     )

@@ -1,0 +1,141 @@
+"""PointDB: values, quality, deadbands, subscriptions and re-sync."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from cityvisor.core.points import (
+    Batch,
+    DataType,
+    Deadband,
+    PointDB,
+    PointSpec,
+    Quality,
+    Resync,
+    Scaling,
+    glob_to_regex,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def make_db(n: int = 3) -> PointDB:
+    db = PointDB(batch_interval=0.01)
+    for i in range(n):
+        db.register(f"dijon/lighting/cab-{i}/c1/level", PointSpec("level", deadband=Deadband(0.5)))
+    return db
+
+
+async def test_a_new_point_is_bad_not_connected_until_a_value_arrives():
+    db = make_db(1)
+    value = db.value("dijon/lighting/cab-0/c1/level")
+    assert value.value is None
+    assert value.quality == Quality.bad("not_connected")
+
+
+async def test_subscriber_gets_a_snapshot_then_batched_changes():
+    db = make_db()
+    async with db.subscribe("dijon/lighting/**") as sub:
+        first = await sub.receive()
+        assert isinstance(first, Resync) and len(first.snapshot) == 3
+        db.update("dijon/lighting/cab-0/c1/level", 10.0)
+        db.update("dijon/lighting/cab-1/c1/level", 20.0)
+        db.flush()
+        batch = await sub.receive()
+        assert isinstance(batch, Batch)
+        assert [(c.id, c.value) for c in batch.changes] == [
+            ("dijon/lighting/cab-0/c1/level", 10.0),
+            ("dijon/lighting/cab-1/c1/level", 20.0),
+        ]
+
+
+async def test_absolute_deadband_filters_small_moves():
+    db = make_db(1)
+    pid = "dijon/lighting/cab-0/c1/level"
+    assert db.update(pid, 10.0)
+    assert not db.update(pid, 10.4)
+    assert db.update(pid, 10.6)
+    assert db.value(pid).value == 10.6
+
+
+async def test_percent_deadband_uses_the_declared_range():
+    db = PointDB()
+    spec = PointSpec("p", deadband=Deadband.percent(1), minimum=0, maximum=200)
+    db.register("z/f/d/p", spec)
+    db.update("z/f/d/p", 100.0)
+    assert not db.update("z/f/d/p", 101.9)  # 1 % of 200 is 2
+    assert db.update("z/f/d/p", 102.1)
+
+
+async def test_a_quality_change_always_passes_the_deadband():
+    db = make_db(1)
+    pid = "dijon/lighting/cab-0/c1/level"
+    db.update(pid, 10.0)
+    assert db.update(pid, 10.0, Quality.bad("comm_failure"))
+    assert db.value(pid).quality.reason == "comm_failure"
+
+
+async def test_slow_subscriber_is_told_it_lost_updates_and_resynced_without_blocking():
+    db = make_db(1)
+    pid = "dijon/lighting/cab-0/c1/level"
+    sub = db.subscribe("**", max_buffer=2)
+    # Nobody reads: producers must never block.
+    for i in range(10):
+        db.update(pid, float(i))
+        db.flush()
+    assert sub.overflowed and sub.lost > 0
+    messages = []
+    while True:
+        try:
+            messages.append(sub._receive.receive_nowait())
+        except anyio.WouldBlock:
+            break
+    db.flush()  # room again: the subscriber is re-synced
+    resync = await sub.receive()
+    assert isinstance(resync, Resync) and resync.lost > 0
+    assert resync.snapshot[0].value == 9.0
+    sub.close()
+
+
+async def test_wait_for_returns_when_the_predicate_holds():
+    db = make_db(1)
+    pid = "dijon/lighting/cab-0/c1/level"
+    async with anyio.create_task_group() as tg:
+
+        async def later():
+            await anyio.sleep(0.01)
+            db.update(pid, 42.0)
+
+        tg.start_soon(later)
+        result = await db.wait_for(pid, lambda v: v.value == 42.0, timeout=5)
+    assert result is not None and result.value == 42.0
+    assert await db.wait_for(pid, lambda v: v.value == 1.0, timeout=0.01) is None
+
+
+async def test_set_quality_marks_every_point_bad_in_one_step():
+    db = make_db(3)
+    for p in db.points():
+        db.update(p.id, 1.0)
+    count = db.set_quality(list(db.points()), Quality.bad("comm_failure"))
+    assert count == 3
+    assert all(p.current.quality.is_bad and p.current.value == 1.0 for p in db.points())
+
+
+def test_glob_patterns():
+    assert glob_to_regex("a/**").match("a/b/c")
+    assert glob_to_regex("a/**").match("a")
+    assert not glob_to_regex("a/*").match("a/b/c")
+    assert glob_to_regex("**/level").match("z/f/d/c1/level")
+    assert not glob_to_regex("dijon/**").match("dijonville/x")
+
+
+def test_enum_and_scaling():
+    spec = PointSpec("position", DataType.ENUM, labels={0: "up", 1: "down"})
+    assert spec.coerce("down") == 1
+    assert spec.label(0) == "up"
+    with pytest.raises(ValueError):
+        spec.coerce("sideways")
+    scaling = Scaling.linear(raw=(0, 1000), eng=(0.0, 100.0))
+    assert scaling.to_engineering(500) == 50.0
+    assert scaling.to_raw(25.0) == 250.0
