@@ -353,6 +353,13 @@ class DeviceType:
         return f"<{type(self).__name__} {self.id}>"
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups raised by task groups."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -441,19 +448,19 @@ class Supervisor:
             error: BaseException | None = None
             try:
                 async with anyio.create_task_group() as tg:
-                    with anyio.fail_after(self.start_timeout):
+                    with anyio.move_on_after(self.start_timeout) as start_scope:
                         await tg.start(device.run)
+                    if start_scope.cancelled_caught:
+                        raise DeviceError(
+                            f"no answer within {self.start_timeout:g} s", reason="comm_failure"
+                        )
                     self._set_online(state, True)
                 # run() returned: a driver is expected to run forever.
                 error = DeviceError("driver returned", reason="device_failure")
             except anyio.get_cancelled_exc_class():
                 raise
-            except TimeoutError:
-                error = DeviceError(
-                    f"no answer within {self.start_timeout:g} s", reason="comm_failure"
-                )
             except Exception as exc:  # a driver's failure must never reach the hub
-                error = exc
+                error = _root_cause(exc)
             # Cancellation (shutdown) leaves the points as they are: only failures mark them.
             self._set_online(state, False, getattr(error, "reason", "comm_failure"))
             if anyio.current_time() - started_at >= self.stable_after:
