@@ -15,13 +15,23 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 
-__all__ = ["DEFAULT_PLUGINS", "PluginFailure", "PluginManager", "make_plugin_manager"]
+if TYPE_CHECKING:
+    from .devices import DeviceType
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "PluginConflictError",
+    "PluginFailure",
+    "PluginManager",
+    "collect_device_types",
+    "make_plugin_manager",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,25 @@ class PluginManager(pluggy.PluginManager):
         self.failures.append(failure)
         log.error("%s", failure, exc_info=error)
 
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call one hook plugin by plugin; a plugin that raises is recorded and skipped.
+
+        Returns ``(plugin name, result)`` pairs in registration order. Use it
+        where one plugin's bug must not deprive the others of a call (pluggy's
+        own hook call stops at the first exception).
+        """
+        results: list[tuple[str, Any]] = []
+        caller = getattr(self.hook, hook_name)
+        for implementation in reversed(caller.get_hookimpls()):
+            arguments = {name: kwargs[name] for name in implementation.argnames}
+            try:
+                result = implementation.function(**arguments)
+            except Exception as error:
+                self._fail(implementation.plugin_name, f"{hook_name}()", error)
+                continue
+            results.append((implementation.plugin_name, result))
+        return results
+
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins, in registration order."""
         return [name for name, _ in self.list_name_plugin()]
@@ -125,3 +154,29 @@ def make_plugin_manager(
         except Exception as error:
             manager._fail(name, "registered directly", error)
     return manager
+
+
+class PluginConflictError(Exception):
+    """Two plugins declare the same device type name."""
+
+
+def collect_device_types(plugins: PluginManager) -> dict[str, type[DeviceType]]:
+    """Every device type the plugins declare, by ``type_name``.
+
+    A plugin whose hook raises is recorded in ``plugins.failures`` and
+    skipped; two plugins declaring one ``type_name`` is a
+    :class:`PluginConflictError` (a deployment could not say which it means).
+    """
+    types: dict[str, type[DeviceType]] = {}
+    owners: dict[str, str] = {}
+    for plugin_name, declared in plugins.call_each("cityvisor_device_types"):
+        for device_type in declared or ():
+            name = device_type.type_name
+            if name in types and types[name] is not device_type:
+                raise PluginConflictError(
+                    f"device type {name!r} is declared by two plugins: "
+                    f"{owners[name]!r} and {plugin_name!r}"
+                )
+            types[name] = device_type
+            owners[name] = plugin_name
+    return types
