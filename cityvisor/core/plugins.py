@@ -81,7 +81,9 @@ class PluginManager(pluggy.PluginManager):
             source = f"entry point {entry_point.value}"
             if entry_point.dist is not None:
                 source = f"{entry_point.dist.name} {entry_point.dist.version}: {entry_point.value}"
-            if self.has_plugin(entry_point.name):
+            # A blocked (disabled) plugin is not even imported: it may be disabled
+            # precisely because importing it fails.
+            if self.has_plugin(entry_point.name) or self.is_blocked(entry_point.name):
                 continue
             try:
                 plugin = entry_point.load()
@@ -136,14 +138,21 @@ def make_plugin_manager(
     builtins: Iterable[str] = DEFAULT_PLUGINS,
     entry_points: bool = True,
     plugins: Iterable[Any] = (),
+    disabled: Iterable[str] = (),
 ) -> PluginManager:
     """A fresh plugin manager with the built-ins, installed entry points and ``plugins``.
 
     ``plugins`` are extra plugin objects registered directly (what tests and
     ``cityvisor.testing`` use to load only the plugin under test).
+    ``disabled`` names plugins never to load (a deployment's ``[plugins]
+    disabled``); a built-in's name is the last part of its module name.
     """
     manager = PluginManager()
+    for name in disabled:
+        manager.set_blocked(name)
     for module_name in builtins:
+        if manager.is_blocked(module_name.rsplit(".", 1)[-1]):
+            continue
         manager.load_module(module_name)
     if entry_points:
         manager.load_entry_points()
