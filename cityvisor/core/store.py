@@ -25,6 +25,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,12 @@ __all__ = ["JournalEntry", "SqliteStore", "Store", "TrendBucket"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+HistoryRow = tuple[str, int, Any, str, str]
+"""A queued history change: point id, source time, value, quality text, history class."""
+
+_PRUNE_CHUNK = 500
+"""Points pruned per transaction: short transactions let journal writes interleave."""
 
 DAY_MS = 86_400_000
 
@@ -170,6 +177,9 @@ class SqliteStore(Store):
     to days kept; ``"none"`` is never recorded; a class not listed uses
     ``"default"``. ``max_pending`` bounds the history buffer: past it the
     oldest queued changes are dropped and counted in ``history_dropped``.
+
+    History rows are keyed by (point, source time in ms): when a point changes
+    twice within one millisecond, the change recorded last is the one kept.
     """
 
     def __init__(
@@ -188,7 +198,9 @@ class SqliteStore(Store):
         self.prune_interval = prune_interval
         self.history_dropped = 0
         self.history_written = 0
-        self._pending: list[tuple[str, int, Any, str, str]] = []
+        self.history_rejected = 0
+        """Changes SQLite could not store (a value out of its range), skipped and logged."""
+        self._pending: deque[HistoryRow] = deque(maxlen=max_pending)
         self._point_keys: dict[str, int] = {}
         self._point_classes: dict[str, str] = {}
         self._db: sqlite_utils.Database | None = None
@@ -264,12 +276,14 @@ class SqliteStore(Store):
             self._point_classes[point_id] = klass
 
     async def close(self) -> None:
-        """Flush history, then close the file."""
+        """Flush history, then close the file (even if the last flush fails)."""
         if self._db is None:
             return
         with anyio.CancelScope(shield=True):
-            await self.flush_history()
-            await self._run(self._close_sync)
+            try:
+                await self.flush_history()
+            finally:
+                await self._run(self._close_sync)
 
     def _close_sync(self) -> None:
         if self._db is not None:
@@ -401,7 +415,9 @@ class SqliteStore(Store):
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A failed COMMIT may already have ended the transaction.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             return written
 
@@ -421,16 +437,18 @@ class SqliteStore(Store):
     # -- history -------------------------------------------------------------
 
     def record(self, value: PointValue, spec: PointSpec) -> None:
-        """Queue a change for history (a listener on the point database)."""
+        """Queue a change for history (a listener on the point database).
+
+        Never blocks and never does I/O: the change waits in a bounded buffer
+        for :meth:`flush_history`. A full buffer forgets its oldest change.
+        """
         history_class = spec.history
         if history_class == "none":
             return
         pending = self._pending
-        if len(pending) >= self.max_pending:
+        if len(pending) == pending.maxlen:
             # Bounded: a stalled disk loses the oldest history, never the hub's memory.
-            drop = len(pending) // 10 or 1
-            del pending[:drop]
-            self.history_dropped += drop
+            self.history_dropped += 1
         quality = value.quality
         pending.append(
             (
@@ -442,38 +460,110 @@ class SqliteStore(Store):
             )
         )
 
+    @property
+    def history_pending(self) -> int:
+        """Changes queued for history and not yet written."""
+        return len(self._pending)
+
     async def flush_history(self) -> int:
-        """Write every queued change in one transaction."""
+        """Write every queued change in one transaction; return the rows written.
+
+        If the write fails (disk full, I/O error) the changes go back to the
+        front of the buffer for the next flush, and the error is raised.
+        """
         if not self._pending or self._db is None:
             return 0
-        rows, self._pending = self._pending, []
-        written = await self._run(self._write_history, rows)
+        rows = self._pending
+        self._pending = deque(maxlen=self.max_pending)
+        try:
+            written = await self._run(self._write_history, rows)
+        except Exception:
+            self._requeue(rows)
+            raise
         self.history_written += written
         return written
 
-    def _write_history(self, rows: list[tuple[str, int, Any, str, str]]) -> int:
+    def _requeue(self, rows: deque[HistoryRow]) -> None:
+        # Older rows first, then whatever arrived meanwhile; the bound still holds.
+        merged: deque[HistoryRow] = deque(rows, maxlen=self.max_pending)
+        merged.extend(self._pending)
+        self.history_dropped += len(rows) + len(self._pending) - len(merged)
+        self._pending = merged
+
+    def _write_history(self, rows: deque[HistoryRow]) -> int:
         conn = self.db.conn
-        keys = self._point_keys
         conn.execute("BEGIN")
         try:
-            for point_id, _ts, _value, _quality, klass in rows:
-                if point_id not in keys:
-                    cursor = conn.execute(
-                        "INSERT INTO history_point (id, class) VALUES (?, ?)"
-                        " ON CONFLICT (id) DO UPDATE SET class = excluded.class RETURNING key",
-                        (point_id, klass),
-                    )
-                    keys[point_id] = cursor.fetchone()[0]
-                    self._point_classes[point_id] = klass
+            keys, registered = self._history_keys(conn, rows)
             conn.executemany(
-                "INSERT OR REPLACE INTO history (point, ts, value, quality) VALUES (?, ?, ?, ?)",
+                _INSERT_HISTORY,
                 [(keys[point_id], ts, value, quality) for point_id, ts, value, quality, _ in rows],
             )
             conn.execute("COMMIT")
-        except BaseException:
+        except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
+            # A value SQLite cannot store (an int past 64 bits...): keep the rest.
             conn.execute("ROLLBACK")
+            return self._write_history_row_by_row(rows)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
+        self._remember_keys(registered)
         return len(rows)
+
+    def _write_history_row_by_row(self, rows: deque[HistoryRow]) -> int:
+        conn = self.db.conn
+        written = 0
+        conn.execute("BEGIN")
+        try:
+            keys, registered = self._history_keys(conn, rows)
+            for point_id, ts, value, quality, _ in rows:
+                try:
+                    conn.execute(_INSERT_HISTORY, (keys[point_id], ts, value, quality))
+                except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
+                    self.history_rejected += 1
+                    log.warning("history: point %s: cannot store value %r", point_id, value)
+                else:
+                    written += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._remember_keys(registered)
+        return written
+
+    def _history_keys(
+        self, conn: sqlite3.Connection, rows: deque[HistoryRow]
+    ) -> tuple[dict[str, int], dict[str, tuple[int, str]]]:
+        """The integer key of every point in ``rows``, registering new points.
+
+        Returns the keys to write with and the registrations made. Those are
+        only remembered once the transaction commits (:meth:`_remember_keys`):
+        a rolled-back key could otherwise later be given to another point.
+        """
+        classes = self._point_classes
+        registered: dict[str, tuple[int, str]] = {}
+        for point_id, _ts, _value, _quality, klass in rows:
+            known = registered.get(point_id)
+            if (classes.get(point_id) if known is None else known[1]) == klass:
+                continue
+            cursor = conn.execute(
+                "INSERT INTO history_point (id, class) VALUES (?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET class = excluded.class RETURNING key",
+                (point_id, klass),
+            )
+            registered[point_id] = (cursor.fetchone()[0], klass)
+        if not registered:
+            return self._point_keys, registered
+        keys = dict(self._point_keys)
+        keys.update((point_id, key) for point_id, (key, _) in registered.items())
+        return keys, registered
+
+    def _remember_keys(self, registered: dict[str, tuple[int, str]]) -> None:
+        for point_id, (key, klass) in registered.items():
+            self._point_keys[point_id] = key
+            self._point_classes[point_id] = klass
 
     async def history(
         self,
@@ -486,7 +576,9 @@ class SqliteStore(Store):
     ) -> list[TrendBucket] | list[PointValue]:
         """Raw values in ``[start, end)``, or min/max/avg/last per ``bucket_ms`` bucket.
 
-        Bad-quality rows are returned raw but left out of aggregates.
+        Buckets start at ``start``; a bucket with no good value is left out.
+        Raw history returns every row; aggregates use good-quality rows only
+        (uncertain and bad values are not trusted to draw a trend).
         """
         if end <= start:
             raise ValueError("history range must end after it starts")
@@ -518,54 +610,67 @@ class SqliteStore(Store):
 
         def buckets() -> list[TrendBucket]:
             rows = self.db.execute(
-                "SELECT (ts - :start) / :bucket AS b, count(*), min(value), max(value), avg(value),"
-                " max(ts) FROM history WHERE point = :key AND ts >= :start AND ts < :end"
-                " AND quality = '' GROUP BY b ORDER BY b LIMIT :limit",
+                _TREND,
                 {"start": start, "bucket": bucket_ms, "key": key, "end": end, "limit": limit},
-            ).fetchall()
-            result = []
-            for bucket, count, low, high, average, last_ts in rows:
-                last = self.db.execute(
-                    "SELECT value FROM history WHERE point = ? AND ts = ?", (key, last_ts)
-                ).fetchone()
-                result.append(
-                    TrendBucket(
-                        start=start + bucket * bucket_ms,
-                        count=count,
-                        minimum=low,
-                        maximum=high,
-                        average=average,
-                        last=last[0] if last else None,
-                    )
+            )
+            return [
+                TrendBucket(
+                    start=start + bucket * bucket_ms,
+                    count=count,
+                    minimum=low,
+                    maximum=high,
+                    average=average,
+                    last=last,
                 )
-            return result
+                for bucket, count, low, high, average, last in rows
+            ]
 
         return await self._run(buckets)
 
     async def prune(self, now: int | None = None) -> int:
-        """Delete history past each class's retention."""
+        """Delete history past each class's retention; return the rows deleted.
+
+        Works through the points a few hundred at a time, one short
+        transaction each, so journal writes are never held up for long.
+        """
         now = now if now is not None else now_ms()
 
-        def prune() -> int:
-            deleted = 0
-            by_class: dict[str, list[int]] = {}
+        def cutoffs() -> list[tuple[int, int]]:
+            result = []
             for point_id, klass in self._point_classes.items():
-                by_class.setdefault(klass, []).append(self._point_keys[point_id])
-            conn = self.db.conn
-            for klass, keys in by_class.items():
                 days = self.retention_days.get(klass, self.retention_days["default"])
-                cutoff = now - int(days * DAY_MS)
-                for key in keys:
-                    cursor = conn.execute(
-                        "DELETE FROM history WHERE point = ? AND ts < ?", (key, cutoff)
-                    )
-                    deleted += cursor.rowcount
-            return deleted
+                result.append((self._point_keys[point_id], now - int(days * DAY_MS)))
+            return result
 
-        return await self._run(prune)
+        todo = await self._run(cutoffs)
+        deleted = 0
+        for i in range(0, len(todo), _PRUNE_CHUNK):
+            deleted += await self._run(self._prune_chunk, todo[i : i + _PRUNE_CHUNK])
+        return deleted
+
+    def _prune_chunk(self, chunk: list[tuple[int, int]]) -> int:
+        conn = self.db.conn
+        deleted = 0
+        conn.execute("BEGIN")
+        try:
+            for key, cutoff in chunk:
+                cursor = conn.execute(
+                    "DELETE FROM history WHERE point = ? AND ts < ?", (key, cutoff)
+                )
+                deleted += cursor.rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return deleted
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        """Flush history every ``flush_interval`` s and prune every ``prune_interval`` s."""
+        """Flush history every ``flush_interval`` s and prune every ``prune_interval`` s.
+
+        A failed write is logged and retried at the next flush (its changes
+        stay buffered); on cancellation the buffer is flushed one last time.
+        """
         task_status.started()
         next_prune = anyio.current_time() + 60.0
         try:
@@ -583,3 +688,28 @@ class SqliteStore(Store):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.flush_history()
+
+
+# The last change recorded for a (point, millisecond) wins: a driver that
+# reports twice in one millisecond keeps its latest word, as the PointDB does.
+_INSERT_HISTORY = (
+    "INSERT INTO history (point, ts, value, quality) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (point, ts) DO UPDATE SET value = excluded.value, quality = excluded.quality"
+)
+
+# One statement for the whole trend: aggregates per bucket, then the value at
+# each bucket's last good timestamp through the (point, ts) primary key.
+_TREND = """
+WITH buckets AS (
+    SELECT (ts - :start) / :bucket AS bucket, count(*) AS n, min(value) AS low,
+           max(value) AS high, avg(value) AS average, max(ts) AS last_ts
+    FROM history
+    WHERE point = :key AND ts >= :start AND ts < :end AND quality = ''
+    GROUP BY bucket
+    ORDER BY bucket
+    LIMIT :limit
+)
+SELECT buckets.bucket, buckets.n, buckets.low, buckets.high, buckets.average, history.value
+FROM buckets JOIN history ON history.point = :key AND history.ts = buckets.last_ts
+ORDER BY buckets.bucket
+"""
