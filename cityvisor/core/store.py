@@ -96,6 +96,10 @@ class TrendBucket:
     last: Any
 
 
+AlarmStateWrite = tuple[str | None, Mapping[str, Any] | None, JournalEntry | None]
+"""One item of :meth:`Store.save_alarm_states`: alarm key, its state, its journal entry."""
+
+
 class Store(abc.ABC):
     """What the hub needs from persistence. See :class:`SqliteStore`."""
 
@@ -132,6 +136,22 @@ class Store(abc.ABC):
         self, key: str, state: Mapping[str, Any] | None, entry: JournalEntry | None = None
     ) -> JournalEntry | None:
         """Persist one alarm's state (None deletes it) and its journal entry, atomically."""
+
+    async def save_alarm_states(
+        self, items: Sequence[AlarmStateWrite]
+    ) -> list[JournalEntry | None]:
+        """Several :meth:`save_alarm_state` in order; a key of None writes only its entry.
+
+        Stores should override it to write everything in one transaction
+        (this default writes item by item).
+        """
+        written: list[JournalEntry | None] = []
+        for key, state, entry in items:
+            if key is None:
+                written.append(await self.journal(entry) if entry is not None else None)
+            else:
+                written.append(await self.save_alarm_state(key, state, entry))
+        return written
 
     @abc.abstractmethod
     async def load_alarm_states(self) -> dict[str, dict[str, Any]]:
@@ -398,12 +418,27 @@ class SqliteStore(Store):
         self, key: str, state: Mapping[str, Any] | None, entry: JournalEntry | None = None
     ) -> JournalEntry | None:
         """Write the alarm's state and its journal entry in one transaction."""
+        (written,) = await self._run(self._save_alarm_states, [(key, state, entry)])
+        return written
 
-        def save() -> JournalEntry | None:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                written = self._journal_sync(entry) if entry is not None else None
+    async def save_alarm_states(
+        self, items: Sequence[AlarmStateWrite]
+    ) -> list[JournalEntry | None]:
+        """Write many alarm states and their journal entries in one transaction."""
+        if not items:
+            return []
+        return await self._run(self._save_alarm_states, list(items))
+
+    def _save_alarm_states(self, items: list[AlarmStateWrite]) -> list[JournalEntry | None]:
+        conn = self.db.conn
+        written: list[JournalEntry | None] = []
+        updated = now_ms()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for key, state, entry in items:
+                written.append(self._journal_sync(entry) if entry is not None else None)
+                if key is None:
+                    continue
                 if state is None:
                     conn.execute("DELETE FROM alarm_state WHERE key = ?", (key,))
                 else:
@@ -411,17 +446,15 @@ class SqliteStore(Store):
                         "INSERT INTO alarm_state (key, state, updated) VALUES (?, ?, ?)"
                         " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
                         " updated = excluded.updated",
-                        (key, json.dumps(dict(state), default=str), now_ms()),
+                        (key, json.dumps(dict(state), default=str), updated),
                     )
-                conn.execute("COMMIT")
-            except BaseException:
-                # A failed COMMIT may already have ended the transaction.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return written
-
-        return await self._run(save)
+            conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT may already have ended the transaction.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return written
 
     async def load_alarm_states(self) -> dict[str, dict[str, Any]]:
         """Every persisted alarm state, by key."""

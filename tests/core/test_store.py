@@ -157,6 +157,37 @@ async def test_a_failed_alarm_state_write_leaves_no_journal_entry(store: SqliteS
     assert len(await store.query_journal()) == 1
 
 
+async def test_many_alarm_states_are_saved_in_one_transaction(store: SqliteStore):
+    written = await store.save_alarm_states(
+        [
+            ("a1", {"state": "unack_active"}, JournalEntry(kind="alarm", alarm="a1")),
+            (None, None, JournalEntry(kind="alarm", message="flood_started: dijon")),
+            ("a2", {"state": "unack_active"}, None),
+        ]
+    )
+    assert [e is not None and e.id is not None for e in written] == [True, True, False]
+    assert set(await store.load_alarm_states()) == {"a1", "a2"}
+    assert len(await store.query_journal()) == 2
+
+    def refuse_a3(db: sqlite_utils.Database) -> None:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON alarm_state WHEN new.key = 'a3'"
+            " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+
+    await store.call(refuse_a3)
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.save_alarm_states(
+            [
+                ("a1", None, JournalEntry(kind="alarm", message="a1 cleared")),
+                ("a3", {"state": "unack_active"}, JournalEntry(kind="alarm")),
+            ]
+        )
+    # All or nothing: a1 was not deleted and no entry of the batch was journaled.
+    assert set(await store.load_alarm_states()) == {"a1", "a2"}
+    assert len(await store.query_journal()) == 2
+
+
 # -- history: batching -----------------------------------------------------------
 
 
