@@ -58,7 +58,9 @@ class DeviceConfig(pydantic.BaseModel):
     error that names the key, not a silently ignored setting.
     """
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become field descriptions: `cityvisor plugins` and the
+    # config reference show them to whoever writes the deployment file.
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class DeviceError(Exception):
