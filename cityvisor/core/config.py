@@ -1028,7 +1028,8 @@ def reference() -> str:
         "A deployment is one TOML file (`cityvisor run -c city.toml`). Check it with",
         "`cityvisor check-config city.toml`: every problem is reported at once, with",
         "the file, the key path (`devices[2].config.port`) and what was expected.",
-        "Unknown keys are errors. Durations are in seconds.",
+        "Unknown keys are errors. Durations are in seconds. A *slug* is an identifier",
+        "of lower-case letters, digits, `-` and `_` (at most 64 characters).",
         "",
         "Any string value may contain `${NAME}`: it is replaced by the environment variable",
         "`NAME` (an error if it is not set; `$${NAME}` keeps the text as is). Keep device",
@@ -1118,6 +1119,9 @@ def _schema_type(prop: Mapping[str, Any], root: Mapping[str, Any]) -> str:
         return f"list of {_schema_type(prop.get('items', {}), root)}"
     if kind == "object":
         values = prop.get("additionalProperties")
+        if not isinstance(values, Mapping) or not values:
+            patterns = prop.get("patternProperties") or {}
+            values = next(iter(patterns.values()), None)
         if isinstance(values, Mapping) and values:
             return f"table of {_schema_type(values, root)}"
         return "table"
@@ -1135,7 +1139,9 @@ def _schema_type(prop: Mapping[str, Any], root: Mapping[str, Any]) -> str:
     ]
     if limits:
         shown += " (" + ", ".join(limits) + ")"
-    if "pattern" in prop:
+    if prop.get("pattern") == _SLUG.pattern:
+        shown = "slug"
+    elif "pattern" in prop:
         shown += f" matching `{prop['pattern']}`"
     return shown
 
