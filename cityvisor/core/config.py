@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, WithJsonSchema
 
-from .alarms import AlarmSpec, alarm
+from .alarms import AlarmSpec, Procedure, alarm
 from .devices import DeviceConfig, DeviceInfo, DeviceType
 from .plugins import PluginConflictError, collect_device_types
 from .points import DataType
@@ -433,6 +433,10 @@ class ProcedureEntry(Section):
     """What the procedure is for."""
     steps: list[Text] = Field(min_length=1)
     """The steps, in order; each a string or ``{fr = "...", en = "..."}``."""
+
+    def to_procedure(self) -> Procedure:
+        """The procedure as the alarm manager serves it."""
+        return Procedure.create(self.id, self.title, self.steps, version=self.version)
 
 
 class UserEntry(Section):

@@ -255,6 +255,26 @@ def test_config_alarms_become_alarm_specs_on_full_point_ids(tmp_path: Path):
     assert spec == full and point_id == full.point
 
 
+def test_procedures_become_the_alarm_managers_procedures(tmp_path: Path):
+    path = write(
+        tmp_path,
+        """
+        [[procedures]]
+        id = "EAU-03"
+        version = 2
+        title = { fr = "Niveau critique", en = "Critical level" }
+        steps = [{ fr = "Appeler", en = "Call" }, "Consigner"]
+        """,
+    )
+    procedure = load_config(path).procedures[0].to_procedure()
+    assert (procedure.id, procedure.version) == ("EAU-03", 2)
+    assert procedure.title == {"fr": "Niveau critique", "en": "Critical level"}
+    assert procedure.steps == [
+        {"fr": "Appeler", "en": "Call"},
+        {"fr": "Consigner", "en": "Consigner"},
+    ]
+
+
 def test_users_carry_their_role_and_zones(tmp_path: Path):
     path = write(
         tmp_path,
