@@ -1,0 +1,894 @@
+"""Modbus HAL: shared connections, paced requests, coalesced reads, typed failures.
+
+The layers, from the wire up:
+
+- :class:`ModbusEndpoint`: one connection (Modbus/TCP, or RTU over a serial
+  line) shared by every unit behind it. One request in flight at a time,
+  a minimum interval between requests, a timeout per request, reconnection
+  with capped exponential backoff. Failures are typed
+  (:class:`ModbusExceptionError`, :class:`ModbusTimeoutError`,
+  :class:`ModbusMalformedReplyError`, :class:`ModbusConnectionError`) and each
+  carries the :class:`~cityvisor.core.points.Quality` it means.
+- :class:`ModbusPool`: hands out endpoints by address with reference counting,
+  so two cabinets behind one gateway share one TCP connection.
+- :class:`ReadPlan`: the block reads that cover a set of points, merging
+  neighbours of the same table within the 125-register (2000-bit) limit and a
+  maximum gap. Computed once per profile and member count, never per poll.
+- :class:`ModbusDevice`: one unit read through a :class:`Profile`; ``poll()``
+  returns ``{relative_id: value | Quality}`` and never raises for a failed
+  block, only :class:`ModbusConnectionError` when the endpoint itself is lost
+  (the supervisor then restarts the driver).
+
+A driver's ``run()`` reads::
+
+    async with pool.tcp(config.host, config.port) as endpoint:
+        cabinet = endpoint.device(config.unit, load_profile("lighting_cabinet"),
+                                  members={"circuit": self.members("circuit")})
+        await cabinet.poll()                 # raises ModbusConnectionError if unreachable
+        task_status.started()
+        async for result in cabinet.poll_every(config.period):
+            self.publish(result.good)
+            for quality, ids in result.by_quality().items():
+                self.mark(quality, ids)
+
+pymodbus runs on asyncio; everything here uses anyio primitives and starts no
+task of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+
+from cityvisor.core.devices import DeviceError
+from cityvisor.core.points import Quality
+
+from .modbus_profile import (
+    MAX_READ_BITS,
+    MAX_READ_REGISTERS,
+    Profile,
+    ProfileError,
+    RegisterSpec,
+    Table,
+    ValueType,
+    bundled_profiles,
+    load_profile,
+)
+
+__all__ = [
+    "Block",
+    "ModbusConnectionError",
+    "ModbusDevice",
+    "ModbusEndpoint",
+    "ModbusError",
+    "ModbusExceptionError",
+    "ModbusMalformedReplyError",
+    "ModbusPool",
+    "ModbusSettings",
+    "ModbusTimeoutError",
+    "PollResult",
+    "Profile",
+    "ProfileError",
+    "ReadPlan",
+    "RegisterSpec",
+    "SerialAddress",
+    "Table",
+    "TcpAddress",
+    "ValueType",
+    "bundled_profiles",
+    "exception_quality",
+    "load_profile",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- errors
+
+# Modbus exception codes: (name, quality class). Addressing and function errors
+# are configuration mistakes (the profile does not match the device); gateway
+# errors mean the unit behind the gateway cannot be reached, a communication
+# failure; everything else is the device saying it cannot do it.
+_EXCEPTION_CODES: dict[int, tuple[str, str]] = {
+    1: ("illegal_function", "config_error"),
+    2: ("illegal_data_address", "config_error"),
+    3: ("illegal_data_value", "config_error"),
+    4: ("server_device_failure", "device_failure"),
+    5: ("acknowledge", "device_failure"),
+    6: ("device_busy", "device_failure"),
+    7: ("negative_acknowledge", "device_failure"),
+    8: ("memory_parity_error", "device_failure"),
+    10: ("gateway_path_unavailable", "comm_failure"),
+    11: ("gateway_target_no_response", "comm_failure"),
+}
+
+
+def exception_quality(code: int) -> Quality:
+    """The quality a Modbus exception code gives the points it concerns.
+
+    The reason is ``<class>:<exception name>``, for example
+    ``config_error:illegal_data_address`` or ``device_failure:device_busy``;
+    ``reason.partition(":")[0]`` is the class.
+    """
+    name, kind = _EXCEPTION_CODES.get(code, (f"exception_{code}", "device_failure"))
+    return Quality.bad(f"{kind}:{name}")
+
+
+class ModbusError(Exception):
+    """A Modbus request failed; ``quality`` is what that means for the points it read."""
+
+    quality: Quality = Quality.bad("comm_failure")
+
+
+class ModbusExceptionError(ModbusError):
+    """The device answered with a Modbus exception (illegal address, busy...)."""
+
+    def __init__(self, code: int, function_code: int, unit: int, address: int) -> None:
+        self.code = code
+        self.function_code = function_code
+        self.unit = unit
+        self.address = address
+        self.quality = exception_quality(code)
+        name = _EXCEPTION_CODES.get(code, (f"exception_{code}", ""))[0]
+        self.name = name
+        super().__init__(
+            f"unit {unit} answered exception {code} ({name}) to function {function_code} "
+            f"at address {address}"
+        )
+
+
+class ModbusTimeoutError(ModbusError):
+    """No answer within the request timeout."""
+
+    quality = Quality.bad("comm_failure:timeout")
+
+
+class ModbusMalformedReplyError(ModbusError):
+    """An answer that cannot be decoded, or that does not match the request."""
+
+    quality = Quality.bad("comm_failure:malformed_reply")
+
+
+class ModbusConnectionError(ModbusError, DeviceError):
+    """The endpoint's connection is lost or cannot be opened.
+
+    A :class:`~cityvisor.core.devices.DeviceError` with reason
+    ``comm_failure``: raised out of a driver's ``run()``, it makes the
+    supervisor mark the device's points bad and restart it. ``retry_after``
+    is the time left before the endpoint will try to connect again.
+    """
+
+    quality = Quality.bad("comm_failure")
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        DeviceError.__init__(self, message, reason="comm_failure", retry_after=retry_after)
+
+
+class _MalformedFrameError(Exception):
+    """Set on pymodbus's pending response when the reply cannot be decoded."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class TcpAddress:
+    """A Modbus/TCP endpoint (a device or a gateway)."""
+
+    host: str
+    port: int = 502
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SerialAddress:
+    """A Modbus RTU line on a serial port (an RS-485 bus with its units)."""
+
+    device: str
+    baudrate: int = 19200
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+
+    def __str__(self) -> str:
+        return f"{self.device}@{self.baudrate}{self.parity}{self.bytesize}{self.stopbits}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusSettings:
+    """How an endpoint talks to its equipment."""
+
+    timeout: float = 1.0
+    """Seconds to wait for the answer to one request."""
+    connect_timeout: float = 3.0
+    """Seconds to wait for a connection to open."""
+    min_interval: float = 0.0
+    """Seconds between the end of one request and the start of the next
+    (slow gateways and RS-485 lines need a pause)."""
+    min_backoff: float = 0.2
+    """Seconds before the first reconnection attempt after a failed one."""
+    max_backoff: float = 30.0
+    """The cap of the reconnection backoff, which doubles at each failure."""
+    max_timeouts: int = 3
+    """Consecutive timeouts after which the connection is closed and reopened
+    (a half-open TCP connection answers nothing, ever)."""
+    unreachable_after: int = 3
+    """Consecutive polls of a unit without any answer after which
+    :meth:`ModbusDevice.poll_every` gives up with :class:`ModbusConnectionError`."""
+
+
+# --------------------------------------------------------------------------- read plans
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One read request: ``count`` items of one table from ``address``, and the points in it."""
+
+    table: Table
+    address: int
+    count: int
+    points: tuple[tuple[str, RegisterSpec], ...]
+
+    def decode(self, raw: Sequence[int] | Sequence[bool]) -> dict[str, Any]:
+        """The value of every point of the block, from the block's raw items."""
+        values: dict[str, Any] = {}
+        for point_id, spec in self.points:
+            start = spec.address - self.address
+            values[point_id] = spec.decode(raw[start : start + spec.width])
+        return values
+
+
+class ReadPlan:
+    """The block reads that cover a set of points, neighbours merged.
+
+    Points of one table are sorted by address and joined into one block while
+    the hole between them is at most ``max_gap`` items (registers read for
+    nothing, a good trade against a round trip) and the block stays within
+    ``max_registers`` registers (``max_bits`` bits for coils and discrete
+    inputs). Points that share a register (bits of a status word) share it.
+    Build a plan once per profile and member count; reuse it for every poll
+    and every unit of that model.
+    """
+
+    def __init__(
+        self,
+        specs: Mapping[str, RegisterSpec],
+        *,
+        max_gap: int = 8,
+        max_registers: int = MAX_READ_REGISTERS,
+        max_bits: int = MAX_READ_BITS,
+    ) -> None:
+        if not 1 <= max_registers <= MAX_READ_REGISTERS:
+            raise ValueError(f"max_registers must be within 1..{MAX_READ_REGISTERS}")
+        if not 1 <= max_bits <= MAX_READ_BITS:
+            raise ValueError(f"max_bits must be within 1..{MAX_READ_BITS}")
+        self.max_gap = max_gap
+        self.max_registers = max_registers
+        self.max_bits = max_bits
+        blocks: list[Block] = []
+        for table in Table:
+            entries = sorted(
+                ((pid, spec) for pid, spec in specs.items() if spec.table is table),
+                key=lambda item: (item[1].address, item[1].end),
+            )
+            blocks.extend(self._coalesce(table, entries))
+        self.blocks: tuple[Block, ...] = tuple(blocks)
+
+    @classmethod
+    def for_profile(
+        cls,
+        profile: Profile,
+        members: Mapping[str, int | Sequence[str]] | None = None,
+        *,
+        only: Iterable[str] | None = None,
+    ) -> ReadPlan:
+        """The plan of a profile, with the profile's gap and size limits."""
+        specs = profile.resolve(members)
+        if only is not None:
+            wanted = list(only)
+            missing = [p for p in wanted if p not in specs]
+            if missing:
+                raise KeyError(f"profile {profile.name} has no points {missing}")
+            specs = {p: specs[p] for p in wanted}
+        info = profile.info
+        return cls(
+            specs,
+            max_gap=info.max_gap,
+            max_registers=info.max_registers,
+            max_bits=info.max_bits,
+        )
+
+    def _coalesce(self, table: Table, entries: list[tuple[str, RegisterSpec]]) -> list[Block]:
+        limit = self.max_bits if table.is_bit else self.max_registers
+        blocks: list[Block] = []
+        start = end = 0
+        members: list[tuple[str, RegisterSpec]] = []
+        for point_id, spec in entries:
+            if spec.width > limit:
+                raise ValueError(f"{point_id} is wider than one read ({spec.width} > {limit})")
+            if (
+                members
+                and spec.address - end <= self.max_gap
+                and max(end, spec.end) - start <= limit
+            ):
+                end = max(end, spec.end)
+                members.append((point_id, spec))
+                continue
+            if members:
+                blocks.append(Block(table, start, end - start, tuple(members)))
+            start, end, members = spec.address, spec.end, [(point_id, spec)]
+        if members:
+            blocks.append(Block(table, start, end - start, tuple(members)))
+        return blocks
+
+    @property
+    def points(self) -> int:
+        """How many points the plan reads."""
+        return sum(len(b.points) for b in self.blocks)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __repr__(self) -> str:
+        return f"<ReadPlan {self.points} points in {len(self.blocks)} requests>"
+
+
+# --------------------------------------------------------------------------- poll results
+
+
+class PollResult(dict[str, Any]):
+    """``{relative_id: value}``, where a point that could not be read holds its bad Quality.
+
+    ``good`` and ``bad`` split it; :meth:`by_quality` groups the failed ids
+    for ``DeviceType.mark``. ``requests`` counts the requests the poll sent.
+    """
+
+    requests: int = 0
+    errors: list[ModbusError]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors = []
+
+    @property
+    def good(self) -> dict[str, Any]:
+        """The points that were read, with their values."""
+        return {k: v for k, v in self.items() if not isinstance(v, Quality)}
+
+    @property
+    def bad(self) -> dict[str, Quality]:
+        """The points that were not read, with the reason."""
+        return {k: v for k, v in self.items() if isinstance(v, Quality)}
+
+    def by_quality(self) -> dict[Quality, list[str]]:
+        """The failed points grouped by quality (``{Quality.bad("comm_failure:timeout"): [...]}``)."""
+        groups: dict[Quality, list[str]] = {}
+        for point_id, value in self.items():
+            if isinstance(value, Quality):
+                groups.setdefault(value, []).append(point_id)
+        return groups
+
+    @property
+    def answered(self) -> bool:
+        """True if the unit answered at least one request (even with an exception)."""
+        return (
+            any(
+                not (isinstance(v, Quality) and v.reason.startswith("comm_failure"))
+                for v in self.values()
+            )
+            or not self
+        )
+
+
+# --------------------------------------------------------------------------- endpoint
+
+
+class ModbusEndpoint:
+    """One connection to a Modbus/TCP device or gateway (or a serial RTU line).
+
+    Every unit behind it shares the connection. Requests are serialised (one
+    in flight: many gateways cannot take more), spaced by
+    ``settings.min_interval``, and bounded by ``settings.timeout``. The
+    connection opens on the first request; when it drops or cannot be
+    opened, requests raise :class:`ModbusConnectionError` and the next
+    attempt waits ``min_backoff * 2**n`` seconds (at most ``max_backoff``):
+    the same endpoint recovers by itself when the equipment comes back.
+
+    Get one from :class:`ModbusPool`; the pool closes it when its last user
+    leaves.
+    """
+
+    def __init__(
+        self, address: TcpAddress | SerialAddress, settings: ModbusSettings | None = None
+    ) -> None:
+        self.address = address
+        self.settings = settings or ModbusSettings()
+        self.requests_sent = 0
+        """Requests sent since creation (for tests and benchmarks)."""
+        self.requests_by_function: Counter[int] = Counter()
+        """Requests sent, by function code."""
+        self.connections = 0
+        """Connections opened since creation."""
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._lock = anyio.Lock()
+        self._inflight: anyio.CancelScope | None = None
+        self._lost_in_flight = False
+        self._last_end = -float("inf")
+        self._failures = 0
+        self._next_attempt = -float("inf")
+        self._timeouts = 0
+        self._refs = 0
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<ModbusEndpoint {self.address} {state}, {self.requests_sent} requests>"
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is open."""
+        return self._client is not None and self._client.connected
+
+    # -- connection -------------------------------------------------------
+
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        # pymodbus's own reconnection (reconnect_delay) runs in a task nobody
+        # owns and its retries hide timeouts: both are off, this class does them.
+        # Its timeout is only a backstop behind the anyio deadlines below.
+        backstop = max(self.settings.timeout, self.settings.connect_timeout) * 2 + 1
+        address = self.address
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if isinstance(address, TcpAddress):
+            client = AsyncModbusTcpClient(
+                address.host,
+                port=address.port,
+                reconnect_delay=0,
+                timeout=backstop,
+                retries=0,
+                trace_connect=self._on_connection_change,
+            )
+        else:
+            client = AsyncModbusSerialClient(
+                address.device,
+                framer=FramerType.RTU,
+                baudrate=address.baudrate,
+                parity=address.parity,
+                stopbits=address.stopbits,
+                bytesize=address.bytesize,
+                reconnect_delay=0,
+                timeout=backstop,
+                retries=0,
+                trace_connect=self._on_connection_change,
+            )
+        # A dead unit behind a live gateway must not close the connection the
+        # other units share: this class decides when to drop it (max_timeouts).
+        client.set_max_no_responses(1_000_000)
+        self._guard_decoding(client)
+        return client
+
+    @staticmethod
+    def _guard_decoding(client: AsyncModbusTcpClient | AsyncModbusSerialClient) -> None:
+        """Turn an undecodable reply into an error for the pending request.
+
+        pymodbus raises out of the protocol's ``data_received`` when a reply
+        cannot be decoded; asyncio would then kill the connection and the
+        request would wait for its timeout. Failing the request at once with
+        a precise reason is better for the operator.
+        """
+        manager = client.ctx
+        original = manager.callback_data
+
+        def callback_data(data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+            try:
+                return original(data, addr)
+            except ModbusIOException as exc:
+                future = manager.response_future
+                if not future.done():
+                    future.set_exception(_MalformedFrameError(str(exc)))
+                return len(data)
+
+        manager.callback_data = callback_data  # type: ignore[method-assign]
+
+    def _on_connection_change(self, connected: bool) -> None:
+        """pymodbus's trace_connect: runs in the event loop when the link goes up or down."""
+        if not connected and self._inflight is not None:
+            # Fail the request in flight now rather than at its timeout.
+            self._lost_in_flight = True
+            self._inflight.cancel()
+
+    async def connect(self) -> None:
+        """Open the connection now (requests also open it when needed).
+
+        Raises :class:`ModbusConnectionError` if it cannot be opened, or if
+        the backoff after the last failure has not elapsed yet.
+        """
+        async with self._lock:
+            await self._ensure_connected()
+
+    async def _ensure_connected(self) -> None:
+        if self._client is None:
+            self._client = self._make_client()
+        if self._client.connected:
+            return
+        wait = self._next_attempt - anyio.current_time()
+        if wait > 0:
+            raise ModbusConnectionError(
+                f"{self.address} is unreachable; next attempt in {wait:.1f} s",
+                retry_after=wait,
+            )
+        opened = False
+        with anyio.move_on_after(self.settings.connect_timeout):
+            opened = await self._client.connect()
+        if opened and self._client.connected:
+            if self._failures:
+                log.info("modbus %s: reconnected after %d failures", self.address, self._failures)
+            self._failures = 0
+            self._timeouts = 0
+            self.connections += 1
+            return
+        self._client.close()
+        self._failures += 1
+        delay = min(
+            self.settings.max_backoff, self.settings.min_backoff * 2 ** (self._failures - 1)
+        )
+        self._next_attempt = anyio.current_time() + delay
+        log.warning(
+            "modbus %s: cannot connect (attempt %d); next attempt in %.1f s",
+            self.address,
+            self._failures,
+            delay,
+        )
+        raise ModbusConnectionError(f"cannot connect to {self.address}", retry_after=delay)
+
+    def close(self) -> None:
+        """Close the connection (the next request opens it again)."""
+        if self._client is not None:
+            self._client.close()
+
+    # -- requests ---------------------------------------------------------
+
+    async def _execute(
+        self,
+        function_code: int,
+        unit: int,
+        address: int,
+        call: Callable[[Any], Awaitable[ModbusPDU]],
+    ) -> ModbusPDU:
+        """Send one request and return its (non-exception) response, or raise a ModbusError."""
+        async with self._lock:
+            pause = self._last_end + self.settings.min_interval - anyio.current_time()
+            if pause > 0:
+                await anyio.sleep(pause)
+            await self._ensure_connected()
+            client = self._client
+            assert client is not None
+            self.requests_sent += 1
+            self.requests_by_function[function_code] += 1
+            self._lost_in_flight = False
+            response: ModbusPDU | None = None
+            try:
+                with anyio.CancelScope() as scope:
+                    self._inflight = scope
+                    with anyio.fail_after(self.settings.timeout):
+                        response = await call(client)
+            except TimeoutError:
+                self._timeouts += 1
+                if self._timeouts >= self.settings.max_timeouts:
+                    log.warning(
+                        "modbus %s: %d timeouts in a row, reopening the connection",
+                        self.address,
+                        self._timeouts,
+                    )
+                    self._timeouts = 0
+                    client.close()
+                raise ModbusTimeoutError(
+                    f"unit {unit}: no answer to function {function_code} at {address} "
+                    f"within {self.settings.timeout:g} s"
+                ) from None
+            except ConnectionException as exc:
+                raise ModbusConnectionError(f"{self.address}: {exc}") from None
+            except _MalformedFrameError as exc:
+                raise ModbusMalformedReplyError(f"unit {unit}: undecodable reply: {exc}") from None
+            except ModbusIOException as exc:
+                if "No response" in str(exc):  # pymodbus's own (backstop) timeout
+                    raise ModbusTimeoutError(f"unit {unit}: {exc}") from None
+                raise ModbusMalformedReplyError(f"unit {unit}: {exc}") from None
+            finally:
+                self._inflight = None
+                self._last_end = anyio.current_time()
+            if self._lost_in_flight or response is None:
+                raise ModbusConnectionError(
+                    f"{self.address}: connection lost during a request to unit {unit}"
+                )
+            self._timeouts = 0
+            if response.isError():
+                code = getattr(response, "exception_code", 0)
+                raise ModbusExceptionError(code, function_code, unit, address)
+            if response.function_code != function_code:
+                raise ModbusMalformedReplyError(
+                    f"unit {unit}: function {response.function_code} answered "
+                    f"a request for function {function_code}"
+                )
+            return response
+
+    async def read(self, unit: int, table: Table, address: int, count: int) -> list[Any]:
+        """Read ``count`` registers (or bits) of one table: one request.
+
+        Returns ``list[int]`` for register tables and ``list[bool]`` for bit
+        tables, exactly ``count`` long. Raises a :class:`ModbusError`.
+        """
+        if not 1 <= count <= table.max_read:
+            raise ValueError(f"a read of a {table.value} table covers 1..{table.max_read} items")
+        kwargs = {"count": count, "device_id": unit}
+        readers = {
+            Table.COIL: lambda c: c.read_coils(address, **kwargs),
+            Table.DISCRETE_INPUT: lambda c: c.read_discrete_inputs(address, **kwargs),
+            Table.HOLDING: lambda c: c.read_holding_registers(address, **kwargs),
+            Table.INPUT: lambda c: c.read_input_registers(address, **kwargs),
+        }
+        response = await self._execute(table.read_function, unit, address, readers[table])
+        items: list[Any] = list(response.bits if table.is_bit else response.registers)
+        if len(items) < count:
+            raise ModbusMalformedReplyError(
+                f"unit {unit}: {len(items)} items in the reply, {count} asked at {address}"
+            )
+        return items[:count]
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        """Write one holding register (function 6)."""
+        await self._execute(
+            6, unit, address, lambda c: c.write_register(address, value, device_id=unit)
+        )
+
+    async def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
+        """Write consecutive holding registers (function 16)."""
+        values = list(values)
+        await self._execute(
+            16, unit, address, lambda c: c.write_registers(address, values, device_id=unit)
+        )
+
+    async def write_coil(self, unit: int, address: int, value: bool) -> None:
+        """Write one coil (function 5)."""
+        await self._execute(
+            5, unit, address, lambda c: c.write_coil(address, bool(value), device_id=unit)
+        )
+
+    async def write_coils(self, unit: int, address: int, values: Sequence[bool]) -> None:
+        """Write consecutive coils (function 15)."""
+        bits = [bool(v) for v in values]
+        await self._execute(
+            15, unit, address, lambda c: c.write_coils(address, bits, device_id=unit)
+        )
+
+    async def write(self, unit: int, spec: RegisterSpec, value: Any) -> None:
+        """Write a value with the spec's type, scaling and word order.
+
+        A 32-bit value is written as 2 registers in one request (function 16),
+        a 16-bit one with function 6, a coil with function 5. A bool kept in
+        a bit of a holding register is a read-modify-write of that register.
+        """
+        if not spec.writable:
+            raise ValueError(f"{spec.table.value} {spec.address} is not writable")
+        if spec.table is Table.COIL:
+            await self.write_coil(unit, spec.address, bool(value))
+            return
+        current = 0
+        if spec.type is ValueType.BOOL:
+            (current,) = await self.read(unit, spec.table, spec.address, 1)
+        words = [int(w) for w in spec.encode(value, current)]
+        if len(words) == 1:
+            await self.write_register(unit, spec.address, words[0])
+        else:
+            await self.write_registers(unit, spec.address, words)
+
+    def device(
+        self,
+        unit: int,
+        profile: Profile,
+        members: Mapping[str, int | Sequence[str]] | None = None,
+        *,
+        only: Iterable[str] | None = None,
+    ) -> ModbusDevice:
+        """A unit behind this endpoint, read through ``profile``."""
+        return ModbusDevice(self, unit, profile, members, only=only)
+
+
+# --------------------------------------------------------------------------- device
+
+
+class ModbusDevice:
+    """One Modbus unit read and written through its profile, by relative point id.
+
+    The read plan is computed here, once; :meth:`poll` only sends it.
+    """
+
+    def __init__(
+        self,
+        endpoint: ModbusEndpoint,
+        unit: int,
+        profile: Profile,
+        members: Mapping[str, int | Sequence[str]] | None = None,
+        *,
+        only: Iterable[str] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.unit = unit
+        self.profile = profile
+        self.specs: dict[str, RegisterSpec] = profile.resolve(members)
+        """Every point of the device, by relative id."""
+        self.plan = ReadPlan.for_profile(profile, members, only=only)
+        self._subplans: dict[tuple[str, ...], ReadPlan] = {}
+
+    def __repr__(self) -> str:
+        return f"<ModbusDevice unit {self.unit} at {self.endpoint.address} ({self.profile.name})>"
+
+    async def poll(self, plan: ReadPlan | None = None) -> PollResult:
+        """Read every point of the plan once.
+
+        A block that fails gives each of its points the failure's quality
+        (``config_error:illegal_data_address``, ``comm_failure:timeout``...).
+        After a timeout the rest of the poll is not sent (a unit that did not
+        answer one request will not answer the next; waiting for each would
+        make one dead unit slow the whole line): those points get the same
+        quality. Only :class:`ModbusConnectionError` is raised.
+        """
+        plan = plan or self.plan
+        result = PollResult()
+        timed_out: ModbusTimeoutError | None = None
+        for block in plan.blocks:
+            if timed_out is not None:
+                for point_id, _spec in block.points:
+                    result[point_id] = timed_out.quality
+                continue
+            try:
+                result.requests += 1
+                raw = await self.endpoint.read(self.unit, block.table, block.address, block.count)
+            except ModbusConnectionError:
+                raise
+            except ModbusError as exc:
+                if isinstance(exc, ModbusTimeoutError):
+                    timed_out = exc
+                log.debug("modbus %s unit %d: %s", self.endpoint.address, self.unit, exc)
+                result.errors.append(exc)
+                for point_id, _spec in block.points:
+                    result[point_id] = exc.quality
+                continue
+            result.update(block.decode(raw))
+        return result
+
+    async def read(self, *point_ids: str) -> PollResult:
+        """Read only some points (their plan is computed on first use, then kept)."""
+        key = tuple(sorted(point_ids))
+        plan = self._subplans.get(key)
+        if plan is None:
+            missing = [p for p in key if p not in self.specs]
+            if missing:
+                raise KeyError(f"{self.profile.name} has no points {missing}")
+            info = self.profile.info
+            plan = ReadPlan(
+                {p: self.specs[p] for p in key},
+                max_gap=info.max_gap,
+                max_registers=info.max_registers,
+                max_bits=info.max_bits,
+            )
+            self._subplans[key] = plan
+        return await self.poll(plan)
+
+    async def write(self, point_id: str, value: Any) -> None:
+        """Write one point by relative id (``"c1/setpoint"``), in engineering units.
+
+        Raises :class:`ModbusError` subclasses if the write fails, KeyError
+        for an unknown point and ValueError for a read-only one or a value
+        out of the register's range.
+        """
+        try:
+            spec = self.specs[point_id]
+        except KeyError:
+            raise KeyError(f"{self.profile.name} has no point {point_id!r}") from None
+        await self.endpoint.write(self.unit, spec, value)
+
+    async def poll_every(self, period: float) -> AsyncIterator[PollResult]:
+        """Poll at a fixed rate and yield each result.
+
+        Raises :class:`ModbusConnectionError` when the endpoint is lost, and
+        when the unit has not answered a single request for
+        ``settings.unreachable_after`` polls in a row (a dead unit behind a
+        live gateway), so the supervisor marks the device and restarts it.
+        """
+        silent = 0
+        next_at = anyio.current_time()
+        while True:
+            result = await self.poll()
+            silent = 0 if result.answered else silent + 1
+            if silent >= self.endpoint.settings.unreachable_after:
+                raise ModbusConnectionError(
+                    f"unit {self.unit} at {self.endpoint.address} has not answered "
+                    f"for {silent} polls"
+                )
+            yield result
+            next_at += period
+            now = anyio.current_time()
+            if next_at < now:  # late (slow line): skip, never burst to catch up
+                next_at = now
+            await anyio.sleep(next_at - now)
+
+
+# --------------------------------------------------------------------------- pool
+
+
+class ModbusPool:
+    """The registry of endpoints: one connection per address, shared, reference-counted.
+
+    ``async with pool.tcp(host, port) as endpoint:`` gives the endpoint for
+    that address, creating it for the first user; the last user to leave
+    closes it. The hub owns one pool and every Modbus driver borrows from it,
+    so the cabinets behind one gateway use one connection.
+    """
+
+    def __init__(self, settings: ModbusSettings | None = None) -> None:
+        self.settings = settings or ModbusSettings()
+        self._endpoints: dict[TcpAddress | SerialAddress, ModbusEndpoint] = {}
+
+    @property
+    def endpoints(self) -> Mapping[TcpAddress | SerialAddress, ModbusEndpoint]:
+        """The endpoints in use, by address."""
+        return dict(self._endpoints)
+
+    @contextlib.asynccontextmanager
+    async def endpoint(
+        self, address: TcpAddress | SerialAddress, settings: ModbusSettings | None = None
+    ) -> AsyncIterator[ModbusEndpoint]:
+        """Borrow the endpoint of ``address`` for the duration of the block.
+
+        ``settings`` apply when this call creates the endpoint; a shared
+        endpoint keeps the settings of its first user.
+        """
+        endpoint = self._endpoints.get(address)
+        if endpoint is None:
+            endpoint = ModbusEndpoint(address, settings or self.settings)
+            self._endpoints[address] = endpoint
+        endpoint._refs += 1
+        try:
+            yield endpoint
+        finally:
+            endpoint._refs -= 1
+            if endpoint._refs == 0:
+                endpoint.close()
+                if self._endpoints.get(address) is endpoint:
+                    del self._endpoints[address]
+
+    def tcp(
+        self, host: str, port: int = 502, *, settings: ModbusSettings | None = None
+    ) -> contextlib.AbstractAsyncContextManager[ModbusEndpoint]:
+        """Borrow the Modbus/TCP endpoint ``host:port``."""
+        return self.endpoint(TcpAddress(host, port), settings)
+
+    def serial(
+        self,
+        device: str,
+        *,
+        baudrate: int = 19200,
+        parity: str = "N",
+        stopbits: int = 1,
+        bytesize: int = 8,
+        settings: ModbusSettings | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[ModbusEndpoint]:
+        """Borrow the Modbus RTU line on serial port ``device``."""
+        address = SerialAddress(device, baudrate, parity, stopbits, bytesize)
+        return self.endpoint(address, settings)
+
+    def close(self) -> None:
+        """Close every connection (endpoints stay usable and reopen on demand)."""
+        for endpoint in self._endpoints.values():
+            endpoint.close()

@@ -1,0 +1,1 @@
+"""Bundled Modbus device profiles (TOML register maps), loaded with ``load_profile(name)``."""
