@@ -1137,6 +1137,8 @@ class CommandBus:
                 f"no device with a command {order.command!r} matches {criteria}",
                 f"aucun équipement avec une commande {order.command!r} ne correspond à {criteria}",
             )
+        if not isinstance(members, str) and not members:
+            raise InvalidArgumentsError(['members must be "all" or a non-empty list'])
         targets: list[tuple[DeviceType, str | None]] = []
         for device in devices:
             per = device.command_specs[order.command].per
@@ -1296,25 +1298,28 @@ class CommandBus:
             # "offline" is the reason the operator needs, not a failed interlock.
             self._check_online(device)
             self._check_interlocks(device, spec, request.member)
-            if gated and request.confirmation is not None:
-                try:
-                    selected = self._take_selection(request.confirmation, request.user, request)
-                except ConfirmationError as error:
-                    lapsed = getattr(error, "lapsed", None)
-                    raise
-                attempt.confirmed_by = request.user.name
-                attempt.pending = selected.id
-                arguments = selected.arguments
-            elif gated and self._needs_approval(device, spec):
+            approval = self._needs_approval(device, spec)
+            if gated and request.confirmation is None and (approval or spec.confirm):
                 # Approval is the deliberate second act: it stands in for select-before-operate.
-                pending = self._park_command("approval", request, device, spec, arguments)
-            elif gated and spec.confirm:
-                pending = self._park_command("confirmation", request, device, spec, arguments)
-            if pending is None and self._queued[device.id] >= self.max_queue:
-                raise DeviceBusyError(
-                    f"{self.max_queue} commands already wait for {device.id}; try again later",
-                    f"{self.max_queue} commandes attendent déjà {device.id} ; réessayez plus tard",
-                )
+                kind = "approval" if approval else "confirmation"
+                pending = self._park_command(kind, request, device, spec, arguments)
+            else:
+                # Before a select token is used up: a busy refusal must leave it valid.
+                if self._queued[device.id] >= self.max_queue:
+                    raise DeviceBusyError(
+                        f"{self.max_queue} commands already wait for {device.id}; try again later",
+                        f"{self.max_queue} commandes attendent déjà {device.id} ; "
+                        "réessayez plus tard",
+                    )
+                if gated and request.confirmation is not None:
+                    try:
+                        selected = self._take_selection(request.confirmation, request.user, request)
+                    except ConfirmationError as error:
+                        lapsed = getattr(error, "lapsed", None)
+                        raise
+                    attempt.confirmed_by = request.user.name
+                    attempt.pending = selected.id
+                    arguments = selected.arguments
         except CommandError as error:
             if lapsed is not None:
                 await self._close(lapsed, CommandOutcome.LAPSED, None, "", attempt.started)

@@ -33,6 +33,7 @@ from cityvisor.core.commands import (
     CommandRequest,
     CommandResult,
     ConfirmationError,
+    DeviceBusyError,
     DeviceOfflineError,
     GroupResult,
     InterlockedError,
@@ -543,6 +544,33 @@ async def test_commands_to_one_device_run_in_order_while_others_run_in_parallel(
         assert g2.events == [("start", "g2", 1), ("end", "g2", 1)]
         # g2 ran while g1's first command was still running, not after it.
         assert g2.times["start", 1] < g1.times["end", 1]
+
+
+async def test_a_device_with_too_many_queued_commands_is_busy(store):
+    async with city(store, lambda p: [gate(p, "g1")], max_queue=1) as c:
+        g1: Gate = c.devices["g1"]  # type: ignore[assignment]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(c.bus.execute, request("g1", "record", step=1, note="a"))
+            await g1.started.setdefault(1, anyio.Event()).wait()
+            tg.start_soon(c.bus.execute, request("g1", "record", step=2, note="b"))
+            await anyio.sleep(0.01)  # let it queue behind the first
+            with pytest.raises(DeviceBusyError) as caught:
+                await c.bus.execute(request("g1", "record", step=3, note="c"))
+            assert caught.value.status == 503
+        outcomes = sorted(e.data["outcome"] for e in await c.journal())
+        assert outcomes == ["refused", "succeeded", "succeeded"]
+
+
+async def test_a_caller_that_goes_away_leaves_a_cancelled_record(store):
+    async with city(store, lambda p: [gate(p, "g1")]) as c:
+        g1: Gate = c.devices["g1"]  # type: ignore[assignment]
+        with anyio.move_on_after(0.02):
+            await c.bus.execute(request("g1", "record", step=1, note="a"))
+        assert g1.events == [("start", "g1", 1)]
+        [entry] = await c.journal()
+        assert entry.data["outcome"] == "cancelled"
+        # The device's queue is free again.
+        assert (await c.bus.execute(request("g1", "record", step=2, note="b"))).ok
 
 
 # --------------------------------------------------------------------------- group orders
