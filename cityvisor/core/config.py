@@ -590,8 +590,8 @@ class Config(Section):
                             f"{camera_id!r} is a {camera.device_type.type_name}, not a camera",
                         )
                     )
-        for index, entry in enumerate(self.alarms):
-            problems.extend(_alarm_point_problems(index, entry, by_id))
+        for index, alarm_entry in enumerate(self.alarms):
+            problems.extend(_alarm_point_problems(index, alarm_entry, by_id))
         if problems:
             raise ConfigError(_format(self._source, problems))
         return resolved
@@ -786,14 +786,14 @@ def _cross_reference_problems(config: Config) -> list[Problem]:
             )
             continue
         zone, _family, device_id = parts[:3]
-        device = devices.get(device_id)
+        named = devices.get(device_id)
         if zone not in zones:
             problems.append((where, f"unknown zone {zone!r} (declared zones: {declared_zones})"))
-        elif device is None:
+        elif named is None:
             problems.append((where, f"unknown device {device_id!r}"))
-        elif device.zone != zone:
+        elif named.zone != zone:
             problems.append(
-                (where, f"device {device_id!r} is in zone {device.zone!r}, not {zone!r}")
+                (where, f"device {device_id!r} is in zone {named.zone!r}, not {zone!r}")
             )
     for index, user in enumerate(config.users):
         for position, zone in enumerate(user.zones):
