@@ -474,28 +474,38 @@ class ModbusEndpoint:
         # A dead unit behind a live gateway must not close the connection the
         # other units share: this class decides when to drop it (max_timeouts).
         client.set_max_no_responses(1_000_000)
-        self._guard_decoding(client)
+        self._guard_decoding(client, tcp=isinstance(address, TcpAddress))
         return client
 
     @staticmethod
-    def _guard_decoding(client: AsyncModbusTcpClient | AsyncModbusSerialClient) -> None:
+    def _guard_decoding(
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient, *, tcp: bool
+    ) -> None:
         """Turn an undecodable reply into an error for the pending request.
 
         pymodbus raises out of the protocol's ``data_received`` when a reply
-        cannot be decoded; asyncio would then kill the connection and the
-        request would wait for its timeout. Failing the request at once with
-        a precise reason is better for the operator.
+        cannot be decoded (asyncio then kills the connection), and silently
+        waits for more when the bytes are not a Modbus/TCP frame at all: both
+        would leave the request to its timeout. Failing it at once, with a
+        precise reason, is better for the operator.
         """
         manager = client.ctx
         original = manager.callback_data
 
+        def fail(reason: str) -> None:
+            future = manager.response_future
+            if not future.done():
+                future.set_exception(_MalformedFrameError(reason))
+
         def callback_data(data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+            if tcp and len(data) >= 4 and data[2:4] != b"\x00\x00":
+                # The MBAP protocol id is always 0: these bytes are not Modbus/TCP.
+                fail(f"not a Modbus/TCP frame: {data[:8].hex(' ')}...")
+                return len(data)
             try:
                 return original(data, addr)
             except ModbusIOException as exc:
-                future = manager.response_future
-                if not future.done():
-                    future.set_exception(_MalformedFrameError(str(exc)))
+                fail(str(exc))
                 return len(data)
 
         manager.callback_data = callback_data  # type: ignore[method-assign]
@@ -639,9 +649,12 @@ class ModbusEndpoint:
         }
         response = await self._execute(table.read_function, unit, address, readers[table])
         items: list[Any] = list(response.bits if table.is_bit else response.registers)
-        if len(items) < count:
+        # Bits arrive in whole bytes; registers exactly as asked. Anything else is
+        # a reply that does not match its own byte count or the request.
+        expected = -(-count // 8) * 8 if table.is_bit else count
+        if len(items) != expected:
             raise ModbusMalformedReplyError(
-                f"unit {unit}: {len(items)} items in the reply, {count} asked at {address}"
+                f"unit {unit}: {len(items)} items in the reply to a read of {count} at {address}"
             )
         return items[:count]
 

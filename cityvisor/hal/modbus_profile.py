@@ -197,14 +197,15 @@ class RegisterSpec:
         if self.type is ValueType.BOOL:
             mask = 1 << (self.bit or 0)
             return [(current | mask) if value else (current & ~mask & 0xFFFF)]
-        raw: float = float(value) if not isinstance(value, bool) else float(int(value))
+        raw: int | float = int(value) if isinstance(value, bool) else value
         if self.scaling is not None:
-            raw = self.scaling.to_raw(raw)
+            raw = self.scaling.to_raw(float(raw))
         fmt = _TYPE_FORMAT[self.type][0]
         if self.type.is_float:
-            data = struct.pack(">" + fmt, raw)
+            data = struct.pack(">" + fmt, float(raw))
         else:
-            integer = round(raw)
+            # Integers stay exact (a u64 does not survive a trip through float).
+            integer = raw if isinstance(raw, int) else round(raw)
             low, high = _INT_RANGE[self.type]
             if not low <= integer <= high:
                 raise ValueError(

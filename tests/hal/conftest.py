@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.hal.modbus_fixtures import *  # noqa: F403  (the Modbus simulators' fixtures)
 from tests.hal.snmpd import Snmpd
 
 
