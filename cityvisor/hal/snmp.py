@@ -256,6 +256,18 @@ class UsmCredentials:
         """``"v3"``."""
         return "v3"
 
+    def add_to(self, engine: SnmpEngine, engine_id: bytes | None = None) -> None:
+        """Declare this user in a pysnmp engine (an agent's, or a receiver's for ``engine_id``)."""
+        pysnmp_config.add_v3_user(
+            engine,
+            self.user,
+            _AUTH_PROTOCOLS[self.auth_protocol],
+            self.auth_key,
+            _PRIV_PROTOCOLS[self.priv_protocol],
+            self.priv_key,
+            securityEngineId=None if engine_id is None else OctetString(engine_id),
+        )
+
     def user_data(self) -> UsmUserData:
         """The pysnmp form of these credentials."""
         return UsmUserData(
@@ -996,7 +1008,7 @@ class TrapReceiver:
         for number, community in enumerate(self._communities):
             pysnmp_config.add_v1_system(engine, f"community-{number}", community)
         for user in self._users:
-            self._add_user(engine, user, None)
+            user.add_to(engine)
         self._engine = engine
         for engine_id in list(self._engine_ids):
             self._add_engine_id(engine_id)
@@ -1019,22 +1031,10 @@ class TrapReceiver:
             self._socket.close()
             self._socket = None
 
-    @staticmethod
-    def _add_user(engine: SnmpEngine, user: UsmCredentials, engine_id: bytes | None) -> None:
-        pysnmp_config.add_v3_user(
-            engine,
-            user.user,
-            _AUTH_PROTOCOLS[user.auth_protocol],
-            user.auth_key,
-            _PRIV_PROTOCOLS[user.priv_protocol],
-            user.priv_key,
-            securityEngineId=None if engine_id is None else OctetString(engine_id),
-        )
-
     def _add_engine_id(self, engine_id: bytes) -> None:
         if self._engine is not None:
             for user in self._users:
-                self._add_user(self._engine, user, engine_id)
+                user.add_to(self._engine, engine_id)
 
     # -- registry
 

@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from cityvisor.hal.sim.switch import SimulatedSwitch, simulated_switches
 from cityvisor.hal.snmp import (
     IF_ADMIN_STATUS,
     IF_DESCR,
     IF_HC_IN_OCTETS,
+    IF_IN_OCTETS,
     IF_INDEX,
     IF_NAME,
     IF_OPER_STATUS,
     IF_TYPE,
     LINK_DOWN,
+    LINK_UP,
     SNMP_IN_BAD_COMMUNITY_NAMES,
     SYS_DESCR,
     SYS_LOCATION,
@@ -25,6 +28,7 @@ from cityvisor.hal.snmp import (
     CommunityCredentials,
     CounterRate,
     IfAdminStatus,
+    IfOperStatus,
     Notification,
     SnmpAuthError,
     SnmpClient,
@@ -369,3 +373,118 @@ def socket_hostname() -> str:
     import socket
 
     return socket.gethostname()
+
+
+# --------------------------------------------------------------------------- the switch simulator
+
+SIM_USER = UsmCredentials("noc", "sim-auth-key", "sim-priv-key")
+
+
+async def test_simulator_serves_48_ports_over_v2c_and_v3(snmp: SnmpManager) -> None:
+    async with SimulatedSwitch("sw-gare", ports=48, users=[SIM_USER]) as switch:
+        host, port = switch.address
+        columns = {"name": IF_NAME, "oper": IF_OPER_STATUS, "in": IF_HC_IN_OCTETS}
+        for credentials in (CommunityCredentials("public"), SIM_USER):
+            client = snmp.client(host, port, credentials=credentials, timeout=0.5)
+            rows = await client.walk_table(columns)
+            assert list(rows) == list(range(1, 49))
+            assert rows[48]["name"] == "ge-0/0/48"
+            assert all(row["oper"] == IfOperStatus.UP for row in rows.values())
+            assert (await client.get(SYS_NAME))[SYS_NAME] == "sw-gare"
+        # 48 rows x 3 columns in a handful of GETBULK round trips, not 144 GETNEXTs.
+        assert client.requests <= 6
+
+
+async def test_simulator_set_admin_down_takes_the_port_down_and_traps(snmp: SnmpManager) -> None:
+    async with (
+        TrapReceiver("127.0.0.1", 0, communities=["traps"]) as receiver,
+        SimulatedSwitch(
+            "sw-mairie", ports=8, trap_target=receiver.address, trap_community="traps"
+        ) as switch,
+    ):
+        host, port = switch.address
+        writer = snmp.client(host, port, credentials=CommunityCredentials("private"))
+        with receiver.open_stream(host) as traps:
+            await writer.set_admin_status(5, IfAdminStatus.DOWN)
+            with anyio.fail_after(5):
+                down = await traps.receive()
+            rows = await writer.walk_table({"admin": IF_ADMIN_STATUS, "oper": IF_OPER_STATUS})
+            assert rows[5] == {"admin": 2, "oper": 2}
+            assert rows[4] == {"admin": 1, "oper": 1}
+            await writer.set_admin_status(5, IfAdminStatus.UP)
+            with anyio.fail_after(5):
+                up = await traps.receive()
+        assert (down.trap_oid, down.if_index) == (LINK_DOWN, 5)
+        assert (up.trap_oid, up.if_index) == (LINK_UP, 5)
+        assert switch.port(5).oper_status is IfOperStatus.UP
+
+
+async def test_simulator_refuses_sets_like_a_switch(snmp: SnmpManager) -> None:
+    async with SimulatedSwitch("sw-refus", ports=4) as switch:
+        host, port = switch.address
+        reader = snmp.client(host, port, credentials=CommunityCredentials("public"))
+        writer = snmp.client(host, port, credentials=CommunityCredentials("private"))
+        with pytest.raises(SnmpSetRefusedError) as refused:
+            await reader.set_admin_status(1, IfAdminStatus.DOWN)
+        assert refused.value.status == "noAccess"
+        with pytest.raises(SnmpSetRefusedError) as refused:
+            await writer.set(f"{IF_OPER_STATUS}.1", 2)
+        assert refused.value.status == "notWritable"
+        with pytest.raises(SnmpSetRefusedError) as refused:
+            await writer.set(f"{IF_ADMIN_STATUS}.1", 3)
+        assert refused.value.status == "wrongValue"
+        assert switch.port(1).admin_up
+        assert await writer.set(SYS_LOCATION, "Place Darcy") == "Place Darcy"
+        assert switch.location == "Place Darcy"
+
+
+async def test_simulator_link_loss_sends_a_v3_trap(snmp: SnmpManager) -> None:
+    async with (
+        TrapReceiver("127.0.0.1", 0, users=[SIM_USER]) as receiver,
+        SimulatedSwitch(
+            "sw-v3", ports=4, users=[SIM_USER], trap_target=receiver.address, trap_user=SIM_USER
+        ) as switch,
+    ):
+        client = snmp.client(*switch.address, credentials=SIM_USER)
+        # The receiver learns the switch's engine ID from the switch itself.
+        engine_id = await client.engine_id()
+        assert engine_id == switch.engine_id
+        with receiver.open_stream("127.0.0.1", engine_id=engine_id) as traps:
+            switch.set_link(2, up=False)
+            with anyio.fail_after(5):
+                notification = await traps.receive()
+        assert notification.version == "v3"
+        assert (notification.trap_oid, notification.if_index) == (LINK_DOWN, 2)
+        assert await client.get_value(f"{IF_OPER_STATUS}.2") == IfOperStatus.DOWN
+
+
+async def test_simulator_counters_give_the_configured_rates(snmp: SnmpManager) -> None:
+    async with SimulatedSwitch(
+        "sw-trafic", ports=2, traffic=(80_000_000, 40_000_000), counter_start=2**32 - 5_000_000
+    ) as switch:
+        client = snmp.client(*switch.address, credentials=CommunityCredentials("public"))
+        rates = {"hc": CounterRate(bits=64, scale=8), "32": CounterRate(bits=32, scale=8)}
+        results: dict[str, float | None] = {}
+        for _sample in range(2):
+            values = await client.get(SYS_UPTIME, f"{IF_HC_IN_OCTETS}.1", f"{IF_IN_OCTETS}.1")
+            uptime = values[SYS_UPTIME]
+            assert isinstance(uptime, float)
+            for key, oid in (("hc", f"{IF_HC_IN_OCTETS}.1"), ("32", f"{IF_IN_OCTETS}.1")):
+                counter = values[oid]
+                assert isinstance(counter, int)
+                results[key] = rates[key].update(counter, uptime)
+            await anyio.sleep(0.6)  # 10 MB/s from 2**32 - 5 MB: the 32-bit counter wraps
+        for key in ("hc", "32"):
+            assert results[key] == pytest.approx(80_000_000, rel=0.1)
+        switch.restart()
+        values = await client.get(SYS_UPTIME, f"{IF_HC_IN_OCTETS}.1")
+        assert rates["hc"].update(values[f"{IF_HC_IN_OCTETS}.1"], values[SYS_UPTIME]) is None
+
+
+async def test_many_simulated_switches_in_one_process(snmp: SnmpManager) -> None:
+    async with simulated_switches(3, ports=48) as switches:
+        assert len({switch.address for switch in switches}) == 3
+        for switch in switches:
+            client = snmp.client(*switch.address, credentials=CommunityCredentials("public"))
+            assert len(await client.walk_table([IF_OPER_STATUS])) == 48
+    assert snmp.engine_count == 1  # every v2c client shared one socket
