@@ -41,7 +41,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .points import Point, PointDB, PointValue, QualityStatus, now_ms
 from .store import JournalEntry, Store
@@ -426,7 +427,7 @@ def next_status(
         if operator:
             raise AlarmActionError(_ALREADY[event])
         return status, ()
-    new = replace(status, **{flag: value})
+    new = _with_flag(status, flag, value)
     quiet = state is _NORMAL and not status.active
     steps: list[Step] = [] if quiet and not operator else [(kind, state)]
     if not new.hidden and new.active and state is _NORMAL:
@@ -434,6 +435,16 @@ def next_status(
         new = replace(new, state=_UNACK)
         steps.append(("raised", _UNACK))
     return new, tuple(steps)
+
+
+def _with_flag(status: AlarmStatus, flag: str, value: bool) -> AlarmStatus:
+    if flag == "shelved":
+        return replace(status, shelved=value)
+    if flag == "suppressed":
+        return replace(status, suppressed=value)
+    if flag == "out_of_service":
+        return replace(status, out_of_service=value)
+    return replace(status, maintenance=value)
 
 
 _ALREADY = {
@@ -863,8 +874,8 @@ class AlarmSubscription:
         self._manager = manager
         self.max_buffer = max_buffer
         send, receive = anyio.create_memory_object_stream[AlarmEvent | AlarmResync](max_buffer)
-        self._send: ObjectSendStream[AlarmEvent | AlarmResync] = send
-        self._receive: ObjectReceiveStream[AlarmEvent | AlarmResync] = receive
+        self._send: MemoryObjectSendStream[AlarmEvent | AlarmResync] = send
+        self._receive: MemoryObjectReceiveStream[AlarmEvent | AlarmResync] = receive
         self.lost = 0
         self.overflowed = False
         self.closed = False
@@ -1032,6 +1043,7 @@ class AlarmManager:
         self._open_windows: set[str] = set()
         self._expired_windows: set[str] = set()
         self._pending: list[_Pending] = []
+        self._in_flight: list[_Pending] = []
         self._timers: list[tuple[float, int, str, Any, int]] = []
         self._timer_seq = 0
         self._subscriptions: list[AlarmSubscription] = []
@@ -1107,6 +1119,7 @@ class AlarmManager:
             # Added while running: restore it and evaluate it as run() did for the others.
             self._restore_one(new)
             self._restore_hiding(new)
+            self._reveal_if_unseen(new)
             self._evaluate_now(new)
         return new
 
@@ -1204,10 +1217,11 @@ class AlarmManager:
 
     def _evaluate_now(self, alarm: Alarm) -> None:
         """Evaluate one alarm against its point's current value (at start, or when added)."""
-        point = next(iter(self.points.points(alarm.point_id)), None)
-        if point is None or not point.current.received_ts:
+        if alarm.point_id not in self.points:
             return
-        value = point.current
+        value = self.points.value(alarm.point_id)
+        if not value.received_ts:
+            return
         quality = value.quality
         if quality.status is QualityStatus.BAD and quality.reason in _COMMUNICATION_REASONS:
             return
@@ -1431,6 +1445,7 @@ class AlarmManager:
                 self._restore_one(alarm)
             for alarm in self._alarms.values():
                 self._restore_hiding(alarm)
+                self._reveal_if_unseen(alarm)
             for alarm in self._alarms.values():
                 self._evaluate_now(alarm)
             task_status.started()
@@ -1474,7 +1489,7 @@ class AlarmManager:
 
     async def _flush(self) -> None:
         """Journal every pending transition and save its alarm's state, then publish."""
-        batch = self._pending
+        batch = self._in_flight = self._pending
         self._pending = []
         try:
             items: list[tuple[str | None, Mapping[str, Any] | None, JournalEntry]] = []
@@ -1490,7 +1505,9 @@ class AlarmManager:
             await self.store.save_alarm_states(items)
         except BaseException:
             self._pending[:0] = batch
+            self._in_flight = []
             raise
+        self._in_flight = []
         snapshots: dict[str, dict[str, Any]] = {}
         for item in batch:
             alarm = item.alarm
@@ -1544,9 +1561,10 @@ class AlarmManager:
 
     async def _commit(self) -> None:
         """Wait until everything queued so far is journaled (the operator's guarantee)."""
-        if not self._pending:
+        queue = self._pending or self._in_flight
+        if not queue:
             return
-        last = self._pending[-1]
+        last = queue[-1]
         if last.done is None:
             last.done = anyio.Event()
         self._wake_up()
@@ -1564,6 +1582,18 @@ class AlarmManager:
             remaining = max(0.0, ((alarm.shelved_until or 0) - now_ms()) / 1000)
             alarm._shelve_gen += 1
             self._schedule(remaining, "shelve", alarm, alarm._shelve_gen)
+
+    def _reveal_if_unseen(self, alarm: Alarm) -> None:
+        """Raise a restored alarm that is active, no longer hidden, and was never annunciated.
+
+        It happens when what hid it is gone after the restart (a maintenance
+        window deleted by hand, a declaration now unsuppressible): nothing
+        active and visible may stay silent.
+        """
+        if alarm.active and alarm.state is _NORMAL and not alarm.hidden:
+            alarm.active = alarm.condition = False
+            self._transit(alarm, "raise")
+            alarm.condition = True
 
     def _restore_hiding(self, alarm: Alarm) -> None:
         """Recompute the hiding that is not persisted: suppression and maintenance."""
@@ -1851,7 +1881,7 @@ class AlarmManager:
           seconds (default ``kpi_horizon``);
         - ``chattering``: alarms raised ``chatter_count`` times or more
           within ``chatter_window`` seconds during the period;
-        - ``stale``: alarms active for longer than ``stale_after`` seconds.
+        - ``stale``: annunciated alarms active for longer than ``stale_after`` seconds.
         """
         now = now_ms if now_ms is not None else _wall_ms()
         period = self.kpi_horizon if period is None else period
@@ -1887,7 +1917,10 @@ class AlarmManager:
         stale = sorted(
             a.id
             for a in self._alarms.values()
-            if a.active and a.raised_at is not None and now - a.raised_at > stale_ms
+            if a.annunciated
+            and a.active
+            and a.raised_at is not None
+            and now - a.raised_at > stale_ms
         )
         return {
             "ts": now,

@@ -786,6 +786,82 @@ async def test_a_shelve_that_expired_while_stopped_is_lifted_at_start(store: Sql
         await reopened.close()
 
 
+async def test_what_maintenance_hid_is_raised_when_the_window_ended_while_stopped(
+    store: SqliteStore,
+):
+    path = store.path
+    async with running(store) as h:
+        await h.manager.add_maintenance(
+            SUPERVISOR, device_id="p1", start_ms=now_ms(), end_ms=now_ms() + 300, reason="short"
+        )
+        h.set("level", 2.0)
+        await h.manager.wait_journaled()
+        assert h.alarm("low_level").active and not h.alarm("low_level").annunciated
+    await store.close()
+    await anyio.sleep(0.3)
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        async with running(reopened) as h:
+            await h.reported_kind("low_level", "raised")
+            low = h.alarm("low_level")
+            assert low.state is AlarmState.UNACK_ACTIVE and low.annunciated
+            assert h.kinds("low_level") == ["maintenance_ended", "raised"]
+            assert h.manager.maintenance_windows() == []
+    finally:
+        await reopened.close()
+
+
+async def test_a_restored_alarm_left_active_and_unseen_is_raised(store: SqliteStore):
+    path = store.path
+    async with running(store) as h:
+        window = await h.manager.add_maintenance(
+            SUPERVISOR, device_id="p1", start_ms=now_ms(), end_ms=now_ms() + 3_600_000, reason="x"
+        )
+        h.set("pressure", 12.0)
+        await h.manager.wait_journaled()
+        assert h.alarm("high_pressure").state is AlarmState.NORMAL
+    await store.close()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("DELETE FROM alarm_maintenance WHERE id = ?", (window.id,))
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        async with running(reopened) as h:
+            await h.manager.wait_journaled()
+            assert h.alarm("high_pressure").state is AlarmState.UNACK_ACTIVE
+            assert h.kinds("high_pressure") == ["raised"]
+    finally:
+        await reopened.close()
+
+
+class FailingOnceStore(SqliteStore):
+    """A store whose first alarm write fails, as a full disk would."""
+
+    failed = False
+
+    async def save_alarm_states(self, items: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("database or disk is full")
+        return await super().save_alarm_states(items)
+
+
+async def test_a_failed_journal_write_is_retried_and_nothing_is_reported_before(tmp_path: Path):
+    store = FailingOnceStore(tmp_path / "alarms.sqlite")
+    await store.open()
+    try:
+        async with running(store) as h:
+            h.set("pressure", 12.0)
+            with anyio.fail_after(5):
+                await h.manager.wait_journaled()
+            assert h.manager.write_errors == 1
+            assert h.kinds("high_pressure") == ["raised"]
+            assert [e.data["kind"] for e in await h.journal("high_pressure")] == ["raised"]
+    finally:
+        await store.close()
+
+
 async def test_actions_need_a_running_manager(store: SqliteStore):
     db = PointDB()
     manager = AlarmManager(db, store)
