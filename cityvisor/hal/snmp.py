@@ -106,6 +106,7 @@ __all__ = [
     "LINK_DOWN",
     "LINK_UP",
     "SNMP_ENGINE_ID",
+    "SNMP_IN_BAD_COMMUNITY_NAMES",
     "SNMP_TRAP_OID",
     "SYS_CONTACT",
     "SYS_DESCR",
@@ -589,24 +590,23 @@ class SnmpClient:
         if error_indication is None:
             self.answered = True
             return int(error_status), int(error_index), tuple(var_binds)
-        await self._raise_for(error_indication)
-        raise AssertionError("unreachable")  # _raise_for always raises
+        raise await self._error_for(error_indication)
 
-    async def _raise_for(self, indication: errind.ErrorIndication) -> None:
+    async def _error_for(self, indication: errind.ErrorIndication) -> SnmpError:
         if isinstance(indication, errind.RequestTimedOut):
             if not self.answered and await self._agent_is_alive():
-                raise SnmpAuthError(
+                return SnmpAuthError(
                     f"{self.agent} is up but does not answer our {self.credentials.version} "
                     "credentials (wrong community or privacy key, or this host is not allowed)"
                 )
-            raise SnmpTimeoutError(
+            return SnmpTimeoutError(
                 f"no answer from {self.agent} after {self.retries + 1} attempt(s) "
                 f"of {self.timeout:g} s"
             )
         if isinstance(indication, _AUTH_INDICATIONS):
             self.answered = True  # the agent is there: it reported on our credentials
-            raise SnmpAuthError(f"{self.agent} rejects our SNMPv3 credentials: {indication}")
-        raise SnmpError(f"{self.agent}: {indication}")
+            return SnmpAuthError(f"{self.agent} rejects our SNMPv3 credentials: {indication}")
+        return SnmpError(f"{self.agent}: {indication}")
 
     async def _agent_is_alive(self) -> bool:
         """Whether anything SNMPv3 answers at the agent's address (one short probe)."""

@@ -198,6 +198,18 @@ async def test_wrong_v3_password_is_a_config_error_at_once(snmp: SnmpManager, sn
     assert "not-the-password" not in str(error.value)
 
 
+async def test_wrong_v3_privacy_key_is_told_apart_from_a_dead_agent(
+    snmp: SnmpManager, snmpd: Snmpd
+) -> None:
+    # snmpd drops what it cannot decrypt (a timeout); the v3 probe shows it is alive.
+    credentials = UsmCredentials(snmpd.user, snmpd.auth_key, "not-the-privacy-key")
+    client = snmp.client("127.0.0.1", snmpd.port, credentials=credentials, timeout=0.3)
+    with pytest.raises(SnmpAuthError) as error:
+        await client.get_value(SYS_NAME)
+    assert error.value.reason == "config_error"
+    assert client.requests == 1
+
+
 async def test_stopped_agent_is_comm_failure_then_the_same_client_recovers(
     snmp: SnmpManager, snmpd: Snmpd
 ) -> None:
@@ -284,6 +296,26 @@ async def test_traps_from_unknown_senders_or_communities_are_not_dispatched(
         assert receiver.received == 2
         assert receiver.unknown_senders == 1
         assert receiver.dispatched == 1
+
+
+async def test_the_receiver_runs_under_a_task_group_until_cancelled(snmpd: Snmpd) -> None:
+    receiver = TrapReceiver("127.0.0.1", 0, communities=["traps"])
+    async with anyio.create_task_group() as tg:
+        await tg.start(receiver.run)
+        with receiver.open_stream("127.0.0.1") as stream:
+            target = f"udp:127.0.0.1:{receiver.address[1]}"
+            await anyio.to_thread.run_sync(
+                lambda: snmptrap("-v1", "-c", "traps", target, "", "127.0.0.1", "2", "0", "")
+            )
+            with anyio.fail_after(5):
+                notification = await stream.receive()
+            tg.cancel_scope.cancel()
+    # A v1 linkDown (generic trap 2) arrives translated to the v2 form.
+    assert notification.version == "v1"
+    assert notification.trap_oid == LINK_DOWN
+    # Stopped: the port is released and the device's stream has ended.
+    async with TrapReceiver("127.0.0.1", receiver.address[1]):
+        pass
 
 
 async def test_a_full_device_stream_drops_instead_of_blocking(snmpd: Snmpd) -> None:
