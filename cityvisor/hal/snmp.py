@@ -953,6 +953,7 @@ class TrapReceiver:
         self._engine: SnmpEngine | None = None
         self._receiver: _Receiver | None = None
         self._socket: socket.socket | None = None
+        self._bound: tuple[str, int] | None = None
         #: Notifications decoded, dispatched, from unknown senders, and dropped (full stream).
         self.received = 0
         self.dispatched = 0
@@ -962,10 +963,8 @@ class TrapReceiver:
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the listener is bound to."""
-        if self._socket is None:
-            return (self.host, self.port)
-        host, port = self._socket.getsockname()[:2]
-        return (host, port)
+        # Kept after stop: the port picked for port=0 stays known.
+        return self._bound or (self.host, self.port)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -999,6 +998,7 @@ class TrapReceiver:
             raise
         sock.setblocking(False)
         self._socket = sock
+        self._bound = sock.getsockname()[:2]
         engine = SnmpEngine()
         transport = udp.UdpAsyncioTransport()
         # Create the endpoint ourselves (pysnmp's open_server_mode would do it in an

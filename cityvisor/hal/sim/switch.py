@@ -187,6 +187,7 @@ class SimulatedSwitch:
         self.boots = 1
         self._engine: SnmpEngine | None = None
         self._socket: socket.socket | None = None
+        self._bound: tuple[str, int] | None = None
         self._stack: AsyncExitStack | None = None
         self._traps: ObjectSendStream[int] | None = None
         #: Requests answered, SETs applied and traps sent (for tests and benchmarks).
@@ -204,10 +205,7 @@ class SimulatedSwitch:
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the agent answers on."""
-        if self._socket is None:
-            return (self.host, self._requested_port)
-        host, port = self._socket.getsockname()[:2]
-        return (host, port)
+        return self._bound or (self.host, self._requested_port)
 
     @property
     def engine_id(self) -> bytes:
@@ -266,6 +264,7 @@ class SimulatedSwitch:
             raise
         sock.setblocking(False)
         self._socket = sock
+        self._bound = sock.getsockname()[:2]
         engine = SnmpEngine()
         self._engine = engine
         transport = udp.UdpAsyncioTransport()
@@ -301,6 +300,7 @@ class SimulatedSwitch:
             engine.close_dispatcher()
         if self._socket is not None:
             self._socket.close()
+            self._socket = None
 
     # -- the world acting on the switch
 
