@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from trio.testing import MockClock
 
 from cityvisor import DeviceConfig, DeviceInfo, DeviceType, Quality, alarm, point
 from cityvisor.core.alarms import (
@@ -347,6 +348,65 @@ async def test_a_latching_alarm_stays_until_acknowledged(store: SqliteStore):
         assert fault.state is AlarmState.ACK_ACTIVE and fault.latched and fault.annunciated
         await h.manager.acknowledge(fault.id, OPERATOR, "reset")
         assert fault.state is AlarmState.NORMAL
+
+
+class SlowPump(DeviceType):
+    """Delays of minutes, as real stations have them."""
+
+    family = "water"
+    running = point(bool)
+    stopped = alarm("running", equals=False, on_delay=600, off_delay=120)
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mockclock")],
+)
+async def test_minutes_long_delays_and_shelves_run_on_the_loop_s_clock(store: SqliteStore):
+    # The mock clock jumps whenever every task waits, even on the store's thread:
+    # so wait for what the manager reports, and check that it was never early.
+    db = PointDB()
+    pump = SlowPump(DeviceInfo("s1", SlowPump.type_name, "dijon"), DeviceConfig(), db)
+    pump.declare_points()
+    reported: list[str] = []
+    changed = anyio.Event()
+
+    def on_transition(alarm: Alarm, transition: Transition) -> None:
+        nonlocal changed
+        reported.append(transition.kind)
+        changed.set()
+        changed = anyio.Event()
+
+    async def wait_for(kind: str) -> float:
+        with anyio.fail_after(24 * 3600):  # virtual seconds: a hang fails at once
+            while kind not in reported:
+                await changed.wait()
+        return anyio.current_time()
+
+    manager = AlarmManager(db, store, on_transition=on_transition)
+    manager.add_device(pump)
+    stopped = manager.get("s1:stopped")
+    async with anyio.create_task_group() as tg:
+        await tg.start(manager.run)
+        start = anyio.current_time()
+        pump.publish({"running": False})
+        await anyio.sleep(599)
+        assert not stopped.active
+        assert await wait_for("raised") - start >= 600
+
+        await manager.shelve("s1:stopped", SUPERVISOR, 3600, "pump replaced")
+        start = anyio.current_time()
+        assert await wait_for("unshelved") - start >= 3600
+        assert stopped.annunciated
+
+        pump.publish({"running": True})
+        start = anyio.current_time()
+        assert await wait_for("cleared") - start >= 120
+        assert stopped.state is AlarmState.RTN_UNACK
+        tg.cancel_scope.cancel()
 
 
 # --------------------------------------------------------------------------- hiding
