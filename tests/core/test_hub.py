@@ -1,0 +1,212 @@
+"""The hub end to end: a config file, plugins, devices, alarms, commands, shutdown, restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import anyio
+import pytest
+
+from cityvisor import hookimpl
+from cityvisor.core.commands import CommandOutcome, CommandRequest
+from cityvisor.core.config import load_config
+from cityvisor.core.hub import Hub
+from cityvisor.core.plugins import make_plugin_manager
+from cityvisor.core.users import Role, User
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = """
+[site]
+name = "Testville"
+
+[store]
+path = "hub.sqlite"
+flush_interval = 0.05
+
+[[zones]]
+id = "centre"
+name = "Centre"
+
+[[zones]]
+id = "nord"
+name = "Nord"
+
+[[devices]]
+id = "tank-a"
+type = "demo.tank"
+zone = "centre"
+config = { period = 0.02, fill_rate = 100, initial_level = 50 }
+
+[[devices]]
+id = "tank-b"
+type = "demo.tank"
+zone = "nord"
+config = { period = 0.02, initial_level = 95, fail_every = 0.3 }
+
+[[alarms]]
+name = "tank-a-above-60"
+point = "centre/demo/tank-a/level"
+high = 60
+priority = "low"
+message = "Tank A above 60 %"
+"""
+
+OPERATOR = User("olivia", Role.OPERATOR, frozenset({"centre"}))
+SUPERVISOR = User("sam", Role.SUPERVISOR)
+
+
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / "city.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+class Recorder:
+    """A plugin that records the hooks the hub calls and runs a service."""
+
+    def __init__(self) -> None:
+        self.transitions: list[tuple[str, str]] = []
+        self.service_ran = anyio.Event()
+        self.service_cancelled = False
+        self.shutdown = False
+
+    @hookimpl
+    def cityvisor_alarm_transition(self, alarm, transition):
+        self.transitions.append((alarm.id, transition.kind))
+
+    @hookimpl
+    def cityvisor_startup(self, hub):
+        async def service():
+            self.service_ran.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self.service_cancelled = True
+
+        return service
+
+    @hookimpl
+    def cityvisor_shutdown(self, hub):
+        self.shutdown = True
+
+
+def make_hub(tmp_path: Path, *plugins) -> Hub:
+    manager = make_plugin_manager(entry_points=False, plugins=plugins)
+    return Hub(load_config(write_config(tmp_path)), manager)
+
+
+async def wait(hub: Hub, point_id: str, predicate, timeout: float = 5.0):
+    value = await hub.points.wait_for(point_id, predicate, timeout)
+    assert value is not None, f"{point_id}: {hub.points.value(point_id)}"
+    return value
+
+
+async def test_the_hub_runs_devices_alarms_commands_and_plugin_services(tmp_path: Path):
+    recorder = Recorder()
+    hub = make_hub(tmp_path, recorder)
+    assert set(hub.devices) == {"tank-a", "tank-b"}
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await wait(hub, "centre/demo/tank-a/online", lambda v: v.value is True)
+        with anyio.fail_after(5):
+            await recorder.service_ran.wait()
+
+        # A command through the bus, with its feedback.
+        result = await hub.commands.execute(
+            CommandRequest("tank-a", "set_level", {"setpoint": 70.0}, None, OPERATOR)
+        )
+        assert result.outcome is CommandOutcome.SUCCEEDED
+        await wait(hub, "centre/demo/tank-a/level", lambda v: v.value == 70.0)
+
+        # The config alarm rises, is journaled, reaches the plugin hook.
+        alarm = hub.alarms.get("config:tank-a-above-60")
+        await wait_alarm(hub, alarm.id, lambda a: a.active)
+        assert ("config:tank-a-above-60", "raised") in recorder.transitions
+        acked = await hub.alarms.acknowledge(alarm.id, OPERATOR, "seen, watching it")
+        assert acked.acked
+        tg.cancel_scope.cancel()
+    assert recorder.service_cancelled and recorder.shutdown
+    journal = await _journal(tmp_path)
+    kinds = [entry.kind for entry in journal]
+    assert "command" in kinds and "ack" in kinds
+    assert journal[0].message == "hub stopped"
+    assert any(e.message.startswith("hub started") for e in journal)
+
+
+async def test_a_failing_device_raises_its_communication_alarm_and_recovers(tmp_path: Path):
+    hub = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await wait(hub, "nord/demo/tank-b/online", lambda v: v.value is True)
+        await wait(hub, "nord/demo/tank-b/level", lambda v: v.quality.reason == "comm_failure")
+        communication = hub.alarms.get("tank-b:communication_lost")
+        await wait_alarm(hub, communication.id, lambda a: a.active)
+        # Its high-water alarm (level 95 > 90) is suppressed by design meanwhile.
+        assert hub.alarms.get("tank-b:high_water") not in hub.alarms.annunciated()
+        # The other tank never noticed.
+        assert hub.points.value("centre/demo/tank-a/online").value is True
+        await wait(hub, "nord/demo/tank-b/online", lambda v: v.value is True)
+        await wait(hub, "nord/demo/tank-b/level", lambda v: v.quality.is_good)
+        tg.cancel_scope.cancel()
+    assert hub.supervisor.drivers["tank-b"].restarts >= 1
+
+
+async def test_alarm_state_survives_a_restart(tmp_path: Path):
+    hub = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        alarm = hub.alarms.get("tank-b:high_water")
+        await wait_alarm(hub, alarm.id, lambda a: a.active)
+        await hub.alarms.shelve(alarm.id, SUPERVISOR, 3600, "sensor being replaced")
+        tg.cancel_scope.cancel()
+
+    again = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(again.run)
+        restored = again.alarms.get("tank-b:high_water")
+        assert restored.shelved
+        assert restored.shelve_reason == "sensor being replaced"
+        tg.cancel_scope.cancel()
+
+
+async def test_shutdown_takes_less_than_five_seconds(tmp_path: Path):
+    hub = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await wait(hub, "centre/demo/tank-a/online", lambda v: v.value is True)
+        start = anyio.current_time()
+        tg.cancel_scope.cancel()
+    assert anyio.current_time() - start < 5.0
+
+
+async def wait_alarm(hub: Hub, alarm_id: str, predicate, timeout: float = 5.0):
+    """Wait, on the alarm feed, until the alarm satisfies ``predicate`` (checked at each event)."""
+    with anyio.fail_after(timeout):
+        async with hub.alarms.subscribe() as feed:
+            async for _message in feed:
+                alarm = hub.alarms.get(alarm_id)
+                if predicate(alarm):
+                    return alarm
+    raise AssertionError("alarm feed closed")
+
+
+async def _journal(tmp_path: Path):
+    from cityvisor.core.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "hub.sqlite")
+    await store.open()
+    try:
+        return await store.query_journal(limit=1000)
+    finally:
+        await store.close()
+
+
+def test_hub_exposes_its_parts_for_plugins(tmp_path: Path):
+    hub = make_hub(tmp_path)
+    parts = SimpleNamespace(
+        points=hub.points, alarms=hub.alarms, commands=hub.commands, store=hub.store
+    )
+    assert len(parts.points) > 0
+    assert "tank-a:communication_lost" in hub.alarms
