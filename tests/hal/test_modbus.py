@@ -218,6 +218,26 @@ def test_a_profile_that_is_not_toml_says_so(tmp_path: Path) -> None:
         load_profile(path)
 
 
+DOCS = Path(__file__).parents[2] / "docs" / "modbus-profiles.md"
+
+
+def test_the_documented_example_is_a_valid_profile() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    profile = Profile.from_toml(example, source="docs/modbus-profiles.md")
+    specs = profile.resolve({"circuit": 2})
+    assert specs["c2/level"].address == 18
+    assert specs["c2/on"].address == 1
+    assert specs["breaker_tripped"].bit == 0
+
+
+def test_every_bundled_point_is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    for name in bundled_profiles():
+        for point in load_profile(name).points:
+            assert f"`{point}`" in text or f"`cN/{point}`" in text, (name, point)
+
+
 # --------------------------------------------------------------------------- against the simulator
 
 
