@@ -7,9 +7,11 @@ import the helpers (``HOST``, ``free_port``, ``rogue_server``) themselves.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -26,6 +28,7 @@ __all__ = [
     "lighting_profile",
     "lighting_sim",
     "pool",
+    "pty_pair",
     "settings",
 ]
 
@@ -88,6 +91,27 @@ async def bollard_sim() -> AsyncIterator[BollardSimulator]:
     """A gateway with two bollards (units 1 and 2), 0.5 s strokes, on a free port."""
     async with BollardSimulator(HOST, 0, bollards=2, travel_time=0.5, tick=0.02, seed=7) as sim:
         yield sim
+
+
+@pytest.fixture
+async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """Two pseudo-terminals wired together by socat: a serial line without hardware."""
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.skip("socat is not installed")
+    ends = (str(tmp_path / "equipment"), str(tmp_path / "control-room"))
+    process = await anyio.open_process([socat, *(f"pty,raw,echo=0,link={end}" for end in ends)])
+    try:
+        with anyio.fail_after(5):  # socat creates the links once both ptys are open
+            for end in ends:
+                while not await anyio.Path(end).exists():  # noqa: ASYNC110  (no event to wait on)
+                    await anyio.sleep(0.02)
+        yield ends
+    finally:
+        process.terminate()
+        with anyio.move_on_after(5, shield=True):
+            await process.wait()
+        await process.aclose()
 
 
 # --------------------------------------------------------------------------- a rogue server

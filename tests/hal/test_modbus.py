@@ -363,6 +363,25 @@ async def test_two_units_behind_one_gateway_share_one_connection(
             await anyio.sleep(0.01)
 
 
+async def test_rtu_over_a_serial_line_reads_and_writes_through_the_same_profile(
+    pty_pair: tuple[str, str], pool: ModbusPool, lighting_profile: Profile
+) -> None:
+    equipment, control_room = pty_pair
+    async with (
+        LightingSimulator(cabinets=2, circuits=8, serial=equipment, tick=0.02) as sim,
+        pool.serial(control_room, baudrate=115200) as line,
+    ):
+        sim.set_temperature(2, 21.5)
+        await sim.next_tick()
+        cabinet = line.device(2, lighting_profile, {"circuit": 8})
+        result = await cabinet.poll()
+        assert not result.bad
+        assert result["temperature"] == pytest.approx(21.5)
+        await cabinet.write("c4/setpoint", 12.5)
+        assert await sim.get(2, "c4/setpoint") == pytest.approx(12.5)
+        assert sim.request_count(unit=2) == line.requests_sent == 5
+
+
 async def test_requests_are_paced_by_the_minimum_interval(
     lighting_sim: LightingSimulator, lighting_profile: Profile
 ) -> None:

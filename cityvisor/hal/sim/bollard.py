@@ -87,13 +87,16 @@ class BollardSimulator(ModbusSimulator):
         profile: Profile | str = "bollard_plc",
         tick: float = 0.05,
         seed: int | None = None,
+        serial: str | None = None,
     ) -> None:
         units = (
             list(range(first_unit, first_unit + bollards))
             if isinstance(bollards, int)
             else list(bollards)
         )
-        super().__init__(host, port, profile=profile, units=units, tick=tick, seed=seed)
+        super().__init__(
+            host, port, profile=profile, units=units, tick=tick, seed=seed, serial=serial
+        )
         if initial not in ("down", "up"):
             raise ValueError("a bollard starts 'down' or 'up'")
         self.vehicle_rate = vehicle_rate

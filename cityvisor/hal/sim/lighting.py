@@ -93,6 +93,7 @@ class LightingSimulator(ModbusSimulator):
         profile: Profile | str = "lighting_cabinet",
         tick: float = 0.05,
         seed: int | None = None,
+        serial: str | None = None,
     ) -> None:
         units = (
             list(range(first_unit, first_unit + cabinets))
@@ -107,6 +108,7 @@ class LightingSimulator(ModbusSimulator):
             members={"circuit": circuits},
             tick=tick,
             seed=seed,
+            serial=serial,
         )
         self.failure_rate = failure_rate
         self.circuit_names = self.profile.member_names("circuit", circuits)

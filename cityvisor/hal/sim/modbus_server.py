@@ -31,8 +31,9 @@ from typing import Any, Self
 
 import anyio
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from cityvisor.hal.modbus_profile import Profile, RegisterSpec, Table, load_profile
@@ -56,7 +57,8 @@ class ModbusSimulator:
     ``units`` are the Modbus unit ids served (one simulated device each);
     ``members`` the member counts given to the profile (``{"circuit": 8}``).
     ``tick`` is the period of the simulation step in seconds; ``seed`` makes
-    random behaviour repeatable.
+    random behaviour repeatable. With ``serial`` (a serial port or pty path)
+    it speaks Modbus RTU on that line instead of listening on TCP.
     """
 
     kind = "modbus"
@@ -71,9 +73,11 @@ class ModbusSimulator:
         members: Mapping[str, int] | None = None,
         tick: float = 0.05,
         seed: int | None = None,
+        serial: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.serial = serial
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.units = list(units)
         if not self.units or len(set(self.units)) != len(self.units):
@@ -93,7 +97,7 @@ class ModbusSimulator:
         self.ticks = 0
         self._busy: set[int] = set()
         self._internal = False
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._stack: AsyncExitStack | None = None
         self._tick_event = anyio.Event()
 
@@ -103,17 +107,28 @@ class ModbusSimulator:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self._server = ModbusTcpServer(
-                [self._sim_device(unit) for unit in self.units],
-                address=(self.host, self.port),
-                trace_pdu=self._trace_pdu,
-                trace_connect=self._trace_connect,
+            devices = [self._sim_device(unit) for unit in self.units]
+            self._server = (
+                ModbusTcpServer(
+                    devices,
+                    address=(self.host, self.port),
+                    trace_pdu=self._trace_pdu,
+                    trace_connect=self._trace_connect,
+                )
+                if self.serial is None
+                else ModbusSerialServer(
+                    devices,
+                    port=self.serial,
+                    framer=FramerType.RTU,
+                    trace_pdu=self._trace_pdu,
+                    trace_connect=self._trace_connect,
+                )
             )
             await self._server.serve_forever(background=True)
             # The server's close is a plain call: registered first, it runs last.
             stack.push_async_callback(self._server.shutdown)
             sockets = getattr(self._server.transport, "sockets", None) or []
-            if sockets:
+            if self.serial is None and sockets:
                 self.port = sockets[0].getsockname()[1]
             for unit in self.units:
                 await self.setup(unit)
@@ -124,7 +139,8 @@ class ModbusSimulator:
             await stack.aclose()
             raise
         self._stack = stack
-        log.info("%s simulator on %s:%d, units %s", self.kind, self.host, self.port, self.units)
+        where = self.serial or f"{self.host}:{self.port}"
+        log.info("%s simulator on %s, units %s", self.kind, where, self.units)
         return self
 
     async def __aexit__(
