@@ -294,21 +294,37 @@ class ReadPlan:
         *,
         only: Iterable[str] | None = None,
     ) -> ReadPlan:
-        """The plan of a profile, with the profile's gap and size limits."""
+        """The plan of a profile, with the profile's gap and size limits.
+
+        Plans are kept on the profile: every unit of one model with the same
+        members shares one plan, computed once.
+        """
+        wanted = None if only is None else tuple(only)
+        key = (
+            tuple(
+                (kind, count if isinstance(count, int) else tuple(count))
+                for kind, count in sorted((members or {}).items())
+            ),
+            wanted,
+        )
+        cached = profile.cache.get(key)
+        if isinstance(cached, ReadPlan):
+            return cached
         specs = profile.resolve(members)
-        if only is not None:
-            wanted = list(only)
+        if wanted is not None:
             missing = [p for p in wanted if p not in specs]
             if missing:
                 raise KeyError(f"profile {profile.name} has no points {missing}")
             specs = {p: specs[p] for p in wanted}
         info = profile.info
-        return cls(
+        plan = cls(
             specs,
             max_gap=info.max_gap,
             max_registers=info.max_registers,
             max_bits=info.max_bits,
         )
+        profile.cache[key] = plan
+        return plan
 
     def _coalesce(self, table: Table, entries: list[tuple[str, RegisterSpec]]) -> list[Block]:
         limit = self.max_bits if table.is_bit else self.max_registers
@@ -617,7 +633,7 @@ class ModbusEndpoint:
             finally:
                 self._inflight = None
                 self._last_end = anyio.current_time()
-            if self._lost_in_flight or response is None:
+            if response is None:  # the link dropped while we waited (see _on_connection_change)
                 raise ModbusConnectionError(
                     f"{self.address}: connection lost during a request to unit {unit}"
                 )

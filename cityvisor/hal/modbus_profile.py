@@ -345,6 +345,7 @@ class Profile(pydantic.BaseModel):
     points: dict[str, PointEntry]
 
     _source: str = pydantic.PrivateAttr("<profile>")
+    _cache: dict[Any, Any] = pydantic.PrivateAttr(default_factory=dict)
 
     # -- loading ----------------------------------------------------------
 
@@ -445,6 +446,11 @@ class Profile(pydantic.BaseModel):
         return self._source
 
     @property
+    def cache(self) -> dict[Any, Any]:
+        """Values derived from the profile (read plans), computed once and kept here."""
+        return self._cache
+
+    @property
     def name(self) -> str:
         """The profile's name."""
         return self.info.name
@@ -518,7 +524,9 @@ class Profile(pydantic.BaseModel):
     def with_defaults(self, **changes: Any) -> Profile:
         """A copy with some ``[profile]`` settings changed (``word_order="little"``)."""
         info = self.info.model_copy(update=changes)
-        return self.model_copy(update={"info": info})
+        changed = self.model_copy(update={"info": info})
+        changed._cache = {}  # plans derived from the old settings do not apply
+        return changed
 
 
 # --------------------------------------------------------------------------- bundled profiles

@@ -270,7 +270,9 @@ async def test_values_arrive_scaled_and_typed(
 async def test_32_bit_energy_in_either_word_order(
     pool: ModbusPool, lighting_profile: Profile, word_order: str, wire: list[int]
 ) -> None:
+    ReadPlan.for_profile(lighting_profile, {"circuit": 2})  # a plan cached for big-endian words
     profile = lighting_profile.with_defaults(word_order=word_order)
+    assert profile.resolve({"circuit": 2})["c2/energy"].word_order == word_order
     async with LightingSimulator(
         HOST, 0, cabinets=1, circuits=2, profile=profile, tick=0.02
     ) as sim:
@@ -330,6 +332,9 @@ async def test_coalescing_reads_eight_circuits_in_one_request_instead_of_forty(
             await full.poll()
         assert full.plan is plan
         assert lighting_sim.request_count(unit=1) == 3 * 4
+        # Every cabinet of that model shares the plan.
+        assert endpoint.device(2, lighting_profile, {"circuit": 8}).plan is plan
+        assert endpoint.device(2, lighting_profile, {"circuit": 4}).plan is not plan
 
 
 async def test_two_units_behind_one_gateway_share_one_connection(
