@@ -55,6 +55,8 @@ if TYPE_CHECKING:  # devices.py imports this module: the type is only needed for
 
 __all__ = [
     "COMMUNICATION_ALARM",
+    "EVENTS",
+    "JOURNAL_KINDS",
     "Alarm",
     "AlarmActionError",
     "AlarmError",
@@ -70,6 +72,7 @@ __all__ = [
     "MaintenanceWindow",
     "Priority",
     "Procedure",
+    "Step",
     "Transition",
     "UnknownAlarmError",
     "alarm",
