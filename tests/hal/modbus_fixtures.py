@@ -98,7 +98,7 @@ async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     """Two pseudo-terminals wired together by socat: a serial line without hardware."""
     socat = shutil.which("socat")
     if socat is None:
-        pytest.skip("socat is not installed")
+        pytest.fail("socat is not installed: run the apt-get line of .ci/run")
     ends = (str(tmp_path / "equipment"), str(tmp_path / "control-room"))
     process = await anyio.open_process([socat, *(f"pty,raw,echo=0,link={end}" for end in ends)])
     try:
