@@ -11,13 +11,14 @@ moment it does, so no other device ever notices.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import pydantic
@@ -41,11 +42,14 @@ __all__ = [
     "DeviceError",
     "DeviceInfo",
     "DeviceType",
+    "Resources",
     "Supervisor",
     "point",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 COMMUNICATION_POINT = "online"
 COMMUNICATION_ALARM = "communication_lost"
@@ -79,6 +83,47 @@ class DeviceError(Exception):
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class Resources:
+    """Objects shared by the devices of one hub: HAL connection pools, trap receivers.
+
+    A driver asks for a resource by key with a factory; the first caller
+    creates it, every later caller gets the same object, and the hub closes
+    them all (``close()``, awaited if it is a coroutine) when it stops. So
+    two cabinets behind one Modbus gateway share its pool without a global,
+    and every test gets fresh ones::
+
+        pool = self.resources.get("modbus", ModbusPool)
+    """
+
+    def __init__(self) -> None:
+        self._objects: dict[str, Any] = {}
+
+    def get(self, key: str, factory: Callable[[], T]) -> T:
+        """The resource named ``key``, created by ``factory()`` the first time."""
+        try:
+            return self._objects[key]  # type: ignore[no-any-return]
+        except KeyError:
+            resource = self._objects[key] = factory()
+            return resource
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._objects
+
+    async def aclose(self) -> None:
+        """Close every resource, newest first; one failing to close does not stop the others."""
+        while self._objects:
+            key, resource = self._objects.popitem()
+            close = getattr(resource, "aclose", None) or getattr(resource, "close", None)
+            if close is None:
+                continue
+            try:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("closing shared resource %s failed", key)
 
 
 # --------------------------------------------------------------------------- declarations
@@ -241,12 +286,20 @@ class DeviceType:
 
     # -- instance ----------------------------------------------------------
 
-    def __init__(self, info: DeviceInfo, config: DeviceConfig, points: PointDB) -> None:
+    def __init__(
+        self,
+        info: DeviceInfo,
+        config: DeviceConfig,
+        points: PointDB,
+        resources: Resources | None = None,
+    ) -> None:
         self.info = info
         self.id = info.id
         self.zone = info.zone
         self.config = config
         self.points = points
+        self.resources = resources if resources is not None else Resources()
+        """Objects shared with the hub's other devices (see :class:`Resources`)."""
         self.log = logging.LoggerAdapter(
             logging.getLogger(f"cityvisor.device.{self.family or 'device'}"),
             {"device": info.id},

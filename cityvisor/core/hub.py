@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 
 from .alarms import Alarm, AlarmManager, Transition
 from .commands import CommandBus
-from .devices import DeviceType, Supervisor
+from .devices import DeviceType, Resources, Supervisor
 from .plugins import PluginManager, collect_device_types
 from .points import PointDB
 from .store import JournalEntry, SqliteStore, Store
@@ -74,6 +74,7 @@ class Hub:
             retention_days=dict(config.store.retention),
         )
         self.devices: dict[str, DeviceType] = {}
+        self.resources = Resources()
         self.supervisor = Supervisor(self.points)
         self.alarms = AlarmManager(self.points, self.store, on_transition=self._alarm_transition)
         self.commands = CommandBus(self.points, self.store, self.devices)
@@ -87,7 +88,9 @@ class Hub:
         for resolved in self.config.resolve_devices(self.device_types):
             if not resolved.enabled:
                 continue
-            device = resolved.device_type(resolved.info, resolved.config, self.points)
+            device = resolved.device_type(
+                resolved.info, resolved.config, self.points, self.resources
+            )
             device.declare_points()
             self.devices[device.id] = device
             self.alarms.add_device(device)
@@ -141,6 +144,7 @@ class Hub:
                 task_status.started()
         finally:
             with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
+                await self.resources.aclose()
                 self.plugins.call_each("cityvisor_shutdown", hub=self)
                 await self.store.journal(JournalEntry(kind="config", message="hub stopped"))
                 await self.store.close()

@@ -210,3 +210,19 @@ def test_hub_exposes_its_parts_for_plugins(tmp_path: Path):
     )
     assert len(parts.points) > 0
     assert "tank-a:communication_lost" in hub.alarms
+
+
+async def test_devices_share_resources_that_the_hub_closes_when_it_stops(tmp_path: Path):
+    class Pool:
+        closed = False
+
+        async def close(self) -> None:
+            Pool.closed = True
+
+    hub = make_hub(tmp_path)
+    first = hub.devices["tank-a"].resources.get("pool", Pool)
+    assert hub.devices["tank-b"].resources.get("pool", Pool) is first
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        tg.cancel_scope.cancel()
+    assert Pool.closed
