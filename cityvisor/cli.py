@@ -15,6 +15,7 @@ a traceback; status 1 is kept for failures that are bugs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -42,6 +43,13 @@ EXIT_USAGE = 2
 """A user's mistake: bad arguments, a config with problems, a file that cannot be read."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+"""Modules that add subcommands: each has ``register(commands, log_level_parent)``
+which calls ``commands.add_parser(...)`` and ``set_defaults(handler=...,
+default_log_level=...)``; a handler returns the exit status and raises
+:class:`UsageError` for a user's mistake."""
 
 
 class UsageError(Exception):
@@ -135,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="FILE", help="write to FILE instead of standard output"
     )
     config_reference.set_defaults(handler=_config_reference, default_log_level="critical")
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(commands, log_level)
     return parser
 
 
