@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import pkgutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
     from .devices import DeviceType
 
 __all__ = [
-    "DEFAULT_PLUGINS",
     "PluginConflictError",
     "PluginFailure",
     "PluginManager",
+    "builtin_plugins",
     "collect_device_types",
     "make_plugin_manager",
 ]
@@ -37,8 +38,20 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "cityvisor"
 
-DEFAULT_PLUGINS: tuple[str, ...] = ("cityvisor.plugins.demo",)
-"""The built-in plugins, loaded exactly as third-party ones would be."""
+
+def builtin_plugins() -> tuple[str, ...]:
+    """The built-in plugins: every package under ``cityvisor.plugins``, in name order.
+
+    They are loaded exactly as third-party plugins are; a new family is a new
+    package there, with nothing to register elsewhere.
+    """
+    import cityvisor.plugins
+
+    return tuple(
+        f"cityvisor.plugins.{info.name}"
+        for info in sorted(pkgutil.iter_modules(cityvisor.plugins.__path__), key=lambda i: i.name)
+        if info.ispkg and not info.name.startswith("_")
+    )
 
 
 @dataclass(frozen=True)
@@ -135,7 +148,7 @@ class PluginManager(pluggy.PluginManager):
 
 def make_plugin_manager(
     *,
-    builtins: Iterable[str] = DEFAULT_PLUGINS,
+    builtins: Iterable[str] | None = None,
     entry_points: bool = True,
     plugins: Iterable[Any] = (),
     disabled: Iterable[str] = (),
@@ -143,14 +156,15 @@ def make_plugin_manager(
     """A fresh plugin manager with the built-ins, installed entry points and ``plugins``.
 
     ``plugins`` are extra plugin objects registered directly (what tests and
-    ``cityvisor.testing`` use to load only the plugin under test).
+    ``cityvisor.testing`` use to load only the plugin under test). ``builtins`` defaults
+    to every package under ``cityvisor.plugins`` (:func:`builtin_plugins`).
     ``disabled`` names plugins never to load (a deployment's ``[plugins]
     disabled``); a built-in's name is the last part of its module name.
     """
     manager = PluginManager()
     for name in disabled:
         manager.set_blocked(name)
-    for module_name in builtins:
+    for module_name in builtin_plugins() if builtins is None else builtins:
         if manager.is_blocked(module_name.rsplit(".", 1)[-1]):
             continue
         manager.load_module(module_name)
