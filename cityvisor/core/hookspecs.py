@@ -93,8 +93,13 @@ def cityvisor_alarm_transition(alarm: Alarm, transition: Transition, hub: Hub) -
     :param alarm: the alarm, in its new state.
     :param transition: what happened (``transition.kind``: ``raised``,
         ``cleared``, ``acknowledged``, ``shelved``, ``unshelved``,
-        ``suppressed``, ``unsuppressed``, ``out_of_service``, ``in_service``),
-        who did it and when.
+        ``suppressed``, ``unsuppressed``, ``out_of_service``, ``in_service``,
+        ``maintenance_started``, ``maintenance_ended``, ``procedure_step``),
+        who did it (``transition.user``, None for the system) and when.
+        ``transition.annunciated`` is False for what happened to a hidden
+        (suppressed, shelved, in maintenance) alarm. Zone-wide events
+        (floods, maintenance windows added or removed) concern no single
+        alarm and reach only :meth:`AlarmManager.subscribe` consumers.
     :param hub: the running hub.
     :return: nothing.
 
