@@ -267,16 +267,16 @@ class DeviceType:
                 raise TypeError(
                     f"{cls.__name__}: alarm {name!r} is on unknown point {spec.point!r}"
                 )
-        for name, spec in commands.items():
-            for lock in spec.interlocks:
+        for name, command_spec in commands.items():
+            for lock in command_spec.interlocks:
                 if lock.point not in points:
                     raise TypeError(
                         f"{cls.__name__}: command {name!r} interlock is on unknown point {lock.point!r}"
                     )
-            if spec.feedback is not None and spec.feedback.point not in points:
+            if command_spec.feedback is not None and command_spec.feedback.point not in points:
                 raise TypeError(
                     f"{cls.__name__}: command {name!r} feedback is on unknown point "
-                    f"{spec.feedback.point!r}"
+                    f"{command_spec.feedback.point!r}"
                 )
         cls.point_specs = points
         cls.alarm_specs = alarms

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = [
     "Batch",
@@ -426,8 +426,8 @@ class Subscription:
         db: PointDB,
         patterns: Sequence[str],
         max_buffer: int,
-        send: ObjectSendStream[Batch | Resync],
-        receive: ObjectReceiveStream[Batch | Resync],
+        send: MemoryObjectSendStream[Batch | Resync],
+        receive: MemoryObjectReceiveStream[Batch | Resync],
     ) -> None:
         self._db = db
         self.patterns = tuple(patterns)
