@@ -247,8 +247,8 @@ class WebSection(Section):
 
     host: str = "127.0.0.1"
     """Address to listen on; ``0.0.0.0`` exposes the HMI to the network."""
-    port: int = Field(default=8080, ge=1, le=65535)
-    """TCP port to listen on."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """TCP port to listen on; ``0`` lets the system pick a free one (tests)."""
     session_lifetime: float = Field(default=12 * 3600, gt=0)
     """Seconds an operator's session lasts without activity (a shift is 12 hours)."""
     secure_cookies: bool = False
@@ -256,6 +256,10 @@ class WebSection(Section):
     tile_url: str = ""
     """Map tile URL template (``https://tile.example.org/{z}/{x}/{y}.png``); empty: no
     background map, equipment is drawn on a blank canvas."""
+    metrics_token: str = ""
+    """Bearer token that lets a Prometheus server read ``/metrics`` without a session
+    (``metrics_token = "${CITYVISOR_METRICS_TOKEN}"``); empty: ``/metrics`` needs a
+    logged-in session like every other page."""
 
     @pydantic.field_validator("tile_url")
     @classmethod
