@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,9 @@ T = TypeVar("T")
 
 HistoryRow = tuple[str, int, Any, str, str]
 """A queued history change: point id, source time, value, quality text, history class."""
+
+_ROW = 5
+"""Fields per change in the flat history buffer (the fields of a :data:`HistoryRow`)."""
 
 _PRUNE_CHUNK = 500
 """Points pruned per transaction: short transactions let journal writes interleave."""
@@ -220,7 +223,10 @@ class SqliteStore(Store):
         self.history_written = 0
         self.history_rejected = 0
         """Changes SQLite could not store (a value out of its range), skipped and logged."""
-        self._pending: deque[HistoryRow] = deque(maxlen=max_pending)
+        # Flat: five scalars per change, not a tuple. A tuple per queued change is
+        # a garbage-collected object that lives until the flush; a million of
+        # them trigger full collections over the whole point database.
+        self._pending: deque[Any] = deque(maxlen=max_pending * _ROW)
         self._point_keys: dict[str, int] = {}
         self._point_classes: dict[str, str] = {}
         self._db: sqlite_utils.Database | None = None
@@ -481,9 +487,10 @@ class SqliteStore(Store):
         pending = self._pending
         if len(pending) == pending.maxlen:
             # Bounded: a stalled disk loses the oldest history, never the hub's memory.
+            # (The deque drops the oldest change's five fields as this one goes in.)
             self.history_dropped += 1
         quality = value.quality
-        pending.append(
+        pending.extend(
             (
                 value.id,
                 value.source_ts,
@@ -496,7 +503,7 @@ class SqliteStore(Store):
     @property
     def history_pending(self) -> int:
         """Changes queued for history and not yet written."""
-        return len(self._pending)
+        return len(self._pending) // _ROW
 
     async def flush_history(self) -> int:
         """Write every queued change in one transaction; return the rows written.
@@ -507,7 +514,7 @@ class SqliteStore(Store):
         if not self._pending or self._db is None:
             return 0
         rows = self._pending
-        self._pending = deque(maxlen=self.max_pending)
+        self._pending = deque(maxlen=self.max_pending * _ROW)
         try:
             written = await self._run(self._write_history, rows)
         except Exception:
@@ -516,41 +523,45 @@ class SqliteStore(Store):
         self.history_written += written
         return written
 
-    def _requeue(self, rows: deque[HistoryRow]) -> None:
+    def _requeue(self, rows: deque[Any]) -> None:
         # Older rows first, then whatever arrived meanwhile; the bound still holds.
-        merged: deque[HistoryRow] = deque(rows, maxlen=self.max_pending)
+        merged: deque[Any] = deque(rows, maxlen=self.max_pending * _ROW)
         merged.extend(self._pending)
-        self.history_dropped += len(rows) + len(self._pending) - len(merged)
+        self.history_dropped += (len(rows) + len(self._pending) - len(merged)) // _ROW
         self._pending = merged
 
-    def _write_history(self, rows: deque[HistoryRow]) -> int:
+    def _write_history(self, flat: deque[Any]) -> int:
         conn = self.db.conn
         conn.execute("BEGIN")
         try:
-            keys, registered = self._history_keys(conn, rows)
+            keys, registered = self._history_keys(conn, flat)
+            # A generator, not a list: each parameter tuple is freed once bound.
             conn.executemany(
                 _INSERT_HISTORY,
-                [(keys[point_id], ts, value, quality) for point_id, ts, value, quality, _ in rows],
+                (
+                    (keys[point_id], ts, value, quality)
+                    for point_id, ts, value, quality, _ in _rows(flat)
+                ),
             )
             conn.execute("COMMIT")
         except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
             # A value SQLite cannot store (an int past 64 bits...): keep the rest.
             conn.execute("ROLLBACK")
-            return self._write_history_row_by_row(rows)
+            return self._write_history_row_by_row(flat)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         self._remember_keys(registered)
-        return len(rows)
+        return len(flat) // _ROW
 
-    def _write_history_row_by_row(self, rows: deque[HistoryRow]) -> int:
+    def _write_history_row_by_row(self, flat: deque[Any]) -> int:
         conn = self.db.conn
         written = 0
         conn.execute("BEGIN")
         try:
-            keys, registered = self._history_keys(conn, rows)
-            for point_id, ts, value, quality, _ in rows:
+            keys, registered = self._history_keys(conn, flat)
+            for point_id, ts, value, quality, _ in _rows(flat):
                 try:
                     conn.execute(_INSERT_HISTORY, (keys[point_id], ts, value, quality))
                 except (sqlite3.InterfaceError, sqlite3.ProgrammingError, OverflowError):
@@ -567,9 +578,9 @@ class SqliteStore(Store):
         return written
 
     def _history_keys(
-        self, conn: sqlite3.Connection, rows: deque[HistoryRow]
+        self, conn: sqlite3.Connection, flat: deque[Any]
     ) -> tuple[dict[str, int], dict[str, tuple[int, str]]]:
-        """The integer key of every point in ``rows``, registering new points.
+        """The integer key of every point in the buffer ``flat``, registering new points.
 
         Returns the keys to write with and the registrations made. Those are
         only remembered once the transaction commits (:meth:`_remember_keys`):
@@ -577,7 +588,7 @@ class SqliteStore(Store):
         """
         classes = self._point_classes
         registered: dict[str, tuple[int, str]] = {}
-        for point_id, _ts, _value, _quality, klass in rows:
+        for point_id, _ts, _value, _quality, klass in _rows(flat):
             known = registered.get(point_id)
             if (classes.get(point_id) if known is None else known[1]) == klass:
                 continue
@@ -721,6 +732,12 @@ class SqliteStore(Store):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.flush_history()
+
+
+def _rows(flat: deque[Any]) -> Iterator[HistoryRow]:
+    """The changes of a flat history buffer, one :data:`HistoryRow` at a time."""
+    fields = iter(flat)
+    return zip(fields, fields, fields, fields, fields, strict=True)
 
 
 # The last change recorded for a (point, millisecond) wins: a driver that
