@@ -14,6 +14,7 @@ from typing import Any
 SIMULATORS: dict[str, tuple[str, str]] = {
     "lighting": ("cityvisor.hal.sim.lighting", "lighting cabinets over Modbus/TCP"),
     "bollards": ("cityvisor.hal.sim.bollard", "bollard PLCs over Modbus/TCP"),
+    "osdp": ("cityvisor.hal.sim.osdp_reader", "OSDP badge readers"),
     "camera": ("cityvisor.hal.sim.camera", "ONVIF cameras"),
 }
 """Simulator name -> (module with ``main(argv)``, one-line description)."""
