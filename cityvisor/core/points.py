@@ -151,6 +151,10 @@ class DataType(enum.Enum):
     STR = "str"
     ENUM = "enum"
 
+    # Members are singletons compared by identity: hash them by identity too.
+    # Enum's own __hash__ is Python code, and every point update looks its type up.
+    __hash__ = object.__hash__
+
     @classmethod
     def of(cls, python_type: Any) -> DataType:
         """Map ``bool``/``int``/``float``/``str`` (or a DataType or its name) to a DataType."""
@@ -698,13 +702,17 @@ class PointDB:
         if value is not None and type(value) is not _PYTHON_TYPES.get(spec.dtype):
             value = spec.coerce(value)
         current = point.current
-        if current.quality == quality and not spec.passes_deadband(current.value, value):
+        # Identity first: nearly every update carries the shared Quality.GOOD.
+        same_quality = current.quality is quality or current.quality == quality
+        if same_quality and not spec.passes_deadband(current.value, value):
             return False
         if received_ts is None:
             received_ts = now_ms()
-        self._accept(
-            point,
-            PointValue(
+        # tuple.__new__ directly: the same PointValue without the Python-level
+        # __new__ that NamedTuple generates (this runs for every accepted change).
+        new = _new_tuple(
+            PointValue,
+            (
                 point.id,
                 value,
                 quality,
@@ -712,6 +720,7 @@ class PointDB:
                 received_ts,
             ),
         )
+        self._accept(point, new)
         return True
 
     def _accept(self, point: Point, new: PointValue) -> None:
@@ -810,6 +819,8 @@ class PointDB:
                 point.waiters.remove(waiter)
         return waiter.result
 
+
+_new_tuple = tuple.__new__
 
 _PYTHON_TYPES: dict[DataType, type] = {
     DataType.BOOL: bool,
