@@ -1,0 +1,159 @@
+"""The driver every Modbus family shares: a device type whose points come from a profile.
+
+A Modbus plugin declares its points, alarms and commands, names its profile,
+and inherits the conversation: ``run()`` borrows the endpoint from the hub's
+shared :class:`~cityvisor.hal.modbus.ModbusPool`, reads every declared point
+the profile maps (coalesced into block reads), publishes each poll (points
+that could not be read get their bad quality and its reason), and raises
+:class:`~cityvisor.hal.modbus.ModbusConnectionError` when the equipment is
+lost, so the supervisor marks the device and restarts it. Handlers write
+with :meth:`ModbusDeviceType.write`::
+
+    class PumpConfig(ModbusConfig):
+        profile: str = "acme_pump"
+
+    class Pump(ModbusDeviceType):
+        family = "water"
+        Config = PumpConfig
+        running = point(bool, doc="Pump running")
+
+        @command(feedback=reaches("running", True))
+        async def start(self) -> None:
+            await self.write("run", True)
+
+Member points (``per="circuit"``) are read for the members the profile
+names: a config attribute ``circuits = 4`` gives ``c1 .. c4`` when the
+profile's ``[members.circuit]`` prefix is ``c``. An enum point whose profile
+entry has ``labels`` is published by label name, so a vendor numbering its
+states differently needs only its own profile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import pydantic
+from anyio.abc import TaskStatus
+
+from cityvisor.core.devices import DeviceConfig, DeviceError, DeviceType
+from cityvisor.core.points import DataType
+
+from .modbus import ModbusDevice, ModbusPool, PollResult
+from .modbus_profile import Profile, load_profile
+
+__all__ = ["ModbusConfig", "ModbusDeviceType", "shared_profile"]
+
+
+@functools.lru_cache(maxsize=64)
+def shared_profile(name_or_path: str) -> Profile:
+    """A profile loaded once per process, so every unit of one model shares its read plans."""
+    return load_profile(name_or_path)
+
+
+class ModbusConfig(DeviceConfig):
+    """Settings of a device reached over Modbus/TCP and read through a profile."""
+
+    host: str
+    """Address of the device (or of the Modbus/TCP gateway in front of it)."""
+    port: int = pydantic.Field(502, ge=1, le=65535)
+    """TCP port of the device or gateway."""
+    unit: int = pydantic.Field(1, ge=1, le=247)
+    """Modbus unit id of the device behind that address."""
+    profile: str
+    """Register map: a bundled profile's name, or the absolute path of a vendor's profile file."""
+    period: float = pydantic.Field(1.0, gt=0, le=3600)
+    """Seconds between two polls."""
+
+    @pydantic.model_validator(mode="after")
+    def _profile_serves_the_members(self) -> ModbusConfig:
+        # A profile that cannot be read, or that has fewer members than configured,
+        # is a config error that check-config names, not a driver restarting forever.
+        profile = shared_profile(self.profile)
+        for kind in profile.members:
+            count = getattr(self, kind + "s", None)
+            if count is not None:
+                profile.member_names(kind, count)
+        return self
+
+
+class ModbusDeviceType(DeviceType):
+    """Base of the device types read and written through a Modbus profile.
+
+    ``Config`` must be a :class:`ModbusConfig`. Override :meth:`received` to
+    derive points of your own from each poll.
+    """
+
+    Config = ModbusConfig
+    modbus: ModbusDevice | None = None
+    """The unit while the driver runs (None while it is disconnected)."""
+
+    @property
+    def profile(self) -> Profile:
+        """The device's register map."""
+        return shared_profile(self.config.profile)  # type: ignore[attr-defined]
+
+    def members(self, per: str) -> list[str]:
+        """A count in the config (``circuits = 4``) names members as the profile does (``c1``)."""
+        count = getattr(self.config, per + "s", None)
+        profile = shared_profile(self.config.profile)  # type: ignore[attr-defined]
+        if isinstance(count, int) and per in profile.members:
+            return profile.member_names(per, count)
+        return super().members(per)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll the device every ``period`` and publish every point the profile maps."""
+        config: ModbusConfig = self.config  # type: ignore[assignment]
+        kinds = {spec.per for spec in self.point_specs.values() if spec.per}
+        members = {kind: self.members(kind) for kind in kinds}
+        mapped = [
+            relative
+            for relative in self.profile.resolve(members)
+            if relative.rpartition("/")[2] in self.point_specs
+        ]
+        pool = self.resources.get("modbus", ModbusPool)
+        async with pool.tcp(config.host, config.port) as endpoint:
+            self.modbus = endpoint.device(config.unit, self.profile, members, only=mapped)
+            try:
+                async with contextlib.aclosing(self.modbus.poll_every(config.period)) as polls:
+                    self._publish_poll(await anext(polls))  # raises if the device is unreachable
+                    task_status.started()
+                    async for result in polls:
+                        self._publish_poll(result)
+            finally:
+                self.modbus = None
+
+    def received(self, values: dict[str, Any]) -> None:
+        """Called with each poll's good values (by relative id) before they are published.
+
+        Add or change entries to publish derived points; the default does nothing.
+        """
+
+    async def write(self, relative: str, value: Any) -> None:
+        """Write one profile point (``"c1/setpoint"``) in engineering units."""
+        if self.modbus is None:
+            raise DeviceError(f"{self.id} is not connected")
+        await self.modbus.write(relative, value)
+
+    def _publish_poll(self, result: PollResult) -> None:
+        assert self.modbus is not None
+        values = result.good
+        for relative, value in values.items():
+            values[relative] = self._named(relative, value, self.modbus.specs[relative].labels)
+        self.received(values)
+        self.publish(values)
+        for quality, relatives in result.by_quality().items():
+            self.mark(quality, relatives)
+
+    def _named(self, relative: str, value: Any, labels: tuple[str, ...] | None) -> Any:
+        # The profile's labels say what the vendor's numbers mean; the point's own
+        # labels decide how cityvisor numbers them. A number the profile does not
+        # name, or a name the point does not know, stays a number.
+        spec = self.point_specs[relative.rpartition("/")[2]]
+        if labels is None or spec.dtype is not DataType.ENUM or not 0 <= value < len(labels):
+            return value
+        known: Mapping[int, str] = spec.labels or {}
+        return labels[value] if labels[value] in known.values() else value
