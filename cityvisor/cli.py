@@ -45,7 +45,11 @@ EXIT_USAGE = 2
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("cityvisor.hal.sim.cli", "cityvisor.plugins.access.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "cityvisor.hal.sim.cli",
+    "cityvisor.plugins.access.cli",
+    "cityvisor.web.cli",
+)
 """Modules that add subcommands: each has ``register(commands, log_level_parent)``
 which calls ``commands.add_parser(...)`` and ``set_defaults(handler=...,
 default_log_level=...)``; a handler returns the exit status and raises

@@ -1,0 +1,399 @@
+"""The web application: middlewares, the state the handlers share, and the server service.
+
+:func:`build_app` makes the aiohttp application for a hub: the core API
+(:mod:`cityvisor.web.api`), the WebSocket (:mod:`cityvisor.web.ws`), the
+plugins' routes (hook ``cityvisor_web_routes``), all behind the same
+middlewares:
+
+1. **errors**: a client's mistake becomes ``{"error": code, "message": ...}``
+   with a 4xx status; anything unexpected is logged with its traceback and
+   answered with a bare 500 (no traceback ever reaches a client);
+2. **authentication**: the session cookie is looked up; every route but the
+   public ones (login, the login page and static assets) answers 401
+   without a session; state-changing requests must come from our own origin
+   and carry the session's CSRF token in ``X-CSRF-Token``.
+
+Every response gets the security headers (CSP, no framing, no sniffing, no
+referrer). :class:`WebServer` runs the application as a hub service.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+import warnings
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import yarl
+from aiohttp import hdrs, web
+from anyio.abc import TaskStatus
+
+from ..core.alarms import AlarmActionError, AlarmPermissionError, UnknownAlarmError
+from ..core.commands import CommandError
+from ..core.points import UnknownPointError
+from .auth import Accounts, LoginRateLimiter, Sessions, same_secret
+from .routing import METRICS, PUBLIC, ApiError
+
+if TYPE_CHECKING:
+    from ..core.hub import Hub
+    from .ws import Client
+
+__all__ = ["HUB", "STATE", "WebServer", "WebState", "build_app"]
+
+log = logging.getLogger(__name__)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+MAX_BODY = 256 * 1024
+"""Largest request body accepted: commands, acks and logins are small."""
+
+
+class WebState:
+    """What the handlers share: the hub, accounts, sessions, limits, WebSocket clients, counters."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = hub.config.web
+        self.accounts = Accounts(hub.store, hub.config.user_list())
+        self.sessions = Sessions(hub.store, self.accounts, self.settings.session_lifetime)
+        self.limiter = LoginRateLimiter()
+        self.clients: set[Client] = set()
+        """Connected WebSocket clients."""
+        self.max_clients = 500
+        self.max_clients_per_session = 16
+        self.ws_buffer = 16
+        """Undelivered point batches a WebSocket client may have before it is re-synced."""
+        self.send_timeout = 10.0
+        """Seconds one WebSocket send may wait for a client before the client is dropped."""
+        self.counters: Counter[str] = Counter()
+        """Events for metrics: logins, failures, WebSocket resyncs and drops, errors."""
+        self.rate = UpdateRate()
+        self.cookie_name = (
+            "__Host-cityvisor_session" if self.settings.secure_cookies else "cityvisor_session"
+        )
+        self.csp = content_security_policy(self.settings.tile_url)
+
+
+class UpdateRate:
+    """Point changes per second over the last minute, sampled every few seconds."""
+
+    def __init__(self, samples: int = 13) -> None:
+        self._samples: deque[tuple[float, int]] = deque(maxlen=samples)
+
+    def sample(self, changes: int, now: float | None = None) -> None:
+        """Record the point database's change counter."""
+        self._samples.append((time.monotonic() if now is None else now, changes))
+
+    @property
+    def per_second(self) -> float:
+        """Changes per second between the oldest and newest sample (0 before two samples)."""
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+HUB = web.AppKey("hub", object)
+"""The :class:`~cityvisor.core.hub.Hub` (``request.app[HUB]``)."""
+STATE = web.AppKey("state", WebState)
+"""The :class:`WebState` (``request.app[STATE]``)."""
+
+
+def content_security_policy(tile_url: str) -> str:
+    """The CSP: everything from our origin only, map tiles from the tile server's origin."""
+    images = "'self' data: blob:"
+    match = re.match(r"^(https?://[^/{}]+)", tile_url or "")
+    if match:
+        images += f" {match.group(1)}"
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        f"img-src {images}; connect-src 'self'; font-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+# --------------------------------------------------------------------------- middlewares
+
+
+def error_response(status: int, body: dict[str, Any], headers: Any = None) -> web.Response:
+    """A JSON error answer."""
+    return web.json_response(body, status=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn every exception into a JSON answer; a 4xx for a client's mistake, 500 for a bug."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error.status, error.as_json(), error.headers)
+    except CommandError as error:
+        body = error.as_json()
+        if error.result is not None:
+            body["result"] = error.result.as_json()
+        return error_response(error.status, body)
+    except UnknownAlarmError as error:
+        return error_response(404, {"error": "unknown_alarm", "message": str(error)})
+    except AlarmPermissionError as error:
+        return error_response(403, {"error": "not_permitted", "message": str(error)})
+    except AlarmActionError as error:
+        return error_response(409, {"error": "alarm_action", "message": str(error)})
+    except UnknownPointError as error:
+        return error_response(404, {"error": "unknown_point", "message": str(error)})
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = _HTTP_CODES.get(error.status, "http_error")
+        headers = {k: v for k, v in error.headers.items() if k in (hdrs.ALLOW, hdrs.RETRY_AFTER)}
+        return error_response(error.status, {"error": code, "message": error.reason}, headers)
+    except ConnectionResetError:
+        raise  # the client went away: nothing to answer, nothing to log
+    except Exception:
+        request.app[STATE].counters["http_500"] += 1
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return error_response(
+            500,
+            {"error": "internal_error", "message": "internal error; the server log has details"},
+        )
+
+
+def _authority(host: str | None, port: int | None, scheme: str) -> tuple[str, int] | None:
+    if not host:
+        return None
+    default = 443 if scheme in ("https", "wss") else 80
+    return host.lower().rstrip("."), port or default
+
+
+def same_origin(request: web.Request) -> bool:
+    """True unless the request says (Origin, else Referer) it comes from another site.
+
+    Browsers send ``Origin`` with every cross-site and every state-changing
+    request; programs (curl, Prometheus) send neither and cannot be tricked
+    into acting for a user, so a request without both is let through (the
+    CSRF token still guards state changes). Host and port are compared, not
+    the scheme, so that a TLS-terminating reverse proxy that keeps the
+    ``Host`` header works.
+    """
+    origin = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER)
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
+    try:
+        claimed = yarl.URL(origin)
+        served = yarl.URL(f"{request.scheme}://{request.host}")
+    except ValueError:
+        return False
+    mine = _authority(served.host, served.explicit_port, claimed.scheme)
+    theirs = _authority(claimed.host, claimed.explicit_port, claimed.scheme)
+    return mine is not None and mine == theirs
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Find the session; refuse what needs one without it; check origin and CSRF token."""
+    state = request.app[STATE]
+    route = request.match_info.route
+    auth = getattr(route.handler, "__cityvisor_auth__", None)
+    session = await state.sessions.find(request.cookies.get(state.cookie_name))
+    if session is not None:
+        # Plain string keys: the plugin contract (hookspecs) promises ``request["user"]``.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            request["session"] = session
+            request["user"] = session.user
+    changes_state = request.method not in SAFE_METHODS
+    upgrade = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+    if (changes_state or upgrade) and not same_origin(request):
+        raise ApiError(403, "bad_origin", "the request comes from another site")
+    if auth == PUBLIC:
+        return await handler(request)
+    if session is None:
+        if auth == METRICS and _bearer_ok(request, state.settings.metrics_token):
+            return await handler(request)
+        raise ApiError(401, "unauthenticated", "log in first (POST /api/v1/session)")
+    if changes_state and not same_secret(request.headers.get(CSRF_HEADER), session.csrf):
+        raise ApiError(
+            403,
+            "csrf",
+            f"missing or wrong {CSRF_HEADER} header (the token comes with the session)",
+        )
+    return await handler(request)
+
+
+def _bearer_ok(request: web.Request, token: str) -> bool:
+    if not token:
+        return False
+    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    return scheme.lower() == "bearer" and same_secret(given.strip(), token)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    state = request.app[STATE]
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", state.csp)
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+    headers[hdrs.SERVER] = "cityvisor"
+    if state.settings.secure_cookies:
+        headers["Strict-Transport-Security"] = "max-age=31536000"
+    if not request.path.startswith("/static/"):
+        # Live data and per-user answers: never from a cache, never stored on disk.
+        headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+
+
+# --------------------------------------------------------------------------- the application
+
+
+def build_app(hub: Hub) -> web.Application:
+    """The aiohttp application serving ``hub``: core API, WebSocket, plugins' routes.
+
+    The users and sessions tables are created when the application starts.
+    """
+    from . import api
+
+    state = WebState(hub)
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
+    )
+    app[HUB] = hub
+    app[STATE] = state
+    for route in api.ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    for plugin_name, routes in hub.plugins.call_each("cityvisor_web_routes", hub=hub):
+        try:
+            app.router.add_routes(list(routes or ()))
+        except Exception:  # a plugin's broken route must not take the HMI down
+            log.exception("plugin %s: its web routes could not be added", plugin_name)
+    app.on_response_prepare.append(_security_headers)
+    app.on_startup.append(_startup)
+    app.on_shutdown.append(_close_clients)
+    return app
+
+
+async def _startup(app: web.Application) -> None:
+    await app[STATE].accounts.setup()
+
+
+async def _close_clients(app: web.Application) -> None:
+    """At shutdown, tell WebSocket clients the server is going away."""
+    for client in list(app[STATE].clients):
+        await client.close_going_away()
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class WebServer:
+    """The HMI and API server, run by the hub as the ``web`` plugin's service.
+
+    Calling the object runs it (that is what the hub's service runner does):
+    it listens on ``[web] host`` and ``port``, restarts with backoff if the
+    port cannot be bound (without a traceback: it is an operator's problem,
+    not a bug), and stops within seconds when cancelled. ``addresses`` holds
+    the bound ``(host, port)`` pairs once ``ready`` is set (with ``port =
+    0`` the system picks a free port); ``url`` is the first as a URL.
+    """
+
+    def __init__(self, hub: Hub, *, host: str | None = None, port: int | None = None) -> None:
+        self.hub = hub
+        self.host = host if host is not None else hub.config.web.host
+        self.port = port if port is not None else hub.config.web.port
+        self.ready = anyio.Event()
+        self.addresses: list[Any] = []
+        self.app: web.Application | None = None
+
+    @property
+    def state(self) -> WebState:
+        """The running application's shared state."""
+        assert self.app is not None, "the server has not started"
+        return self.app[STATE]
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the first bound address."""
+        if not self.addresses:
+            raise RuntimeError("the web server is not listening")
+        host, port = self.addresses[0][:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    async def __call__(self) -> None:
+        """The service: serve until cancelled, retrying when the port cannot be bound."""
+        attempt = 0
+        while True:
+            try:
+                await self.run()
+            except OSError as error:
+                delay = min(60.0, 1.0 * math.pow(2, attempt)) * random.uniform(0.8, 1.0)
+                attempt += 1
+                log.error(
+                    "the HMI cannot listen on %s:%s (%s); retrying in %.0f s",
+                    self.host,
+                    self.port,
+                    error.strerror or error,
+                    delay,
+                )
+                await anyio.sleep(delay)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Build the application, listen, and serve until cancelled."""
+        self.app = build_app(self.hub)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            self.addresses = list(runner.addresses)
+            log.info("HMI and API on %s", self.url)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._housekeeping, name="web housekeeping")
+                self.ready.set()
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self.addresses = []
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+                await runner.cleanup()
+
+    async def _housekeeping(self) -> None:
+        """Sample the update rate every 5 s; forget idle sessions every 10 minutes."""
+        state = self.state
+        points = self.hub.points
+        next_prune = 0.0
+        while True:
+            state.rate.sample(points.changes)
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + 600.0
+                try:
+                    pruned = await state.sessions.prune()
+                except Exception:  # a busy or failing store: try again later
+                    log.exception("could not prune expired sessions")
+                else:
+                    if pruned:
+                        log.info("%d expired session(s) forgotten", pruned)
+            await anyio.sleep(5.0)

@@ -1,0 +1,406 @@
+"""The WebSocket at ``/api/v1/ws``: live point changes and alarm events for one browser.
+
+The protocol (JSON text messages; docs/api.md has the details)::
+
+    client -> server
+      {"type": "subscribe", "points": ["centre/**"], "alarms": true}
+            replaces the point patterns (an empty list: none) and/or turns the
+            alarm feed on or off; answered by "subscribed", then snapshots
+      {"type": "ping"}                      -> {"type": "pong", "ts": ...}
+
+    server -> client
+      {"type": "hello", "user": {...}, "ts": ...}          once, first
+      {"type": "subscribed", "sub": n, "points": [...], "alarms": bool}
+      {"type": "snapshot", "sub": n, "points": [values]}   after each subscribe
+      {"type": "changes", "sub": n, "points": [values]}    batched changes, oldest first
+      {"type": "resync", "sub": n, "points": [values], "lost": k}
+            the client fell behind: k changes were dropped, here is everything now
+      {"type": "alarms", "alarms": [...], "counts": {...}, "lost": k}
+            every annunciated alarm: first, and again after lost events
+      {"type": "alarm", "event": {...}, "alarm": {...} | null, "counts": {...}}
+      {"type": "error", "error": code, "message": ...}     a bad client message
+      {"type": "session_ended"}                            then the server closes (4401)
+
+Nothing here can block the hub or grow without bound: the point database
+and the alarm manager hand each client a bounded buffer and re-sync it when
+it overflows; each send waits at most ``send_timeout`` seconds for a client
+that does not read, after which the client is dropped (code 1013). Values
+are encoded once and shared by every client that receives them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..core.alarms import AlarmEvent, AlarmResync
+from ..core.points import PointValue, Resync, now_ms
+from .routing import ApiError
+
+if TYPE_CHECKING:
+    from ..core.hub import Hub
+    from .app import WebState
+    from .auth import Session
+
+__all__ = ["Client", "encode_point", "websocket"]
+
+log = logging.getLogger(__name__)
+
+MAX_PATTERNS = 100
+MAX_MESSAGE = 64 * 1024
+SESSION_ENDED = 4401
+"""Close code (private range) when the session behind a WebSocket ends."""
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _encode_cached(value: PointValue) -> str:
+    return _dumps(value.as_json())
+
+
+def encode_point(value: PointValue) -> str:
+    """A point value as JSON text, encoded once however many clients receive it.
+
+    Every subscriber of a point gets the *same* immutable value object in its
+    batch, so a bounded cache keyed by the value turns fifty encodings into one.
+    """
+    try:
+        return _encode_cached(value)
+    except TypeError:  # an unhashable value a driver slipped through
+        return _dumps(value.as_json())
+
+
+def _points_message(kind: str, generation: int, values: list[PointValue], lost: int = -1) -> str:
+    head = f'{{"type":"{kind}","sub":{generation},'
+    if lost >= 0:
+        head += f'"lost":{lost},'
+    return head + '"points":[' + ",".join(map(encode_point, values)) + "]}"
+
+
+class _SharedText:
+    """Alarm messages encoded once for every client (keyed by the event object)."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[int, tuple[object, str]] = OrderedDict()
+
+    def get(self, key: object, build: Any) -> str:
+        found = self._items.get(id(key))
+        if found is not None and found[0] is key:
+            return found[1]
+        text: str = build()
+        # Keep the key object alive with its text, so its id is not reused meanwhile.
+        self._items[id(key)] = (key, text)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+        return text
+
+
+_alarm_texts = _SharedText()
+
+
+class _SlowClientError(Exception):
+    pass
+
+
+class Client:
+    """One connected WebSocket: its subscriptions and its bounded sending."""
+
+    def __init__(
+        self, state: WebState, ws: web.WebSocketResponse, session: Session, transport: Any
+    ) -> None:
+        self.state = state
+        self.hub: Hub = state.hub
+        self.ws = ws
+        self.session = session
+        self.transport = transport
+        self.generation = 0
+        self.patterns: tuple[str, ...] = ()
+        self.alarms = False
+        self._lock = anyio.Lock()
+        self._points_scope: anyio.CancelScope | None = None
+        self._alarms_scope: anyio.CancelScope | None = None
+        self._tg: Any = None
+        self._budget = 20.0
+        self._budget_at = time.monotonic()
+        self.closing = False
+
+    # -- sending -------------------------------------------------------------
+
+    async def send(self, text: str) -> None:
+        """Send one message; drop the client if it has not taken it within ``send_timeout``."""
+        async with self._lock:
+            with anyio.move_on_after(self.state.send_timeout) as scope:
+                await self.ws.send_str(text)
+        if scope.cancelled_caught:
+            raise _SlowClientError
+
+    def drop(self, why: str) -> None:
+        """Cut a client that cannot keep up: abort its connection and stop its tasks."""
+        if self.closing:
+            return
+        self.closing = True
+        self.state.counters["ws_dropped"] += 1
+        log.warning("WebSocket client of %s dropped: %s", self.session.account.name, why)
+        if self.transport is not None:
+            # Its buffers are full: a polite close frame would wait behind them.
+            self.transport.abort()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def _gone(self) -> None:
+        """The client went away while we were sending: stop its tasks."""
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def close_going_away(self) -> None:
+        """Close at server shutdown (code 1001)."""
+        self.closing = True
+        with anyio.move_on_after(1.0):
+            await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+
+    # -- feeds ---------------------------------------------------------------
+
+    async def _feed_points(
+        self, patterns: tuple[str, ...], generation: int, scope: anyio.CancelScope
+    ) -> None:
+        counters = self.state.counters
+        with scope:
+            try:
+                async with self.hub.points.subscribe(
+                    *patterns, max_buffer=self.state.ws_buffer
+                ) as subscription:
+                    first = True
+                    async for message in subscription:
+                        if isinstance(message, Resync):
+                            if first:
+                                text = _points_message("snapshot", generation, message.snapshot)
+                            else:
+                                counters["ws_resyncs"] += 1
+                                text = _points_message(
+                                    "resync", generation, message.snapshot, message.lost
+                                )
+                        else:
+                            counters["ws_batches"] += 1
+                            text = _points_message("changes", generation, message.changes)
+                        first = False
+                        await self.send(text)
+            except _SlowClientError:
+                self.drop(f"no point batch taken within {self.state.send_timeout:g} s")
+            except ConnectionResetError:
+                self._gone()
+
+    async def _feed_alarms(self, scope: anyio.CancelScope) -> None:
+        manager = self.hub.alarms
+        with scope:
+            try:
+                async with manager.subscribe() as subscription:
+                    async for message in subscription:
+                        if isinstance(message, AlarmResync):
+                            if message.lost:
+                                self.state.counters["ws_alarm_resyncs"] += 1
+                            text = _alarm_texts.get(
+                                message,
+                                lambda m=message: _dumps(
+                                    {
+                                        "type": "alarms",
+                                        "alarms": m.alarms,
+                                        "counts": manager.counts_by_priority(),
+                                        "lost": m.lost,
+                                    }
+                                ),
+                            )
+                        else:
+                            assert isinstance(message, AlarmEvent)
+                            text = _alarm_texts.get(
+                                message,
+                                lambda m=message: _dumps(
+                                    {
+                                        "type": "alarm",
+                                        "event": m.transition.as_json(),
+                                        "alarm": m.alarm,
+                                        "counts": manager.counts_by_priority(),
+                                    }
+                                ),
+                            )
+                        await self.send(text)
+            except _SlowClientError:
+                self.drop(f"no alarm event taken within {self.state.send_timeout:g} s")
+            except ConnectionResetError:
+                self._gone()
+
+    async def _watch_session(self) -> None:
+        """End the connection when the session ends (logout, expiry, password change)."""
+        sessions = self.state.sessions
+        while True:
+            await anyio.sleep(max(1.0, sessions.recheck))
+            if not await sessions.still_valid(self.session):
+                with contextlib.suppress(_SlowClientError, ConnectionResetError):
+                    await self.send(_dumps({"type": "session_ended"}))
+                with anyio.move_on_after(1.0):
+                    await self.ws.close(code=SESSION_ENDED, message=b"session ended")
+                if self._tg is not None:
+                    self._tg.cancel_scope.cancel()
+                return
+
+    # -- client messages -----------------------------------------------------
+
+    def _spend(self) -> bool:
+        """A token bucket: 10 messages a second, bursts of 20."""
+        now = time.monotonic()
+        self._budget = min(20.0, self._budget + (now - self._budget_at) * 10.0)
+        self._budget_at = now
+        if self._budget < 1.0:
+            return False
+        self._budget -= 1.0
+        return True
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send(_dumps({"type": "error", "error": code, "message": message}))
+
+    async def handle(self, text: str) -> None:
+        """Act on one message from the client."""
+        if not self._spend():
+            await self._error("too_many_messages", "slow down: at most 10 messages a second")
+            return
+        try:
+            message = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            await self._error("bad_json", "messages must be JSON objects")
+            return
+        if not isinstance(message, dict):
+            await self._error("bad_message", "messages must be JSON objects")
+            return
+        kind = message.get("type")
+        if kind == "ping":
+            await self.send(_dumps({"type": "pong", "ts": now_ms()}))
+        elif kind == "subscribe":
+            await self._subscribe(message)
+        else:
+            await self._error("unknown_type", 'type must be "subscribe" or "ping"')
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        problems = []
+        points = message.get("points")
+        if points is not None and not (
+            isinstance(points, list)
+            and len(points) <= MAX_PATTERNS
+            and all(isinstance(p, str) and 0 < len(p) <= 200 for p in points)
+        ):
+            problems.append(f"points must be a list of at most {MAX_PATTERNS} glob patterns")
+        alarms = message.get("alarms")
+        if alarms is not None and not isinstance(alarms, bool):
+            problems.append("alarms must be true or false")
+        if points is None and alarms is None:
+            problems.append("give points (a list of patterns) and/or alarms (true or false)")
+        if problems:
+            await self._error("invalid_request", "; ".join(problems))
+            return
+        if points is not None:
+            self.generation += 1
+            self.patterns = tuple(dict.fromkeys(points))
+            if self._points_scope is not None:
+                self._points_scope.cancel()
+                self._points_scope = None
+        if alarms is not None and alarms != self.alarms:
+            self.alarms = alarms
+            if self._alarms_scope is not None:
+                self._alarms_scope.cancel()
+                self._alarms_scope = None
+        await self.send(
+            _dumps(
+                {
+                    "type": "subscribed",
+                    "sub": self.generation,
+                    "points": list(self.patterns),
+                    "alarms": self.alarms,
+                }
+            )
+        )
+        if points is not None and self.patterns:
+            self._points_scope = anyio.CancelScope()
+            self._tg.start_soon(
+                self._feed_points, self.patterns, self.generation, self._points_scope
+            )
+        if alarms and self._alarms_scope is None:
+            self._alarms_scope = anyio.CancelScope()
+            self._tg.start_soon(self._feed_alarms, self._alarms_scope)
+
+    # -- the connection ------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the connection until the client leaves, is dropped or its session ends."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            user = self.session.user
+            try:
+                await self.send(
+                    _dumps(
+                        {
+                            "type": "hello",
+                            "ts": now_ms(),
+                            "user": {
+                                "name": user.name,
+                                "role": str(user.role),
+                                "zones": sorted(user.zones),
+                            },
+                        }
+                    )
+                )
+                tg.start_soon(self._watch_session)
+                async for message in self.ws:
+                    if message.type == WSMsgType.TEXT:
+                        await self.handle(message.data)
+                    elif message.type == WSMsgType.BINARY:
+                        await self._error("bad_message", "send JSON text messages")
+            except _SlowClientError:
+                self.drop("a reply was not taken in time")
+            except ConnectionResetError:
+                pass
+            tg.cancel_scope.cancel()
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Upgrade to the WebSocket protocol (live point changes and alarm events; see docs/api.md)."""
+    from .app import STATE
+
+    state = request.app[STATE]
+    session = request["session"]
+    if len(state.clients) >= state.max_clients:
+        raise ApiError(503, "too_many_clients", "too many WebSocket clients; try again later")
+    mine = sum(1 for c in state.clients if c.session.digest == session.digest)
+    if mine >= state.max_clients_per_session:
+        raise ApiError(
+            429, "too_many_clients", "this session has too many WebSocket connections open"
+        )
+    ws = web.WebSocketResponse(
+        heartbeat=30.0,
+        compress=False,
+        max_msg_size=MAX_MESSAGE,
+        writer_limit=64 * 1024,
+        timeout=2.0,
+    )
+    await ws.prepare(request)
+    client = Client(state, ws, session, request.transport)
+    state.clients.add(client)
+    try:
+        await client.serve()
+    except Exception:  # a bug: log it; the upgraded connection cannot carry a 500
+        log.exception("WebSocket client of %s failed", session.account.name)
+    finally:
+        state.clients.discard(client)
+        if not ws.closed and not client.closing:
+            with anyio.move_on_after(1.0, shield=True):
+                await ws.close()
+    return ws
