@@ -1036,6 +1036,30 @@ class TrapReceiver:
             for user in self._users:
                 user.add_to(self._engine, engine_id)
 
+    def accept(
+        self, *, communities: Iterable[str] = (), users: Iterable[UsmCredentials] = ()
+    ) -> None:
+        """Accept more communities and v3 users, before or while listening.
+
+        One receiver serves every device of a hub, and each device brings its
+        own trap credentials when its driver starts: they are added to the
+        running engine instead of restarting the listener (which would lose
+        the notifications in flight).
+        """
+        for community in communities:
+            if community not in self._communities:
+                self._communities.append(community)
+                if self._engine is not None:
+                    number = len(self._communities) - 1
+                    pysnmp_config.add_v1_system(self._engine, f"community-{number}", community)
+        for user in users:
+            if user not in self._users:
+                self._users.append(user)
+                if self._engine is not None:
+                    user.add_to(self._engine)
+                    for engine_id in self._engine_ids:
+                        user.add_to(self._engine, engine_id)
+
     # -- registry
 
     def register(
