@@ -57,7 +57,6 @@ class LightingCabinet(ModbusDeviceType):
         float,
         unit="%",
         per="circuit",
-        deadband=0.5,
         minimum=0,
         maximum=100,
         doc=_t("Niveau de gradation mesuré", "Actual dimming level"),

@@ -259,7 +259,8 @@ class ScheduleService:
         else:
             if before is None or not before.on:
                 orders.append(("switch_on", {}, "on", True))
-            orders.append(("set_level", {"level": wanted.level}, "level", wanted.level))
+            # Judged on the setpoint: the level itself may still be ramping towards it.
+            orders.append(("set_level", {"level": wanted.level}, "setpoint", wanted.level))
         circuits = schedule.circuits or cabinet.members("circuit")
         async with self._limiter:
             for command, arguments, point, target in orders:
