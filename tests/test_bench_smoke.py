@@ -1,0 +1,33 @@
+"""The benchmarks still run: a quick pass of each, so they cannot rot between releases."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_core_ingest_benchmark_runs_quickly_and_prints_its_figures():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.core_ingest", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    for label in (
+        "raw baseline: dict + executemany",
+        "(a) PointDB",
+        "(b) PointDB + alarms",
+        "(c) PointDB + alarms + history (SQLite)",
+    ):
+        assert re.search(re.escape(label) + r"\s+[\d,]+/s\s+[\d.]+ x baseline", out), label
+    assert re.search(r"tracemalloc: [\d,]+ B/point", out)
+    assert re.search(r"24 h, 1-min buckets \(\d+ buckets\): first [\d.]+ ms, median [\d.]+ ms", out)
+    assert "dropped: 0" in out
