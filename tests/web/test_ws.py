@@ -1,0 +1,215 @@
+"""The WebSocket: subscriptions, snapshots, batched changes, alarm events, slow clients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+
+from cityvisor.core.points import DataType, PointSpec
+from cityvisor.testing import wait_for_point
+
+from .conftest import Client, Env, small_receive_buffer
+
+pytestmark = pytest.mark.anyio
+
+LEVEL = "centre/demo/tank-a/level"
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        message = await ws.receive()
+    assert message.type == aiohttp.WSMsgType.TEXT, message
+    return json.loads(message.data)
+
+
+async def receive_until(
+    ws: aiohttp.ClientWebSocketResponse, predicate: Any, timeout: float = 10.0
+) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            message = await receive(ws, timeout)
+            if predicate(message):
+                return message
+
+
+async def connect(client: Client) -> aiohttp.ClientWebSocketResponse:
+    ws = await client.http.ws_connect(client.base + "/api/v1/ws", headers={"Origin": client.base})
+    hello = await receive(ws)
+    assert hello["type"] == "hello"
+    return ws
+
+
+async def test_subscribe_snapshot_then_batched_changes(env: Env):
+    client = await env.login("olivia")
+    ws = await connect(client)
+    await ws.send_json({"type": "subscribe", "points": ["centre/demo/tank-a/*"]})
+    subscribed = await receive(ws)
+    assert subscribed == {
+        "type": "subscribed",
+        "sub": 1,
+        "points": ["centre/demo/tank-a/*"],
+        "alarms": False,
+    }
+    snapshot = await receive(ws)
+    assert snapshot["type"] == "snapshot" and snapshot["sub"] == 1
+    assert LEVEL in {p["id"] for p in snapshot["points"]}
+    assert not any(p["id"].startswith("nord/") for p in snapshot["points"])
+    await client.post("/api/v1/devices/tank-a/commands/set_level", {"arguments": {"setpoint": 90}})
+    seen: list[float] = []
+    while not seen or seen[-1] < 90:
+        message = await receive_until(ws, lambda m: m["type"] == "changes")
+        assert all(p["id"].startswith("centre/demo/tank-a/") for p in message["points"])
+        seen += [p["value"] for p in message["points"] if p["id"] == LEVEL]
+    assert seen == sorted(seen) and seen[-1] == 90
+    await ws.send_json({"type": "subscribe", "points": []})
+    assert (await receive_until(ws, lambda m: m["type"] == "subscribed"))["points"] == []
+    await ws.close()
+
+
+async def test_alarm_events_arrive_with_who_did_what(env: Env):
+    client = await env.login("olivia")
+    ws = await connect(client)
+    await ws.send_json({"type": "subscribe", "alarms": True})
+    assert (await receive(ws))["alarms"] is True
+    first = await receive(ws)
+    assert first["type"] == "alarms" and first["lost"] == 0 and "counts" in first
+    await client.post("/api/v1/devices/tank-a/commands/set_level", {"arguments": {"setpoint": 99}})
+    raised = await receive_until(
+        ws, lambda m: m["type"] == "alarm" and m["event"]["alarm"] == "tank-a:high_water"
+    )
+    assert raised["event"]["kind"] == "raised" and raised["alarm"]["state"] == "unack_active"
+    assert raised["counts"]["high"]["unacked"] >= 1
+    await client.post("/api/v1/alarms/tank-a:high_water/ack", {"comment": "seen"})
+    acked = await receive_until(
+        ws, lambda m: m["type"] == "alarm" and m["event"]["kind"] == "acknowledged"
+    )
+    assert acked["event"]["user"] == "olivia" and acked["event"]["comment"] == "seen"
+    await ws.close()
+
+
+async def test_the_websocket_needs_a_session_and_our_origin(env: Env):
+    anonymous = env.client()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await anonymous.http.ws_connect(env.url + "/api/v1/ws", headers={"Origin": env.url})
+    assert refused.value.status == 401
+    client = await env.login("victor")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as foreign:
+        await client.http.ws_connect(
+            env.url + "/api/v1/ws", headers={"Origin": "http://evil.example"}
+        )
+    assert foreign.value.status == 403
+
+
+async def test_bad_messages_get_errors_and_ping_a_pong(env: Env):
+    client = await env.login("victor")
+    ws = await connect(client)
+    await ws.send_str("not json")
+    assert (await receive(ws))["error"] == "bad_json"
+    await ws.send_json({"type": "dance"})
+    assert (await receive(ws))["error"] == "unknown_type"
+    await ws.send_json({"type": "subscribe", "points": "centre/**", "alarms": "yes"})
+    error = await receive(ws)
+    assert error["error"] == "invalid_request" and "alarms must be" in error["message"]
+    await ws.send_json({"type": "ping"})
+    assert (await receive(ws))["type"] == "pong"
+    await ws.close()
+
+
+async def test_the_websocket_closes_when_the_session_ends(env: Env):
+    env.state.sessions.recheck = 0.2
+    client = await env.login("victor")
+    ws = await connect(client)
+    await client.delete("/api/v1/session")
+    ended = await receive(ws)
+    assert ended["type"] == "session_ended"
+    with anyio.fail_after(10):
+        message = await ws.receive()
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == 4401
+
+
+@asynccontextmanager
+async def heavy_traffic(env: Env, points: int = 200, size: int = 500) -> AsyncIterator[str]:
+    """Register ``points`` text points and change them all every 20 ms (about 5 MB/s)."""
+    hub = env.hub
+    ids = [f"centre/bulk/box/p{i}" for i in range(points)]
+    for point_id in ids:
+        spec = PointSpec(name=point_id.rsplit("/", 1)[1], dtype=DataType.STR, history="none")
+        hub.points.register(point_id, spec, device_id="box", zone="centre", family="bulk")
+
+    async def produce() -> None:
+        counter = 0
+        while True:
+            counter += 1
+            filler = f"{counter:08d}" + "x" * size
+            for point_id in ids:
+                hub.points.update(point_id, filler)
+            await anyio.sleep(0.02)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        try:
+            yield "centre/bulk/**"
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def slow_client(env: Env, name: str) -> Client:
+    connector = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    env.sessions.append(session)
+    client = Client(env.url, session)
+    await client.login(name)
+    return client
+
+
+async def test_a_client_that_falls_behind_is_resynced(env: Env):
+    env.state.ws_buffer = 1
+    client = await slow_client(env, "victor")
+    async with heavy_traffic(env) as pattern:
+        ws = await connect(client)
+        await ws.send_json({"type": "subscribe", "points": [pattern]})
+        assert (await receive(ws))["type"] == "subscribed"
+        assert (await receive(ws))["type"] == "snapshot"
+        # Stop reading while the server keeps producing: its sends stall, batches pile up.
+        await anyio.sleep(1.5)
+        resync = await receive_until(ws, lambda m: m["type"] in ("resync",), timeout=20)
+    assert resync["lost"] > 0 and len(resync["points"]) == 200
+    assert env.state.counters["ws_resyncs"] >= 1
+    await ws.close()
+
+
+async def test_a_client_that_never_reads_is_dropped_and_the_hub_keeps_going(env: Env):
+    env.state.send_timeout = 0.5
+    reader = await env.login("olivia")
+    sleeper = await slow_client(env, "victor")
+    async with heavy_traffic(env, points=100) as pattern:
+        ws_sleeper = await connect(sleeper)
+        await ws_sleeper.send_json({"type": "subscribe", "points": [pattern]})
+        ws_reader = await connect(reader)
+        await ws_reader.send_json({"type": "subscribe", "points": [LEVEL]})
+        assert len(env.state.clients) == 2
+        # A server-side fact with no event to wait on: watch it, with a generous deadline.
+        with anyio.fail_after(20):
+            while env.state.counters["ws_dropped"] == 0:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+        with anyio.fail_after(10):
+            while len(env.state.clients) != 1:  # noqa: ASYNC110
+                await anyio.sleep(0.1)
+    # The other client and the hub never noticed.
+    await reader.post("/api/v1/devices/tank-a/commands/set_level", {"arguments": {"setpoint": 75}})
+    await receive_until(
+        ws_reader,
+        lambda m: m["type"] == "changes" and any(p["value"] == 75 for p in m["points"]),
+    )
+    await wait_for_point(env.hub, LEVEL, lambda v: v.value == 75)
+    await ws_reader.close()
+    await ws_sleeper.close()
+    _, metrics = await reader.get("/metrics")
+    assert "cityvisor_websocket_dropped_total 1" in metrics
