@@ -528,12 +528,12 @@ class OnvifClient:
                 pullpoint = await camera.create_pullpoint_service()
         send, receive = anyio.create_memory_object_stream[CameraEvent](buffer)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pull, pullpoint, pull_timeout, send)
-                tg.start_soon(self._renew, manager, lifetime, _lifetime(created, lifetime))
-                with receive:
+            with send, receive:  # closed even if the puller never got to start
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._pull, pullpoint, pull_timeout, send)
+                    tg.start_soon(self._renew, manager, lifetime, _lifetime(created, lifetime))
                     yield receive
-                tg.cancel_scope.cancel()
+                    tg.cancel_scope.cancel()
         finally:
             with anyio.move_on_after(2, shield=True):
                 try:
