@@ -41,7 +41,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -56,6 +56,7 @@ from cityvisor.core.points import Quality
 from .modbus_profile import (
     MAX_READ_BITS,
     MAX_READ_REGISTERS,
+    Decoder,
     Profile,
     ProfileError,
     RegisterSpec,
@@ -240,14 +241,21 @@ class Block:
     address: int
     count: int
     points: tuple[tuple[str, RegisterSpec], ...]
+    _decoders: tuple[tuple[str, int, Decoder], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
+
+    def __post_init__(self) -> None:
+        # Resolved once per plan, never per poll: see RegisterSpec.decoder().
+        decoders = tuple(
+            (point_id, spec.address - self.address, spec.decoder())
+            for point_id, spec in self.points
+        )
+        object.__setattr__(self, "_decoders", decoders)
 
     def decode(self, raw: Sequence[int] | Sequence[bool]) -> dict[str, Any]:
         """The value of every point of the block, from the block's raw items."""
-        values: dict[str, Any] = {}
-        for point_id, spec in self.points:
-            start = spec.address - self.address
-            values[point_id] = spec.decode(raw[start : start + spec.width])
-        return values
+        return {point_id: decode(raw, start) for point_id, start, decode in self._decoders}
 
 
 class ReadPlan:
@@ -438,7 +446,9 @@ class ModbusEndpoint:
         self.connections = 0
         """Connections opened since creation."""
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        self._lock = anyio.Lock()
+        # Uncontended (one unit polled at a time), acquiring must not cost a trip
+        # through the event loop per request.
+        self._lock = anyio.Lock(fast_acquire=True)
         self._inflight: anyio.CancelScope | None = None
         self._lost_in_flight = False
         self._last_end = -float("inf")
@@ -604,10 +614,15 @@ class ModbusEndpoint:
             self._lost_in_flight = False
             response: ModbusPDU | None = None
             try:
-                with anyio.CancelScope() as scope:
+                # One scope for both early ends of a request: its deadline (a timeout)
+                # and _on_connection_change cancelling it (the link dropped). A second,
+                # nested scope cost about as much as the rest of the request's bookkeeping.
+                deadline = anyio.current_time() + self.settings.timeout
+                with anyio.CancelScope(deadline=deadline) as scope:
                     self._inflight = scope
-                    with anyio.fail_after(self.settings.timeout):
-                        response = await call(client)
+                    response = await call(client)
+                if scope.cancelled_caught and not self._lost_in_flight:
+                    raise TimeoutError
             except TimeoutError:
                 self._timeouts += 1
                 if self._timeouts >= self.settings.max_timeouts:

@@ -40,10 +40,10 @@ import pydantic
 from anyio.abc import TaskStatus
 
 from cityvisor.core.devices import DeviceConfig, DeviceError, DeviceType
-from cityvisor.core.points import DataType
+from cityvisor.core.points import DataType, Quality
 
 from .modbus import ModbusDevice, ModbusPool, PollResult
-from .modbus_profile import Profile, load_profile
+from .modbus_profile import Profile, RegisterSpec, load_profile
 
 __all__ = ["ModbusConfig", "ModbusDeviceType", "shared_profile"]
 
@@ -90,6 +90,7 @@ class ModbusDeviceType(DeviceType):
     Config = ModbusConfig
     modbus: ModbusDevice | None = None
     """The unit while the driver runs (None while it is disconnected)."""
+    _names: Mapping[str, Mapping[int, str]] = {}
 
     @property
     def profile(self) -> Profile:
@@ -117,12 +118,13 @@ class ModbusDeviceType(DeviceType):
         pool = self.resources.get("modbus", ModbusPool)
         async with pool.tcp(config.host, config.port) as endpoint:
             self.modbus = endpoint.device(config.unit, self.profile, members, only=mapped)
+            self._names = self._label_names(self.modbus.specs)
             try:
                 async with contextlib.aclosing(self.modbus.poll_every(config.period)) as polls:
-                    self._publish_poll(await anext(polls))  # raises if the device is unreachable
+                    self.publish_poll(await anext(polls))  # raises if the device is unreachable
                     task_status.started()
                     async for result in polls:
-                        self._publish_poll(result)
+                        self.publish_poll(result)
             finally:
                 self.modbus = None
 
@@ -138,22 +140,37 @@ class ModbusDeviceType(DeviceType):
             raise DeviceError(f"{self.id} is not connected")
         await self.modbus.write(relative, value)
 
-    def _publish_poll(self, result: PollResult) -> None:
-        assert self.modbus is not None
-        values = result.good
-        for relative, value in values.items():
-            values[relative] = self._named(relative, value, self.modbus.specs[relative].labels)
+    def publish_poll(self, result: PollResult) -> None:
+        """Publish one poll's result, as ``run()`` does after each poll.
+
+        Good values go through :meth:`received`, then out; points that could
+        not be read keep their value and take the failure's quality.
+        """
+        values: dict[str, Any] = {}
+        failed: dict[Quality, list[str]] = {}
+        for relative, value in result.items():  # one pass: this runs for every point, every poll
+            if isinstance(value, Quality):
+                failed.setdefault(value, []).append(relative)
+            else:
+                values[relative] = value
+        for relative, names in self._names.items():
+            if values.get(relative) in names:
+                values[relative] = names[values[relative]]
         self.received(values)
         self.publish(values)
-        for quality, relatives in result.by_quality().items():
+        for quality, relatives in failed.items():
             self.mark(quality, relatives)
 
-    def _named(self, relative: str, value: Any, labels: tuple[str, ...] | None) -> Any:
+    def _label_names(self, specs: Mapping[str, RegisterSpec]) -> dict[str, dict[int, str]]:
         # The profile's labels say what the vendor's numbers mean; the point's own
         # labels decide how cityvisor numbers them. A number the profile does not
         # name, or a name the point does not know, stays a number.
-        spec = self.point_specs[relative.rpartition("/")[2]]
-        if labels is None or spec.dtype is not DataType.ENUM or not 0 <= value < len(labels):
-            return value
-        known: Mapping[int, str] = spec.labels or {}
-        return labels[value] if labels[value] in known.values() else value
+        names: dict[str, dict[int, str]] = {}
+        for relative, register in specs.items():
+            spec = self.point_specs.get(relative.rpartition("/")[2])
+            if register.labels and spec is not None and spec.dtype is DataType.ENUM:
+                known = set((spec.labels or {}).values())
+                names[relative] = {
+                    n: name for n, name in enumerate(register.labels) if name in known
+                }
+        return names

@@ -19,10 +19,11 @@ between Python values and register words.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import struct
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,7 @@ from cityvisor.core.points import Scaling
 __all__ = [
     "MAX_READ_BITS",
     "MAX_READ_REGISTERS",
+    "Decoder",
     "MemberGroup",
     "PointEntry",
     "Profile",
@@ -175,6 +177,15 @@ class RegisterSpec:
             return self.scaling.to_engineering(number)
         return number
 
+    def decoder(self) -> Decoder:
+        """A function ``(raw, start) -> value``: :meth:`decode` of ``raw[start:start + width]``.
+
+        Built once per spec and kept: the poll path decodes thousands of points a
+        second, and resolving the type, orders and scaling at each call costs
+        more than the decoding itself. It gives exactly what :meth:`decode` gives.
+        """
+        return _decoder(self)
+
     def _words_to_bytes(self, words: list[int]) -> bytes:
         if self.word_order == "little":
             words = words[::-1]
@@ -218,6 +229,41 @@ class RegisterSpec:
         if self.word_order == "little":
             words.reverse()
         return words
+
+
+Decoder = Callable[[Sequence[Any], int], Any]
+"""``(raw items, index of the point's first item) -> value``."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoder(spec: RegisterSpec) -> Decoder:
+    if spec.table.is_bit:
+        return lambda raw, i: bool(raw[i])
+    vtype = spec.type
+    if vtype is ValueType.BOOL:
+        mask = 1 << (spec.bit or 0)
+        return lambda raw, i: bool(int(raw[i]) & mask)
+    code, width = _TYPE_FORMAT[vtype]
+    scaling = spec.scaling
+    if vtype is ValueType.U16 and spec.byte_order == "big":
+        if scaling is None:
+            return lambda raw, i: int(raw[i])
+        factor, offset = scaling.factor, scaling.offset
+        return lambda raw, i: int(raw[i]) * factor + offset
+    # Words packed in the byte order of each word, unpacked as one big-endian value:
+    # the byte swap and the word swap cost nothing more than the packing itself.
+    pack = struct.Struct(("<" if spec.byte_order == "little" else ">") + "H" * width).pack
+    unpack = struct.Struct(">" + code).unpack
+    reverse = spec.word_order == "little"
+
+    def number(raw: Sequence[Any], i: int) -> Any:
+        words = raw[i : i + width]
+        return unpack(pack(*(reversed(words) if reverse else words)))[0]
+
+    if scaling is None:
+        return number
+    factor, offset = scaling.factor, scaling.offset
+    return lambda raw, i: number(raw, i) * factor + offset
 
 
 _INT_RANGE = {
