@@ -31,3 +31,20 @@ def test_core_ingest_benchmark_runs_quickly_and_prints_its_figures():
     assert re.search(r"tracemalloc: [\d,]+ B/point", out)
     assert re.search(r"24 h, 1-min buckets \(\d+ buckets\): first [\d.]+ ms, median [\d.]+ ms", out)
     assert "dropped: 0" in out
+
+
+def test_onvif_snapshots_benchmark_runs_quickly_and_caps_camera_requests():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.onvif_snapshots", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    # Exit status 1 would mean a camera got more than one request a second.
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert re.search(r"browser requests: [\d,]+ \([\d,]+/s\), errors: 0", out)
+    assert re.search(r"requests reaching the cameras: [\d,]+ .*max [\d.]+/s", out)
+    assert re.search(r"latency: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
