@@ -42,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import anyio
 from anyio.abc import ObjectReceiveStream
+from anyio.lowlevel import RunVar
 
 from cityvisor.core.devices import DeviceError
 
@@ -62,6 +63,12 @@ log = logging.getLogger(__name__)
 
 AUTH_RETRY_AFTER = 300.0
 """Seconds before a camera that refused our credentials is tried again."""
+
+CONCURRENT_CONNECTS = 4
+"""Handshakes in flight at once (per event loop): a hub starting 200 cameras would
+otherwise parse the same WSDLs 200 times at once before the library's cache fills."""
+
+_connects: RunVar[anyio.CapacityLimiter] = RunVar("cityvisor_onvif_connects")
 
 _PULLPOINT = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
 _RENEW_AT = 0.8
@@ -299,8 +306,14 @@ class OnvifClient:
                 middlewares=(aiohttp.DigestAuthMiddleware(self._username, self._password),),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
-        with self._errors("GetServices"):
-            await self._camera.update_xaddrs()
+        try:
+            limiter = _connects.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(CONCURRENT_CONNECTS)
+            _connects.set(limiter)
+        async with limiter:
+            with self._errors("GetServices"), anyio.fail_after(self.timeout * 3):
+                await self._camera.update_xaddrs()
         self.services = dict(self._camera.xaddrs)
         diff = self._camera.dt_diff
         self.clock_offset = diff.total_seconds() if diff is not None else 0.0
@@ -373,7 +386,7 @@ class OnvifClient:
         camera = self._require()
         with self._errors(operation):
             with anyio.fail_after(self.timeout):
-                proxy = await camera.create_onvif_service(service)
+                proxy = await _service(camera.create_onvif_service, service)
                 return await getattr(proxy, operation)(dict(params) if params else None)
 
     # -- device ------------------------------------------------------------------
@@ -518,14 +531,16 @@ class OnvifClient:
         camera = self._require()
         with self._errors("CreatePullPointSubscription"):
             with anyio.fail_after(self.timeout):
-                service = await camera.create_events_service()
+                service = await _service(camera.create_events_service)
                 created = await service.CreatePullPointSubscription(
                     {"InitialTerminationTime": _duration(lifetime)}
                 )
                 address = _onvif().normalize_url(created.SubscriptionReference.Address._value_1)
                 camera.xaddrs[_PULLPOINT] = address
-                manager = await camera.create_subscription_service("PullPointSubscription")
-                pullpoint = await camera.create_pullpoint_service()
+                manager = await _service(
+                    camera.create_subscription_service, "PullPointSubscription"
+                )
+                pullpoint = await _service(camera.create_pullpoint_service)
         send, receive = anyio.create_memory_object_stream[CameraEvent](buffer)
         try:
             with send, receive:  # closed even if the puller never got to start
@@ -561,6 +576,17 @@ class OnvifClient:
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+async def _service(create: Any, *args: Any) -> Any:
+    """A service proxy from the library, created under a shield.
+
+    Creating one opens an aiohttp session and builds zeep clients (local work,
+    no request); cancelled half-way, the library would lose the session
+    unclosed. The shield lets that short step finish.
+    """
+    with anyio.CancelScope(shield=True):
+        return await create(*args)
 
 
 def _without_userinfo(text: str) -> str:
