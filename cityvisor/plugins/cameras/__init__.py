@@ -110,9 +110,7 @@ class Camera(DeviceType):
     @command(label={"fr": "Prendre un instantané", "en": "Take a snapshot"})
     async def take_snapshot(self) -> None:
         """Store the current picture (listed with the camera's evidence)."""
-        if KEY not in self.resources:
-            raise CameraError("the cameras service is not running", reason="not_connected")
-        services: CameraServices = self.resources.get(KEY, lambda: None)  # type: ignore[arg-type,return-value]
+        services = self.resources.get(KEY, _not_running)  # the hub's, made at its start-up
         await services.evidence.capture(self.id, reason="command")
 
     @command(
@@ -210,6 +208,10 @@ class Camera(DeviceType):
                 await anyio.sleep(0.25)
 
 
+def _not_running() -> CameraServices:
+    raise CameraError("the cameras service is not running", reason="not_connected")
+
+
 @hookimpl
 def cityvisor_device_types() -> list[type[DeviceType]]:
     """The cameras plugin's device type."""
@@ -218,7 +220,9 @@ def cityvisor_device_types() -> list[type[DeviceType]]:
 
 @hookimpl
 def cityvisor_startup(hub: Any) -> Any:
-    """The service that stores alarm snapshots (evidence)."""
+    """The service that stores alarm snapshots (evidence), if the city has cameras."""
+    if not any(device.family == "cameras" for device in hub.devices.values()):
+        return None
     return CameraServices.of(hub).evidence.run
 
 
