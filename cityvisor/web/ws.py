@@ -31,7 +31,6 @@ are encoded once and shared by every client that receives them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -64,28 +63,68 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-@functools.lru_cache(maxsize=65_536)
-def _encode_cached(value: PointValue) -> str:
-    return _dumps(value.as_json())
+class _PointTexts:
+    """Point values as JSON text, each encoded once however many clients receive it.
+
+    Every subscriber of a point gets the *same* immutable value object in its
+    batch, so the cache is keyed by identity (no hashing of values): two
+    generations of ``generation_size`` entries, each holding its value so
+    that an id is never reused while cached. Subscribers with the same
+    patterns even get equal *batches* at each flush: the joined text of a
+    recent batch is reused after a C-speed list comparison.
+    """
+
+    def __init__(self, generation_size: int = 20_000, batches: int = 64) -> None:
+        self.generation_size = generation_size
+        self._new: dict[int, tuple[PointValue, str]] = {}
+        self._old: dict[int, tuple[PointValue, str]] = {}
+        self._batches: OrderedDict[tuple[int, int, int], tuple[list[PointValue], str]] = (
+            OrderedDict()
+        )
+        self._max_batches = batches
+
+    def one(self, value: PointValue) -> str:
+        """The JSON text of one value."""
+        key = id(value)
+        entry = self._new.get(key)
+        if entry is None or entry[0] is not value:
+            entry = self._old.get(key)
+            if entry is None or entry[0] is not value:
+                entry = (value, _dumps(value.as_json()))
+            self._new[key] = entry
+            if len(self._new) >= self.generation_size:
+                self._old, self._new = self._new, {}
+        return entry[1]
+
+    def joined(self, values: list[PointValue]) -> str:
+        """The values' texts joined by commas, shared between equal batches."""
+        if not values:
+            return ""
+        key = (len(values), id(values[0]), id(values[-1]))
+        cached = self._batches.get(key)
+        # List equality compares identical items by identity first: a C loop.
+        if cached is not None and cached[0] == values:
+            return cached[1]
+        text = ",".join(map(self.one, values))
+        self._batches[key] = (values, text)
+        if len(self._batches) > self._max_batches:
+            self._batches.popitem(last=False)
+        return text
+
+
+_point_texts = _PointTexts()
 
 
 def encode_point(value: PointValue) -> str:
-    """A point value as JSON text, encoded once however many clients receive it.
-
-    Every subscriber of a point gets the *same* immutable value object in its
-    batch, so a bounded cache keyed by the value turns fifty encodings into one.
-    """
-    try:
-        return _encode_cached(value)
-    except TypeError:  # an unhashable value a driver slipped through
-        return _dumps(value.as_json())
+    """A point value as JSON text (shared with every other client receiving it)."""
+    return _point_texts.one(value)
 
 
 def _points_message(kind: str, generation: int, values: list[PointValue], lost: int = -1) -> str:
     head = f'{{"type":"{kind}","sub":{generation},'
     if lost >= 0:
         head += f'"lost":{lost},'
-    return head + '"points":[' + ",".join(map(encode_point, values)) + "]}"
+    return head + '"points":[' + _point_texts.joined(values) + "]}"
 
 
 class _SharedText:
