@@ -48,3 +48,24 @@ def test_onvif_snapshots_benchmark_runs_quickly_and_caps_camera_requests():
     assert re.search(r"browser requests: [\d,]+ \([\d,]+/s\), errors: 0", out)
     assert re.search(r"requests reaching the cameras: [\d,]+ .*max [\d.]+/s", out)
     assert re.search(r"latency: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
+
+
+def test_ws_fanout_benchmark_runs_quickly_and_delivers_every_update():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.ws_fanout", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    for label in ("raw aiohttp broadcast", "cityvisor /api/v1/ws"):
+        assert re.search(
+            re.escape(label) + r"\s+delivered\s+[\d,]+ of [\d,]+ \(100\.0%\)\s+[\d,]+/s"
+            r"\s+latency p50 [\d.]+ ms, p99 [\d.]+ ms",
+            out,
+        ), label
+    assert re.search(r"ratio: [\d.]+ x raw", out)
+    assert "clients dropped: 0" in out
