@@ -146,14 +146,14 @@ def document(app: web.Application, routes: Iterable[Route]) -> dict[str, Any]:
     for route in routes:
         paths.setdefault(route.openapi_path, {})[route.method.lower()] = _operation(route)
         declared.add((route.method, _canonical(route.path)))
-    for route in app.router.routes():
-        if route.method in ("HEAD", "*") or route.resource is None:
+    for served in app.router.routes():
+        if served.method in ("HEAD", "*") or served.resource is None:
             continue
-        key = (route.method, route.resource.canonical)
+        key = (served.method, served.resource.canonical)
         if key in declared:
             continue
-        paths.setdefault(route.resource.canonical, {})[route.method.lower()] = _plugin_operation(
-            route.method, route.handler
+        paths.setdefault(served.resource.canonical, {})[served.method.lower()] = _plugin_operation(
+            served.method, served.handler
         )
     return {
         "openapi": "3.1.0",
