@@ -106,6 +106,8 @@ class Stats:
         self.first = 0.0
         self.last = 0.0
         self.bins: Counter[int] = Counter()
+        self.expected: int | None = None
+        self.complete = anyio.Event()
 
     def changes(self, text: str, now: float) -> None:
         values = Counter(_VALUE.findall(text))
@@ -114,6 +116,8 @@ class Stats:
         if not self.first:
             self.first = now
         self.last = now
+        if self.expected is not None and self.received >= self.expected:
+            self.complete.set()
         for value, times in values.items():
             latency_ms = (now - float(value)) * 1000
             self.bins[min(MAX_LATENCY_MS * BINS_PER_MS, max(0, int(latency_ms * BINS_PER_MS)))] += (
@@ -158,7 +162,11 @@ async def one_client(url: str, login: bool, stats: Stats, ready: Callable[[], No
 
 
 async def run_clients(url: str, clients: int, login: bool) -> None:
-    """The client process: connect, say READY, count until STOP on stdin, print the stats."""
+    """The client process: connect, say READY, count until EXPECTed updates arrived, print stats.
+
+    The parent writes ``EXPECT n`` once it has produced everything; the
+    clients stop when ``n`` updates arrived in all, or 60 s later.
+    """
     stats = Stats()
     ready = anyio.Event()
     connected = 0
@@ -174,7 +182,12 @@ async def run_clients(url: str, clients: int, login: bool) -> None:
             tg.start_soon(one_client, url, login, stats, one_ready)
         await ready.wait()
         print("READY", flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.readline)
+        line = await anyio.to_thread.run_sync(sys.stdin.readline)
+        stats.expected = int(line.split()[1])
+        if stats.received >= stats.expected:
+            stats.complete.set()
+        with anyio.move_on_after(60):
+            await stats.complete.wait()
         tg.cancel_scope.cancel()
     print(json.dumps(stats.as_json()), flush=True)
 
@@ -198,9 +211,8 @@ async def measure(
             raise RuntimeError(f"client process said {line!r}")
         start = time.time()
         offered = await run()
-        await anyio.sleep(1.0)  # let the last batches arrive
-        await process.stdin.send(b"STOP\n")
-        with anyio.fail_after(60):
+        await process.stdin.send(f"EXPECT {offered * clients}\n".encode())
+        with anyio.fail_after(90):
             result = json.loads(await lines.next())
         result["offered"] = offered * clients
         result["start"] = start
@@ -295,7 +307,10 @@ async def measure_raw(args: argparse.Namespace) -> dict[str, Any]:
                 + "]}"
             )
             for ws in list(sockets):
-                await ws.send_str(text)
+                try:
+                    await ws.send_str(text)
+                except ConnectionError:  # the client process has finished
+                    sockets.discard(ws)
 
     def update(index: int, now: float) -> None:
         ms = int(now * 1000)
