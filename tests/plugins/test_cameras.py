@@ -295,3 +295,37 @@ async def test_the_snapshot_cache_is_bounded_in_memory() -> None:
         await cache.get(f"c{i:02d}")
     assert cache.bytes <= 1000 and cache.evicted > 0
     assert cache.fetches == 30
+
+
+async def test_a_snapshot_reaches_a_logged_in_browser_session_and_not_an_anonymous_one(
+    camera: SimulatedCamera, tmp_path: Path
+) -> None:
+    """Through the real web server (plugin routes mounted behind its session check)."""
+    from cityvisor.plugins import web as web_plugin
+    from cityvisor.web import find_server
+    from cityvisor.web.auth import Accounts
+    from tests.web.conftest import CHEAP, Client
+
+    deployment = config(camera.port) + '\n[web]\nhost = "127.0.0.1"\nport = 0\n'
+    async with running_hub(deployment, tmp_path, plugins=[cameras, demo, web_plugin]) as hub:
+        await wait_for_point(hub, f"{CAM}/online", lambda v: v.value is True)
+        server = find_server(hub)
+        assert server is not None
+        with anyio.fail_after(10):
+            await server.ready.wait()
+        accounts = Accounts(hub.store, hub.config.user_list())
+        await accounts.setup()
+        await accounts.add(
+            "olivia", "correct horse battery", Role.OPERATOR, ["centre"], hasher=CHEAP
+        )
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser,
+            aiohttp.ClientSession() as anonymous,
+        ):
+            await Client(server.url, browser).login("olivia", "correct horse battery")
+            url = f"{server.url}/api/v1/cameras/cam-1/snapshot"
+            async with browser.get(url) as response:
+                assert response.status == 200 and response.content_type == "image/jpeg"
+                assert (await response.read())[:2] == b"\xff\xd8"
+            async with anonymous.get(url) as response:
+                assert response.status == 401
