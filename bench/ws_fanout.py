@@ -210,12 +210,16 @@ async def measure(
         if line != "READY":
             raise RuntimeError(f"client process said {line!r}")
         start = time.time()
+        cpu = time.process_time()
         offered = await run()
         await process.stdin.send(f"EXPECT {offered * clients}\n".encode())
         with anyio.fail_after(90):
             result = json.loads(await lines.next())
         result["offered"] = offered * clients
         result["start"] = start
+        # The server process's CPU until every update arrived: less sensitive to
+        # other processes on the machine than the rate or the latencies.
+        result["server_cpu"] = time.process_time() - cpu
         return result
 
 
@@ -366,6 +370,7 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
         "p99": percentile(result["bins"], 0.99),
         "resyncs": result["resyncs"],
         "lost": result["lost"],
+        "cpu_us": result["server_cpu"] / max(1, result["received"]) * 1e6,
     }
 
 
@@ -380,7 +385,8 @@ def report(args: argparse.Namespace, ours: dict[str, Any], raw: dict[str, Any]) 
         print("  (other processes were running: they skew every figure; compare the ratios)")
     print(
         f"  {args.points:,} points, {args.rate:,} changes/s for {args.seconds:g} s,"
-        f" {args.clients} clients subscribed to every point (clients in a second process)"
+        f" {args.clients} clients subscribed to every point (clients in a second process),"
+        f" best of {args.repeat}"
     )
     print()
     for label, figures in (("raw aiohttp broadcast", theirs), ("cityvisor /api/v1/ws", mine)):
@@ -388,6 +394,7 @@ def report(args: argparse.Namespace, ours: dict[str, Any], raw: dict[str, Any]) 
             f"  {label:<24} delivered {figures['received']:>10,.0f} of {figures['offered']:,.0f}"
             f" ({figures['share']:.1%})  {figures['rate']:>10,.0f}/s"
             f"  latency p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms"
+            f"  server CPU {figures['cpu_us']:.2f} us/update"
         )
     print(
         f"  cityvisor resyncs: {mine['resyncs']:.0f} (lost {mine['lost']:.0f}),"
@@ -405,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=10_000, help="point changes per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to produce")
     parser.add_argument("--clients", type=int, default=50, help="WebSocket clients")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of each, interleaved; the fastest is kept"
+    )
     parser.add_argument("--quick", action="store_true", help="a small run of a few seconds")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--login", action="store_true", help=argparse.SUPPRESS)
@@ -414,12 +424,21 @@ def main(argv: list[str] | None = None) -> int:
         anyio.run(run_clients, args.client, args.clients, args.login, backend="asyncio")
         return 0
     if args.quick:
-        args.points, args.rate, args.seconds, args.clients = 200, 2_000, 2.0, 10
+        args.points, args.rate, args.seconds, args.clients, args.repeat = 200, 2_000, 2.0, 10, 1
     args.load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cityvisor-bench-") as tmp:
-        raw = anyio.run(measure_raw, args, backend="asyncio")
-        ours = anyio.run(measure_cityvisor, args, Path(tmp), backend="asyncio")
-    report(args, ours, raw)
+        raws, ours = [], []
+        for attempt in range(args.repeat):
+            # Interleaved, so that a burst of load elsewhere hits both alike.
+            raws.append(anyio.run(measure_raw, args, backend="asyncio"))
+            directory = Path(tmp) / str(attempt)
+            directory.mkdir()
+            ours.append(anyio.run(measure_cityvisor, args, directory, backend="asyncio"))
+    report(
+        args,
+        max(ours, key=lambda r: summary(r)["rate"]),
+        max(raws, key=lambda r: summary(r)["rate"]),
+    )
     return 0
 
 

@@ -456,6 +456,13 @@ class Subscription:
         """The next message (waits for it)."""
         return await self._receive.receive()
 
+    def receive_nowait(self) -> Batch | Resync:
+        """The next message if one is waiting; raise ``anyio.WouldBlock`` if none is.
+
+        Lets a consumer that fell behind take every waiting batch at once.
+        """
+        return self._receive.receive_nowait()
+
     def __aiter__(self) -> Subscription:
         return self
 

@@ -41,7 +41,7 @@ import anyio
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.alarms import AlarmEvent, AlarmResync
-from ..core.points import PointValue, Resync, now_ms
+from ..core.points import Batch, PointValue, Resync, now_ms
 from .routing import ApiError
 
 if TYPE_CHECKING:
@@ -125,6 +125,41 @@ def _points_message(kind: str, generation: int, values: list[PointValue], lost: 
     if lost >= 0:
         head += f'"lost":{lost},'
     return head + '"points":[' + _point_texts.joined(values) + "]}"
+
+
+MAX_COALESCED = 64
+"""Waiting batches merged into one message, at most (bounds a message's size)."""
+
+
+def _coalesce(
+    message: Batch | Resync, subscription: Any, generation: int, counters: Any
+) -> list[str]:
+    """The messages for ``message`` and every batch already waiting behind it.
+
+    A client that keeps up gets one batch per message (shared text between
+    clients); one that is behind gets what piled up in one message, as a
+    plain broadcast would, instead of one message per flush.
+    """
+    waiting: list[Batch | Resync] = [message]
+    while len(waiting) < MAX_COALESCED:
+        try:
+            waiting.append(subscription.receive_nowait())
+        except anyio.WouldBlock:
+            break
+    texts = []
+    resyncs = [i for i, m in enumerate(waiting) if isinstance(m, Resync)]
+    if resyncs:
+        resync = waiting[resyncs[-1]]
+        assert isinstance(resync, Resync)
+        counters["ws_resyncs"] += 1
+        texts.append(_points_message("resync", generation, resync.snapshot, resync.lost))
+        waiting = waiting[resyncs[-1] + 1 :]
+    batches = [m.changes for m in waiting if isinstance(m, Batch)]
+    if batches:
+        counters["ws_batches"] += len(batches)
+        changes = batches[0] if len(batches) == 1 else [c for b in batches for c in b]
+        texts.append(_points_message("changes", generation, changes))
+    return texts
 
 
 class _SharedText:
@@ -220,21 +255,12 @@ class Client:
                 async with self.hub.points.subscribe(
                     *patterns, max_buffer=self.state.ws_buffer
                 ) as subscription:
-                    first = True
+                    first = await subscription.receive()
+                    assert isinstance(first, Resync)
+                    await self.send(_points_message("snapshot", generation, first.snapshot))
                     async for message in subscription:
-                        if isinstance(message, Resync):
-                            if first:
-                                text = _points_message("snapshot", generation, message.snapshot)
-                            else:
-                                counters["ws_resyncs"] += 1
-                                text = _points_message(
-                                    "resync", generation, message.snapshot, message.lost
-                                )
-                        else:
-                            counters["ws_batches"] += 1
-                            text = _points_message("changes", generation, message.changes)
-                        first = False
-                        await self.send(text)
+                        for text in _coalesce(message, subscription, generation, counters):
+                            await self.send(text)
             except _SlowClientError:
                 self.drop(f"no point batch taken within {self.state.send_timeout:g} s")
             except ConnectionResetError:
