@@ -773,6 +773,7 @@ class ModbusDevice:
         """Every point of the device, by relative id."""
         self.plan = ReadPlan.for_profile(profile, members, only=only)
         self._subplans: dict[tuple[str, ...], ReadPlan] = {}
+        self._decoded: dict[Block, tuple[list[Any], dict[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<ModbusDevice unit {self.unit} at {self.endpoint.address} ({self.profile.name})>"
@@ -808,7 +809,12 @@ class ModbusDevice:
                 for point_id, _spec in block.points:
                     result[point_id] = exc.quality
                 continue
-            result.update(block.decode(raw))
+            # Most registers read the same from one poll to the next: decode a block
+            # only when its raw content changed (decoding is a pure function of it).
+            last = self._decoded.get(block)
+            if last is None or last[0] != raw:
+                last = self._decoded[block] = (raw, block.decode(raw))
+            result.update(last[1])
         return result
 
     async def read(self, *point_ids: str) -> PollResult:

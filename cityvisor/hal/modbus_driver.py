@@ -47,6 +47,8 @@ from .modbus_profile import Profile, RegisterSpec, load_profile
 
 __all__ = ["ModbusConfig", "ModbusDeviceType", "shared_profile"]
 
+_UNSET = object()
+
 
 @functools.lru_cache(maxsize=64)
 def shared_profile(name_or_path: str) -> Profile:
@@ -90,7 +92,11 @@ class ModbusDeviceType(DeviceType):
     Config = ModbusConfig
     modbus: ModbusDevice | None = None
     """The unit while the driver runs (None while it is disconnected)."""
-    _names: Mapping[str, Mapping[int, str]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._names: Mapping[str, Mapping[int, str]] = {}
+        self._published: dict[str, Any] = {}
 
     @property
     def profile(self) -> Profile:
@@ -119,6 +125,7 @@ class ModbusDeviceType(DeviceType):
         async with pool.tcp(config.host, config.port) as endpoint:
             self.modbus = endpoint.device(config.unit, self.profile, members, only=mapped)
             self._names = self._label_names(self.modbus.specs)
+            self._published = {}  # the supervisor marked every point bad: publish them all
             try:
                 async with contextlib.aclosing(self.modbus.poll_every(config.period)) as polls:
                     self.publish_poll(await anext(polls))  # raises if the device is unreachable
@@ -148,16 +155,22 @@ class ModbusDeviceType(DeviceType):
         """
         values: dict[str, Any] = {}
         failed: dict[Quality, list[str]] = {}
+        published = self._published
         for relative, value in result.items():  # one pass: this runs for every point, every poll
             if isinstance(value, Quality):
                 failed.setdefault(value, []).append(relative)
+                published.pop(relative, None)
             else:
                 values[relative] = value
         for relative, names in self._names.items():
             if values.get(relative) in names:
                 values[relative] = names[values[relative]]
         self.received(values)
-        self.publish(values)
+        # Report by exception: a value equal to the one published last would be
+        # dropped by the point database anyway; not offering it is much cheaper.
+        changed = {k: v for k, v in values.items() if published.get(k, _UNSET) != v}
+        published.update(changed)
+        self.publish(changed)
         for quality, relatives in failed.items():
             self.mark(quality, relatives)
 
