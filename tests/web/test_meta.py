@@ -177,7 +177,15 @@ class VaultPlugin:
             """A plugin's state-changing route."""
             return web.json_response({"poked": True})
 
-        return [web.get("/api/v1/vault/who", who), web.post("/api/v1/vault/poke", poke)]
+        async def boom(request: web.Request) -> web.Response:
+            """A plugin's bug."""
+            raise RuntimeError("internal detail: /etc/cityvisor/secret.key")
+
+        return [
+            web.get("/api/v1/vault/who", who),
+            web.post("/api/v1/vault/poke", poke),
+            web.get("/api/v1/vault/boom", boom),
+        ]
 
 
 VAULT_CONFIG = (
@@ -249,3 +257,19 @@ async def test_device_secrets_never_leave_the_server(vault_env: Env):
     assert "10.9.8.7" not in text.replace("***:***@10.9.8.7", "")
     _, vault = await client.get("/api/v1/devices/vault-1")
     assert "***:***@" in vault["communication"]["last_error"]
+
+
+async def test_a_bug_is_a_logged_500_without_details(
+    vault_env: Env, caplog: pytest.LogCaptureFixture
+):
+    client = await vault_env.login("victor")
+    status, body = await client.get("/api/v1/vault/boom")
+    assert status == 500
+    assert body == {
+        "error": "internal_error",
+        "message": "internal error; the server log has details",
+    }
+    assert "secret.key" not in str(body)
+    assert "internal detail" in caplog.text  # the traceback is in the server's log
+    status, _ = await client.get("/api/v1/devices")
+    assert status == 200
