@@ -69,3 +69,25 @@ def test_ws_fanout_benchmark_runs_quickly_and_delivers_every_update():
         ), label
     assert re.search(r"ratio: [\d.]+ x raw", out)
     assert "clients dropped: 0" in out
+
+
+def test_modbus_poll_benchmark_runs_quickly_and_prints_its_figures():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.modbus_poll", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"coalescing: [\d.]+ x fewer requests", out)
+    assert re.search(
+        r"per cycle: cityvisor 40, raw 40, one per point 530 \(servers counted 530\)", out
+    )
+    assert re.search(
+        r"ratio cityvisor / raw \(median of paired cycles\): [\d.]+ x wall, [\d.]+ x CPU", out
+    )
+    assert re.search(r"hub, drivers free-running: +[\d.]+%", out)
+    assert "0 driver restarts" in out
