@@ -78,6 +78,19 @@ def test_add_list_passwd_remove(
         == 0
     )
     assert "password of alice changed" in capsys.readouterr().out
+    # A user only the file declares gets a password: the file's role stays.
+    assert (
+        run(
+            ["users", "passwd", "sam", "-c", config, "--password-stdin"],
+            "sam's password\n",
+            monkeypatch,
+        )
+        == 0
+    )
+    assert "password of sam changed" in capsys.readouterr().out
+    assert run(["users", "list", "-c", config, "--json"], "", monkeypatch) == 0
+    sam = next(u for u in json.loads(capsys.readouterr().out) if u["name"] == "sam")
+    assert sam["source"] == "config+table" and sam["has_password"] and sam["role"] == "supervisor"
     assert run(["users", "remove", "alice", "-c", config], "", monkeypatch) == 0
     assert run(["users", "remove", "alice", "-c", config], "", monkeypatch) == 2
     assert "unknown user 'alice'" in capsys.readouterr().err
@@ -85,6 +98,7 @@ def test_add_list_passwd_remove(
     entries = journal_of(tmp_path / "web.sqlite")
     assert [e["message"] for e in entries] == [
         "user alice removed",
+        "password of sam changed",
         "password of alice changed",
         "user alice added",
     ]
