@@ -954,6 +954,7 @@ class TrapReceiver:
         self._receiver: _Receiver | None = None
         self._socket: socket.socket | None = None
         self._bound: tuple[str, int] | None = None
+        self._starting = anyio.Lock()
         #: Notifications decoded, dispatched, from unknown senders, and dropped (full stream).
         self.received = 0
         self.dispatched = 0
@@ -1014,6 +1015,26 @@ class TrapReceiver:
             self._add_engine_id(engine_id)
         self._receiver = _Receiver(engine, self._on_pdu)
         log.info("SNMP trap receiver listening on %s:%d", *self.address)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the receiver is bound and receiving."""
+        return self._engine is not None
+
+    async def ensure_started(self) -> None:
+        """Start listening unless it is already: for a receiver that devices share.
+
+        The devices of a hub find one receiver in the hub's resources and
+        each calls this before :meth:`open_stream`; only the first binds the
+        port, the others wait for it. If binding fails, the next call tries again.
+        """
+        async with self._starting:
+            if self._engine is None:
+                await self.start()
+
+    def close(self) -> None:
+        """Stop listening (what a hub calls on its shared resources when it stops)."""
+        self.stop()
 
     def stop(self) -> None:
         """Stop listening and release the port."""

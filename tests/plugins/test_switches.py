@@ -116,6 +116,12 @@ def good(predicate: Any = lambda _v: True) -> Any:
     return lambda v: v.quality.is_good and predicate(v.value)
 
 
+async def polled(hub: Hub, device: str) -> None:
+    """Wait until the device is online and its first poll is published."""
+    await wait_for_point(hub, f"net/switches/{device}/online", good(bool), timeout=WAIT)
+    await wait_for_point(hub, f"net/switches/{device}/uptime", good(), timeout=WAIT)
+
+
 async def confirmed(hub: Hub, device: str, command: str, port: str) -> Any:
     """Select a command, check that nothing happens before the confirmation, then confirm."""
     selected = await hub.commands.execute(CommandRequest(device, command, {}, port, OPERATOR))
@@ -133,7 +139,7 @@ async def test_the_machines_interfaces_appear_as_ports_over_v2c_and_v3(
     async with running_hub(config, tmp_path, plugins=[switches]) as hub:
         for device in ("sw-v2c", "sw-v3"):
             base = f"net/switches/{device}"
-            await wait_for_point(hub, f"{base}/online", good(bool), timeout=WAIT)
+            await polled(hub, device)
             assert value(hub, f"{base}/sys_name") == socket.gethostname()
             assert value(hub, f"{base}/sys_descr").startswith("Linux")
             assert value(hub, f"{base}/uptime") > 0
@@ -172,7 +178,7 @@ async def test_disabling_an_interface_snmpd_protects_fails_cleanly_and_is_journa
 ) -> None:
     config = hub_config(on_snmpd(snmpd, "sw", write_community=snmpd.write_community))
     async with running_hub(config, tmp_path, plugins=[switches]) as hub:
-        await wait_for_point(hub, "net/switches/sw/online", good(bool), timeout=WAIT)
+        await polled(hub, "sw")
         result = await confirmed(hub, "sw", "disable_port", f"p{LO}")
         assert result.outcome is CommandOutcome.FAILED
         assert "noAccess" in result.detail
@@ -190,7 +196,7 @@ async def test_a_simulated_port_is_disabled_and_enabled_after_confirmation(
     # A long period: what changes the points here is the command's read-back.
     config = hub_config(on_simulator(simulator, poll_period=60))
     async with running_hub(config, tmp_path, plugins=[switches]) as hub:
-        await wait_for_point(hub, "net/switches/sw-sim/online", good(bool), timeout=WAIT)
+        await polled(hub, "sw-sim")
         selected = await hub.commands.execute(
             CommandRequest("sw-sim", "disable_port", {}, "p3", OPERATOR)
         )
@@ -217,7 +223,7 @@ async def test_without_a_write_community_port_commands_fail_with_the_reason(
 ) -> None:
     config = hub_config(on_simulator(simulator, write_community="", trap_listen=""))
     async with running_hub(config, tmp_path, plugins=[switches]) as hub:
-        await wait_for_point(hub, "net/switches/sw-sim/online", good(bool), timeout=WAIT)
+        await polled(hub, "sw-sim")
         result = await confirmed(hub, "sw-sim", "disable_port", "p2")
         assert result.outcome is CommandOutcome.FAILED
         assert "write_community" in result.detail
@@ -234,7 +240,7 @@ async def test_link_traps_update_the_right_port_at_once(
     on_agent = on_snmpd(snmpd, "sw-snmpd", version="v3", poll_period=60, trap_listen=sim["trap_listen"])  # fmt: skip
     async with running_hub(hub_config(sim, on_agent), tmp_path, plugins=[switches]) as hub:
         for device in ("sw-sim", "sw-snmpd"):
-            await wait_for_point(hub, f"net/switches/{device}/online", good(bool), timeout=WAIT)
+            await polled(hub, device)
         # The simulator's own trap: a critical port losing its link raises the alarm.
         simulator.set_link(3, up=False)
         await wait_for_point(hub, "net/switches/sw-sim/p3/oper_status", good(lambda v: v == 2))
@@ -300,7 +306,7 @@ async def test_a_stopped_agent_is_unreachable_then_recovers(tmp_path: Path, snmp
     config = hub_config(on_snmpd(snmpd, "sw", timeout=0.3, ports=[LO]))
     async with running_hub(config, tmp_path, plugins=[switches]) as hub:
         name = f"net/switches/sw/p{LO}/name"
-        await wait_for_point(hub, "net/switches/sw/online", good(bool), timeout=WAIT)
+        await polled(hub, "sw")
         await anyio.to_thread.run_sync(snmpd.stop)
         try:
             alarm = await wait_for_alarm(hub, "sw:communication_lost", lambda a: a.active, WAIT)

@@ -16,6 +16,7 @@ retry storm. The family's page is docs/families/switches.md.
 from __future__ import annotations
 
 import ipaddress
+from copy import copy
 from typing import Any, Literal
 
 import anyio
@@ -142,31 +143,69 @@ class Switch(DeviceType):
     admin_status = point(labels=ADMIN, per="port", doc=_doc("État demandé", "Admin status"))
     oper_status = point(labels=OPER, per="port", doc=_doc("État du lien", "Link status"))
     speed = point(float, unit="bit/s", per="port", doc=_doc("Vitesse", "Speed"))
-    in_rate = point(float, unit="bit/s", per="port", deadband=Deadband.percent(1),
-                    doc=_doc("Débit entrant", "Bit rate in"))  # fmt: skip
-    out_rate = point(float, unit="bit/s", per="port", deadband=Deadband.percent(1),
-                     doc=_doc("Débit sortant", "Bit rate out"))  # fmt: skip
-    error_rate = point(float, unit="1/s", per="port",
-                       doc=_doc("Erreurs par seconde (entrée + sortie)", "Errors per second, in + out"))  # fmt: skip
-    error_rate_high = point(bool, per="port",
-                            doc=_doc("Erreurs au-dessus du seuil", "error_rate above error_rate_limit"))  # fmt: skip
-    critical_down = point(bool, per="port",
-                          doc=_doc("Port critique activé mais sans lien", "Critical port enabled but without link"))  # fmt: skip
+    in_rate = point(
+        float,
+        unit="bit/s",
+        per="port",
+        deadband=Deadband.percent(1),
+        doc=_doc("Débit entrant", "Bit rate in"),
+    )
+    out_rate = point(
+        float,
+        unit="bit/s",
+        per="port",
+        deadband=Deadband.percent(1),
+        doc=_doc("Débit sortant", "Bit rate out"),
+    )
+    error_rate = point(
+        float,
+        unit="1/s",
+        per="port",
+        doc=_doc("Erreurs par seconde (entrée + sortie)", "Errors per second (in + out)"),
+    )
+    error_rate_high = point(
+        bool,
+        per="port",
+        doc=_doc("Erreurs au-dessus du seuil", "error_rate above error_rate_limit"),
+    )
+    critical_down = point(
+        bool,
+        per="port",
+        doc=_doc("Port critique activé mais sans lien", "Critical port enabled but without link"),
+    )
 
     # Every port has both alarms; only a critical port ever sets critical_down.
-    critical_port_down = alarm("critical_down", equals=True, priority="high", procedure="NET-01",
-                               message=_doc("Port critique hors service", "Critical port down"))  # fmt: skip
-    port_errors = alarm("error_rate_high", equals=True, priority="medium", procedure="NET-02",
-                        message=_doc("Taux d'erreurs élevé", "High error rate"))  # fmt: skip
+    critical_port_down = alarm(
+        "critical_down",
+        equals=True,
+        priority="high",
+        procedure="NET-01",
+        message=_doc("Port critique hors service", "Critical port down"),
+    )
+    port_errors = alarm(
+        "error_rate_high",
+        equals=True,
+        priority="medium",
+        procedure="NET-02",
+        message=_doc("Taux d'erreurs élevé", "High error rate"),
+    )
 
-    @command(per="port", confirm=True, feedback=reaches("admin_status", value=2, within=5),
-             label=_doc("Désactiver le port", "Disable the port"))  # fmt: skip
+    @command(
+        per="port",
+        confirm=True,
+        feedback=reaches("admin_status", value=2, within=5),
+        label=_doc("Désactiver le port", "Disable the port"),
+    )
     async def disable_port(self, port: str) -> None:
         """Shut the port down (SET ifAdminStatus = down)."""
         await self._set_admin(port, IfAdminStatus.DOWN)
 
-    @command(per="port", confirm=True, feedback=reaches("admin_status", value=1, within=5),
-             label=_doc("Activer le port", "Enable the port"))  # fmt: skip
+    @command(
+        per="port",
+        confirm=True,
+        feedback=reaches("admin_status", value=1, within=5),
+        label=_doc("Activer le port", "Enable the port"),
+    )
     async def enable_port(self, port: str) -> None:
         """Bring the port back up (SET ifAdminStatus = up)."""
         await self._set_admin(port, IfAdminStatus.UP)
@@ -195,20 +234,23 @@ class Switch(DeviceType):
                 manager.client(credentials=writer, **options) if writer.community else None
             )
         # New counters for each run: a rate never spans an outage.
-        self._rates = {i: [snmp.CounterRate(scale=8), snmp.CounterRate(scale=8),
-                           snmp.CounterRate(bits=32), snmp.CounterRate(bits=32)]
-                       for i in config.if_indexes}  # fmt: skip
-        await self._poll()  # credentials the agent refuses fail here: bad(config_error)
+        octets, errors = snmp.CounterRate(scale=8), snmp.CounterRate(bits=32)
+        self._rates = {
+            i: [copy(octets), copy(octets), copy(errors), copy(errors)] for i in config.if_indexes
+        }
+        # Online is "the agent answers": one GET, so that a hub of many switches starts
+        # at once. Credentials the agent refuses fail here: bad(config_error).
+        await self._client.get(snmp.SYS_UPTIME)
         async with anyio.create_task_group() as tg:
             traps = await self._trap_stream()
             if traps is not None:
                 tg.start_soon(self._apply_traps, traps)
             task_status.started()
-            next_poll = anyio.current_time()
+            next_poll = anyio.current_time()  # polls keep this phase, not drift by their length
             while True:
+                await self._poll()
                 next_poll = max(next_poll + config.poll_period, anyio.current_time())
                 await anyio.sleep_until(next_poll)
-                await self._poll()
 
     async def _poll(self) -> None:
         assert self._client is not None
@@ -258,20 +300,24 @@ class Switch(DeviceType):
         config, client = self.config, self._client
         if not config.trap_listen or client is None:
             return None
-        listener = self.resources.get(
-            f"snmp.traps:{config.trap_listen}", lambda: _TrapListener(config.trap_listen)
+        listen = config.trap_listen
+        receiver = self.resources.get(
+            f"snmp.traps:{listen}", lambda: snmp.TrapReceiver(*_address(listen))
         )
         credentials = config.credentials
-        if config.version == "v2c" and config.trap_community:
-            credentials = CommunityCredentials(config.trap_community)
-        # A v3 trap is signed with the agent's engine ID: the listener must know it.
+        if isinstance(credentials, UsmCredentials):
+            receiver.accept(users=[credentials])
+        else:
+            receiver.accept(communities=[config.trap_community or config.community])
+        # A v3 trap is signed with the agent's engine ID: the receiver must know it.
         engine_id = await client.engine_id() if config.version == "v3" else None
         source = config.trap_source or await _ip_address(config.host)
         try:
-            return await listener.open_stream(source, credentials, engine_id)
+            await receiver.ensure_started()  # the first switch binds, for the whole hub
         except OSError as error:  # polling goes on: traps only make it faster
-            self.log.error("%s: no traps, cannot listen on %s: %s", self.id, config.trap_listen, error)  # fmt: skip
+            self.log.error("%s: no traps, cannot listen on %s: %s", self.id, listen, error)
             return None
+        return receiver.open_stream(source, engine_id=engine_id)
 
     async def _apply_traps(self, traps: ObjectReceiveStream[snmp.Notification]) -> None:
         async with traps:
@@ -288,36 +334,6 @@ class Switch(DeviceType):
 
 
 PORT_POINTS = [name for name, spec in Switch.point_specs.items() if spec.per == "port"]
-
-
-class _TrapListener:
-    """The hub's trap receiver on one address, started by the first switch that needs it."""
-
-    def __init__(self, listen: str) -> None:
-        self.receiver = snmp.TrapReceiver(*_address(listen))
-        self._lock = anyio.Lock()
-        self._listening = False
-
-    async def open_stream(
-        self,
-        source: str,
-        credentials: CommunityCredentials | UsmCredentials,
-        engine_id: bytes | None,
-    ) -> ObjectReceiveStream[snmp.Notification]:
-        """Accept a switch's trap credentials; return the stream of its notifications."""
-        if isinstance(credentials, UsmCredentials):
-            self.receiver.accept(users=[credentials])
-        else:
-            self.receiver.accept(communities=[credentials.community])
-        async with self._lock:  # switches start together: only one may bind the port
-            if not self._listening:
-                await self.receiver.start()
-                self._listening = True
-        return self.receiver.open_stream(source, engine_id=engine_id)
-
-    def close(self) -> None:
-        """Stop listening (the hub closes its resources when it stops)."""
-        self.receiver.stop()
 
 
 async def _ip_address(host: str) -> str:
