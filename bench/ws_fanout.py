@@ -110,6 +110,7 @@ class Stats:
         self.complete = anyio.Event()
 
     def changes(self, text: str, now: float) -> None:
+        """Count a ``changes`` message's values and their latencies."""
         values = Counter(_VALUE.findall(text))
         count = sum(values.values())
         self.received += count
@@ -125,6 +126,7 @@ class Stats:
             )
 
     def as_json(self) -> dict[str, Any]:
+        """The figures, for the parent process."""
         return {
             "received": self.received,
             "resyncs": self.resyncs,
@@ -136,6 +138,7 @@ class Stats:
 
 
 async def one_client(url: str, login: bool, stats: Stats, ready: Callable[[], None]) -> None:
+    """One browser: log in, subscribe to every point, count what arrives."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         headers = {"Origin": url}
         if login:
@@ -346,6 +349,7 @@ async def measure_raw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def percentile(bins: dict[str, int], fraction: float) -> float:
+    """The latency (ms) below which ``fraction`` of the updates arrived."""
     ordered = sorted((int(k), v) for k, v in bins.items())
     total = sum(v for _, v in ordered)
     if total == 0:
@@ -360,6 +364,7 @@ def percentile(bins: dict[str, int], fraction: float) -> float:
 
 
 def summary(result: dict[str, Any]) -> dict[str, float]:
+    """A phase's figures: delivered, rate, latency percentiles, server CPU."""
     elapsed = max(1e-9, result["last"] - result["start"])
     return {
         "received": result["received"],
@@ -375,6 +380,7 @@ def summary(result: dict[str, Any]) -> dict[str, float]:
 
 
 def report(args: argparse.Namespace, ours: dict[str, Any], raw: dict[str, Any]) -> bool:
+    """Print both phases side by side; True if the targets are met."""
     mine, theirs = summary(ours), summary(raw)
     ratio = mine["rate"] / theirs["rate"] if theirs["rate"] else float("nan")
     print(
@@ -407,6 +413,7 @@ def report(args: argparse.Namespace, ours: dict[str, Any], raw: dict[str, Any]) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run both phases and print the report (or be the client process with --client)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000, help="points changed in turn")
     parser.add_argument("--rate", type=int, default=10_000, help="point changes per second")
