@@ -595,6 +595,9 @@ class OsdpBus:
         self._library = threading.Lock()
         self._configure = anyio.Lock()
         self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._given_up: set[int] = set()
+        self._kicking: set[int] = set()
+        """Readers libosdp declared offline: it will not try them again for five minutes."""
 
     @asynccontextmanager
     async def reader(self, address: int, *, scbk: bytes | None = None) -> AsyncIterator[Reader]:
@@ -638,7 +641,7 @@ class OsdpBus:
                 wanted = {a: self._polled.get(a) for a in self._polled if not failed}
                 wanted.update({a: r.scbk for a, r in self._readers.items()})
                 await anyio.to_thread.run_sync(self._build_sync, wanted)
-            elif not await anyio.to_thread.run_sync(self._is_online_sync, reader.address):
+            elif reader.address in self._given_up:
                 await self._kick(reader.address)
             online, secure = await anyio.to_thread.run_sync(self._status_sync, reader.address)
         if online:
@@ -647,12 +650,21 @@ class OsdpBus:
             reader._link_changed()
 
     async def _kick(self, address: int) -> None:
-        """Retry an offline reader now: libosdp would wait five minutes before its next try."""
-        await anyio.to_thread.run_sync(self._call_sync, "disable_pd", address)
-        for _ in range(10):  # the disable takes effect at the next refresh
-            await anyio.sleep(0.05)
-            if await anyio.to_thread.run_sync(self._call_sync, "enable_pd", address):
-                return
+        """Retry an offline reader now: libosdp would wait five minutes before its next try.
+
+        Only a reader libosdp gave up on: restarting one in the middle of its
+        handshake would break its secure channel.
+        """
+        self._given_up.discard(address)
+        self._kicking.add(address)  # the disable reports the reader offline: not news
+        try:
+            await anyio.to_thread.run_sync(self._call_sync, "disable_pd", address)
+            for _ in range(10):  # the disable takes effect at the next refresh
+                await anyio.sleep(0.05)
+                if await anyio.to_thread.run_sync(self._call_sync, "enable_pd", address):
+                    return
+        finally:
+            self._kicking.discard(address)
 
     async def _submit(self, address: int, command: dict[str, Any]) -> bool:
         return bool(
@@ -671,9 +683,6 @@ class OsdpBus:
             if self._cp is None or address not in self._order:
                 return False
             return getattr(self._cp, method)(self._order.index(address), *args)
-
-    def _is_online_sync(self, address: int) -> bool:
-        return bool(self._status_sync(address)[0])
 
     def _status_sync(self, address: int) -> tuple[bool, bool]:
         with self._library:
@@ -723,6 +732,7 @@ class OsdpBus:
         cp.set_event_callback(self._on_event)
         self._cp = cp
         self._polled = dict(wanted)
+        self._given_up = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, name=f"osdp {self.port}", daemon=True)
         self._thread.start()
@@ -784,10 +794,13 @@ class OsdpBus:
             reader._deliver(event)
 
     def _notify(self, address: int, kind: int, arg0: int, arg1: int) -> None:
+        if address in self._kicking and kind != osdp.EventNotification.Command:
+            return
         reader = self._readers.get(address)
         if reader is not None:
             reader._notify(kind, arg0, arg1)
         if kind == osdp.EventNotification.PeripheralDeviceStatus:
+            (self._given_up.discard if arg0 else self._given_up.add)(address)
             log.info(
                 "OSDP bus %s: reader %d %s", self.port, address, "online" if arg0 else "offline"
             )
