@@ -93,7 +93,9 @@ class Recorder:
 
 
 def make_hub(tmp_path: Path, *plugins) -> Hub:
-    manager = make_plugin_manager(entry_points=False, plugins=plugins)
+    manager = make_plugin_manager(
+        builtins=("cityvisor.plugins.demo",), entry_points=False, plugins=plugins
+    )
     return Hub(load_config(write_config(tmp_path)), manager)
 
 
