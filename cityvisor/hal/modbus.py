@@ -773,7 +773,7 @@ class ModbusDevice:
         """Every point of the device, by relative id."""
         self.plan = ReadPlan.for_profile(profile, members, only=only)
         self._subplans: dict[tuple[str, ...], ReadPlan] = {}
-        self._decoded: dict[Block, tuple[list[Any], dict[str, Any]]] = {}
+        self._decoded: dict[int, tuple[list[Any], dict[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<ModbusDevice unit {self.unit} at {self.endpoint.address} ({self.profile.name})>"
@@ -791,7 +791,7 @@ class ModbusDevice:
         plan = plan or self.plan
         result = PollResult()
         timed_out: ModbusTimeoutError | None = None
-        for block in plan.blocks:
+        for index, block in enumerate(plan.blocks):
             if timed_out is not None:
                 for point_id, _spec in block.points:
                     result[point_id] = timed_out.quality
@@ -809,11 +809,15 @@ class ModbusDevice:
                 for point_id, _spec in block.points:
                     result[point_id] = exc.quality
                 continue
+            if plan is not self.plan:
+                result.update(block.decode(raw))
+                continue
             # Most registers read the same from one poll to the next: decode a block
-            # only when its raw content changed (decoding is a pure function of it).
-            last = self._decoded.get(block)
+            # of the device's own plan only when its raw content changed (decoding
+            # is a pure function of it).
+            last = self._decoded.get(index)
             if last is None or last[0] != raw:
-                last = self._decoded[block] = (raw, block.decode(raw))
+                last = self._decoded[index] = (raw, block.decode(raw))
             result.update(last[1])
         return result
 

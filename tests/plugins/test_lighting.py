@@ -88,6 +88,7 @@ async def test_switch_and_dim_a_circuit_with_feedback(
 
         result = await run(hub, "switch_on", "c3")
         assert result.outcome is CommandOutcome.SUCCEEDED, result.detail
+        await lighting_sim.next_tick(2)  # the simulated controller takes in its registers
         assert lighting_sim.circuit(1, 3).on is True
 
         result = await run(hub, "set_level", "c3", level=40)
@@ -98,6 +99,7 @@ async def test_switch_and_dim_a_circuit_with_feedback(
 
         result = await run(hub, "switch_off", "c3")
         assert result.outcome is CommandOutcome.SUCCEEDED, result.detail
+        await lighting_sim.next_tick(2)
         assert lighting_sim.circuit(1, 3).on is False
         await wait_for_point(hub, "nord/lighting/cab-1/c3/level", lambda v: v.value == 0.0)
 
@@ -150,6 +152,9 @@ async def test_dim_every_circuit_of_a_zone_gives_a_result_per_circuit(
             (cabinet, f"c{n}") for cabinet in ("cab-1", "cab-2") for n in range(1, 5)
         ]
         assert all(r.feedback == pytest.approx(40.0, abs=1.0) for r in dimmed.results)
+        # A ramp passing through 40 % already counts as reached: the registers say
+        # what was ordered, the simulated controller takes them in at its next tick.
+        await lighting_sim.next_tick(2)
         for unit in (1, 2):
             assert [c.setpoint for c in lighting_sim.cabinet(unit).circuits] == [40.0] * 4
         untouched = lighting_sim.cabinet(3).circuits
