@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import anyio
 import pytest
 
@@ -203,3 +205,22 @@ async def test_a_cut_line_fails_every_reader_and_a_missing_port_does_not_open(
     with pytest.raises(OsdpError, match="cannot open"):
         async with OsdpBus(osdp_line.panel + "-missing").reader(1):
             pass
+
+
+async def test_cityvisor_sim_osdp_serves_readers_on_a_pty_it_prints() -> None:
+    process = await anyio.open_process(
+        [sys.executable, "-m", "cityvisor", "sim", "osdp", "--address", "4", "--key", KEY.hex()]
+    )
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(20):  # the cityvisor command imports every family's CLI first
+            printed = (await process.stdout.receive()).decode()
+        assert printed.startswith("OSDP readers [4] on /dev/pts/"), printed
+        bus = OsdpBus(printed.split(" on ")[1].strip())
+        async with bus.reader(4, scbk=KEY) as reader:
+            assert await reader.wait_online(5) and reader.secure
+    finally:
+        process.terminate()
+        with anyio.move_on_after(5, shield=True):
+            assert await process.wait() == 0
+        await process.aclose()

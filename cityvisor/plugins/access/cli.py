@@ -149,7 +149,9 @@ def _print(badges: list[dict[str, Any]], *, as_json: bool) -> None:
         )
         for kind in ("rights", "exceptions"):
             for permit in badge[kind]:
-                period = f"{_day(permit['valid_from'])} .. {_day(permit['valid_until'])}"
+                period = (
+                    f"from {_day(permit['valid_from'])} until before {_day(permit['valid_until'])}"
+                )
                 print(f"    {kind[:-1]} #{permit['id']}: {permit['place']}  {period}")
 
 
