@@ -10,6 +10,7 @@ import pytest
 from cityvisor.hal.osdp import (
     CardRead,
     InputStatus,
+    KeyPress,
     LineFilter,
     LocalStatus,
     OsdpBus,
@@ -117,6 +118,7 @@ async def test_two_readers_share_a_line_with_the_secure_channel(osdp_line: OsdpL
 
             garage.set_door(True)
             garage.set_tamper(True)
+            garage.press_keys("1234#")
             garage.present_card("12:3456")
             seen: list[ReaderEvent] = []
             with anyio.fail_after(5):
@@ -125,6 +127,7 @@ async def test_two_readers_share_a_line_with_the_secure_channel(osdp_line: OsdpL
                     if isinstance(event, CardRead):
                         break
             assert InputStatus(2, (True,)) in seen and LocalStatus(2, True, False) in seen
+            assert KeyPress(2, 0, "1234#") in seen
             card = seen[-1]
             assert isinstance(card, CardRead) and (card.number, card.bits) == ("12:3456", 26)
 
@@ -151,7 +154,7 @@ async def test_a_reader_with_another_key_is_refused(osdp_line: OsdpLine) -> None
 async def test_garbage_on_the_line_is_dropped_and_counted_and_polling_goes_on(
     osdp_line: OsdpLine,
 ) -> None:
-    bus = OsdpBus(osdp_line.panel, baudrate=115200)
+    bus = OsdpBus(osdp_line.panel, baudrate=115200, event_buffer=8)
     with ReaderLine(osdp_line.readers) as line:
         door = line.add_reader(3, scbk=KEY)
         async with bus.reader(3, scbk=KEY) as reader:
@@ -167,6 +170,14 @@ async def test_garbage_on_the_line_is_dropped_and_counted_and_polling_goes_on(
             door.present_card("7:77")
             assert (await next_event(reader, CardRead)).number == "7:77"  # type: ignore[union-attr]
             assert reader.online
+
+            # A driver that stops reading loses events, counted; the line is not held up.
+            for card in range(12):
+                door.present_card(f"7:{card}")
+            with anyio.fail_after(5):
+                while reader.dropped == 0:  # noqa: ASYNC110  (a counter has no event)
+                    await anyio.sleep(0.05)
+            assert bus.counters.events_dropped == reader.dropped and reader.online
 
 
 async def test_an_unplugged_reader_goes_offline_and_is_retried_at_once_when_reattached(

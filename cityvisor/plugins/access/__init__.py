@@ -41,6 +41,7 @@ class DoorConfig(DeviceConfig):
     port: str
     """Serial device or pyserial URL of the reader's RS-485 line (``/dev/ttyUSB0``)."""
     baudrate: Literal[9600, 19200, 38400, 57600, 115200] = 9600
+    """Line speed in bit/s; every door on a line uses the same."""
     address: int = Field(ge=0, le=126)
     """The reader's OSDP address on its line."""
     secure_channel_key: Annotated[str | None, AfterValidator(_hex_key)] = None
