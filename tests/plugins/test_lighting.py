@@ -270,6 +270,7 @@ def test_check_config_names_what_a_cabinet_cannot_have(tmp_path: Path):
         device(
             "cab-4", TYPE, "nord", host=HOST, schedule={"steps": [{"at": "23:00", "level": 50}]}
         ),
+        device("cab-5", TYPE, "nord", host=HOST, profile="bollard_plc"),
         coordinates=False,
     )
     path = tmp_path / "city.toml"
@@ -277,10 +278,11 @@ def test_check_config_names_what_a_cabinet_cannot_have(tmp_path: Path):
     problems = check_config(
         load_config(path), make_plugin_manager(builtins=[lighting.__name__], entry_points=False)
     )
-    assert len(problems) == 5, problems
-    too_many, unreadable, no_such_circuit, *no_coordinates = problems
+    assert len(problems) == 6, problems
+    too_many, unreadable, no_such_circuit, no_circuits, *no_coordinates = problems
     assert "devices[0].config: " in too_many and "at most 16" in too_many
     assert "devices[1].config: " in unreadable and "/nowhere/acme.toml" in unreadable
     assert "devices[2].config: " in no_such_circuit and "no circuit c7" in no_such_circuit
+    assert "devices[4].config: " in no_circuits and "no [members.circuit]" in no_circuits
     for index, problem in zip((2, 3), no_coordinates, strict=True):
         assert f"devices[{index}].config.schedule: " in problem and "latitude" in problem

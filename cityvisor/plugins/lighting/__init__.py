@@ -36,8 +36,11 @@ class CabinetConfig(ModbusConfig):
     """Dusk-to-dawn schedule (docs/lighting-schedules.md); without it, circuits obey operators only."""
 
     @pydantic.model_validator(mode="after")
-    def _scheduled_circuits_exist(self) -> CabinetConfig:
-        names = shared_profile(self.profile).member_names("circuit", self.circuits)
+    def _circuits_exist(self) -> CabinetConfig:
+        profile = shared_profile(self.profile)
+        if "circuit" not in profile.members:
+            raise ValueError(f"profile {profile.name} has no [members.circuit] table")
+        names = profile.member_names("circuit", self.circuits)
         unknown = sorted(set(self.schedule.circuits or ()) - set(names)) if self.schedule else []
         if unknown:
             raise ValueError(f"schedule.circuits: no circuit {', '.join(unknown)} in this cabinet")
