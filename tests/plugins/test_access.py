@@ -7,16 +7,14 @@ a socat pty pair to simulated readers (libosdp in PD mode).
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 import cityvisor.plugins.access as access
 from cityvisor.cli import main
@@ -89,14 +87,21 @@ async def badges(directory: Path, *commands: str) -> None:
 
 @asynccontextmanager
 async def city(
-    tmp_path: Path, line: OsdpLine, *setup: str, reader_key: bytes = KEY, **options: Any
+    tmp_path: Path,
+    line: OsdpLine,
+    *setup: str,
+    reader_key: bytes = KEY,
+    extra: str = "",
+    plugins: Sequence[Any] = (),
+    **options: Any,
 ) -> AsyncIterator[tuple[Hub, dict[str, SimulatedReader]]]:
     """The simulated readers on the line, the badges set up with the CLI, and a running hub."""
-    (tmp_path / "cityvisor-test.toml").write_text(deployment(line.panel, **options))
+    (tmp_path / "cityvisor-test.toml").write_text(deployment(line.panel, **options) + extra)
     await badges(tmp_path, *setup)
     with ReaderLine(line.readers) as readers:
         sims = {d: readers.add_reader(a, scbk=reader_key) for d, (a, _, _) in DOORS.items()}
-        async with running_hub(tmp_path / "cityvisor-test.toml", tmp_path, plugins=[access]) as hub:
+        config = tmp_path / "cityvisor-test.toml"
+        async with running_hub(config, tmp_path, plugins=[access, *plugins]) as hub:
             yield hub, sims
 
 
@@ -327,68 +332,79 @@ def test_a_door_on_a_missing_serial_port_passes_check_config(tmp_path: Path) -> 
 async def test_the_api_manages_badges_for_supervisors_in_their_zones(
     tmp_path: Path, osdp_line: OsdpLine
 ) -> None:
-    users = {
-        "sam": SUPERVISOR,
-        "olivia": OPERATOR,
-        "nadia": User("nadia", Role.SUPERVISOR, frozenset({"nord"})),
-    }
+    """Through the real web server: sessions, CSRF, the plugin's routes behind them."""
+    from cityvisor.plugins import web as web_plugin
+    from cityvisor.web import find_server
+    from cityvisor.web.auth import Accounts
+    from tests.web.conftest import CHEAP, PASSWORD, Client
 
-    @web.middleware
-    async def session(request: web.Request, handler: Any) -> web.StreamResponse:
-        with warnings.catch_warnings():  # a plain key, as the web server sets it (see hookspecs)
-            warnings.simplefilter("ignore", web.NotAppKeyWarning)
-            request["user"] = users[request.headers["X-User"]]
-        return await handler(request)
-
-    async with city(tmp_path, osdp_line) as (hub, readers):
-        app = web.Application(middlewares=[session])
-        app.router.add_routes(access.cityvisor_web_routes(hub))
-        async with TestClient(TestServer(app)) as client:
-
-            async def call(user: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-                response = await client.request(
-                    method, f"/api/v1/access{path}", json=body, headers={"X-User": user}
+    web_section = '[web]\nhost = "127.0.0.1"\nport = 0\n'
+    async with city(tmp_path, osdp_line, extra=web_section, plugins=[web_plugin]) as (hub, readers):
+        server = find_server(hub)
+        assert server is not None
+        with anyio.fail_after(10):
+            await server.ready.wait()
+        accounts = Accounts(hub.store, hub.config.user_list())
+        await accounts.setup()
+        users = {
+            "sam": (Role.SUPERVISOR, ["*"]),
+            "olivia": (Role.OPERATOR, ["*"]),
+            "nadia": (Role.SUPERVISOR, ["nord"]),
+        }
+        clients = {}
+        async with aiohttp.ClientSession() as anonymous:
+            for name, (role, zones) in users.items():
+                await accounts.add(name, PASSWORD, role, zones, hasher=CHEAP)
+                session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+                clients[name] = Client(server.url, session)
+                await clients[name].login(name)
+            try:
+                sam, olivia, nadia = clients["sam"], clients["olivia"], clients["nadia"]
+                async with anonymous.get(f"{server.url}/api/v1/access/badges") as response:
+                    assert response.status == 401
+                assert await olivia.get("/api/v1/access/badges") == (
+                    403,
+                    {"error": "forbidden", "message": "managing badges needs the supervisor role"},
                 )
-                return response.status, await response.json()
+                assert (
+                    await sam.post("/api/v1/access/badges", {"number": "5:55", "holder": "Lea"})
+                )[0] == 201
+                assert (
+                    await sam.post("/api/v1/access/badges", {"number": "5:55", "holder": "Lea"})
+                )[0] == 409
+                assert (await sam.post("/api/v1/access/badges", {"holder": "Lea"}))[0] == 400
+                status, right = await sam.post(
+                    "/api/v1/access/badges/5:55/rights",
+                    {"place": "building:gym", "valid_until": "2099-12-31"},
+                )
+                assert status == 201
+                assert (
+                    await nadia.post("/api/v1/access/badges/5:55/rights", {"place": "zone:centre"})
+                )[0] == 403
+                assert (
+                    await nadia.post(
+                        "/api/v1/access/badges/5:55/exceptions", {"place": "building:gym"}
+                    )
+                )[0] == 201
+                assert (await sam.post("/api/v1/access/badges/6:66/rights", {"place": "*"}))[
+                    0
+                ] == 404
 
-            assert await call("olivia", "GET", "/badges") == (
-                403,
-                {"error": "forbidden", "message": "managing badges needs the supervisor role"},
-            )
-            assert (await call("sam", "POST", "/badges", {"number": "5:55", "holder": "Lea"}))[
-                0
-            ] == 201
-            assert (await call("sam", "POST", "/badges", {"number": "5:55", "holder": "Lea"}))[
-                0
-            ] == 409
-            assert (await call("sam", "POST", "/badges", {"holder": "Lea"}))[0] == 400
-            status, right = await call(
-                "sam",
-                "POST",
-                "/badges/5:55/rights",
-                {"place": "building:gym", "valid_until": "2099-12-31"},
-            )
-            assert status == 201
-            assert (await call("nadia", "POST", "/badges/5:55/rights", {"place": "zone:centre"}))[
-                0
-            ] == 403
-            assert (
-                await call("nadia", "POST", "/badges/5:55/exceptions", {"place": "building:gym"})
-            )[0] == 201
-            assert (await call("sam", "POST", "/badges/6:66/rights", {"place": "*"}))[0] == 404
+                # The door knows at once.
+                await online(hub, "door-c")
+                readers["door-c"].present_card("5:55")
+                await wait_sim(readers["door-c"], lambda r: r.relay_pulses == 1)
 
-            # The door knows at once.
-            await online(hub, "door-c")
-            readers["door-c"].present_card("5:55")
-            await wait_sim(readers["door-c"], lambda r: r.relay_pulses == 1)
-
-            status, listed = await call("sam", "GET", "/badges")
-            (badge,) = listed["badges"]
-            assert badge["holder"] == "Lea" and badge["pseudonym"].startswith("b-")
-            assert [r["place"] for r in badge["rights"]] == ["building:gym"]
-            assert (await call("nadia", "DELETE", f"/rights/{right['id']}"))[0] == 200
-            assert (await call("sam", "DELETE", "/badges/5:55"))[0] == 200
-            assert (await call("sam", "GET", "/badges"))[1] == {"badges": []}
+                status, listed = await sam.get("/api/v1/access/badges")
+                (badge,) = listed["badges"]
+                assert badge["holder"] == "Lea" and badge["pseudonym"].startswith("b-")
+                assert [r["place"] for r in badge["rights"]] == ["building:gym"]
+                assert (await nadia.delete(f"/api/v1/access/rights/{right['id']}"))[0] == 200
+                assert (await sam.delete("/api/v1/access/badges/5:55"))[0] == 200
+                assert await sam.get("/api/v1/access/badges") == (200, {"badges": []})
+            finally:
+                for client in clients.values():
+                    await client.http.close()
 
         edits = await journal(hub, "badges")
         assert [(e["user"], e["message"]) for e in edits] == [
