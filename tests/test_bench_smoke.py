@@ -91,3 +91,22 @@ def test_modbus_poll_benchmark_runs_quickly_and_prints_its_figures():
     )
     assert re.search(r"hub, drivers free-running: +[\d.]+%", out)
     assert "0 driver restarts" in out
+
+
+def test_snmp_poll_benchmark_runs_quickly_and_prints_its_ratios():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.snmp_poll", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"requests per cycle: raw 30, cityvisor 30", out)
+    assert re.search(
+        r"ratio cityvisor / raw \(median of paired cycles\): [\d.]+ x wall, [\d.]+ x CPU", out
+    )
+    assert re.search(r"hub: +cycle median +[\d.]+ s, CPU +[\d.]+% of one core", out)
+    assert "0 driver restarts" in out
