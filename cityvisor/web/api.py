@@ -108,11 +108,19 @@ async def index(request: web.Request) -> web.StreamResponse:
     """The HMI's entry page. Served without a session: it holds no data, only the login form.
 
     When the screens (``cityvisor/web/static/index.html``) are installed they
-    are served instead of this placeholder.
+    are served instead of this placeholder, with the site's language and name
+    in place of ``%CITYVISOR_LANGUAGE%`` and ``%CITYVISOR_SITE%`` (escaped): the
+    login form speaks the city's language before anyone has logged in.
     """
     page = STATIC_ROOT / "index.html"
     if page.is_file():
-        return web.FileResponse(page)
+        config = _hub(request).config
+        text = (
+            page.read_text(encoding="utf-8")
+            .replace("%CITYVISOR_LANGUAGE%", html.escape(config.site.language))
+            .replace("%CITYVISOR_SITE%", html.escape(config.site.name))
+        )
+        return web.Response(text=text, content_type="text/html")
     site = html.escape(_hub(request).config.site.name)
     user = request.get("user")
     failed = request.query.get("login")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from cityvisor.web import api as web_api
 from cityvisor.web.api import ROUTES
 from cityvisor.web.openapi import router_routes
 
@@ -118,7 +120,11 @@ async def test_bad_login_bodies_are_4xx_with_a_message(env: Env):
         assert set(answer) >= {"error", "message"}
 
 
-async def test_the_html_form_logs_in_without_javascript(env: Env):
+async def test_the_html_form_logs_in_without_javascript(
+    env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    # The placeholder page: what is served when the screens are not installed.
+    monkeypatch.setattr(web_api, "STATIC_ROOT", tmp_path)
     client = env.client()
     status, page = await client.get("/")
     assert status == 200 and 'action="/api/v1/session"' in page

@@ -1,0 +1,242 @@
+"""A small city for the browser tests: demo tanks, a lighting cabinet, a camera, the HMI.
+
+:func:`browser_city` runs a real hub with its web server on a free loopback
+port (or the given one), a lighting cabinet on a Modbus/TCP simulator, a
+simulated ONVIF camera watching a tank, and the test users (cheap argon2
+hashes, password :data:`PASSWORD`). :func:`launch_chromium` starts the
+Debian package's Chromium through Playwright (no browser download ever).
+
+Run it by hand to look at the screens with real data::
+
+    python -m tests.web.browser_fixtures --port 8765     # then http://127.0.0.1:8765/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from cityvisor.core.hub import Hub
+from cityvisor.hal.sim.camera import SimulatedCamera
+from cityvisor.hal.sim.lighting import LightingSimulator
+from cityvisor.plugins import cameras, demo, lighting
+from cityvisor.plugins import web as web_plugin
+from cityvisor.testing import running_hub, wait_for_point
+from cityvisor.web import WebServer, find_server
+
+from .conftest import PASSWORD, add_users
+
+__all__ = [
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "PASSWORD",
+    "City",
+    "browser_city",
+    "chromium_missing",
+    "launch_chromium",
+]
+
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium (packages chromium and chromium-driver; .ci/run installs them)."""
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+CAMERA_PASSWORD = "Cam-pa55word"
+
+CONFIG = """
+[site]
+name = "Ville de Test"
+timezone = "Europe/Paris"
+language = "fr"
+latitude = 47.3220
+longitude = 5.0415
+
+[store]
+path = "browser.sqlite"
+flush_interval = 0.05
+
+[web]
+host = "127.0.0.1"
+port = {port}
+tile_url = "{tile_url}"
+
+[[zones]]
+id = "centre"
+name = "Centre"
+label = {{ fr = "Centre-ville", en = "City centre" }}
+
+[[zones]]
+id = "nord"
+name = "Nord"
+label = {{ fr = "Quartier nord", en = "North district" }}
+
+[[devices]]
+id = "tank-a"
+type = "demo.tank"
+zone = "centre"
+name = "Réservoir A"
+tags = ["water"]
+location = [47.3225, 5.0330]
+watched_by = ["cam-1"]
+config = {{ period = 0.1, fill_rate = 25, initial_level = 50 }}
+
+[[devices]]
+id = "tank-b"
+type = "demo.tank"
+zone = "nord"
+name = "Réservoir B"
+tags = ["water"]
+location = [47.3290, 5.0400]
+config = {{ period = 0.1, fill_rate = 25, initial_level = 40 }}
+
+[[devices]]
+id = "cab-1"
+type = "lighting.cabinet"
+zone = "centre"
+name = "Armoire place Darcy"
+tags = ["lighting"]
+location = [47.3220, 5.0415]
+config = {{ host = "127.0.0.1", port = {lighting_port}, unit = 1, circuits = 4, period = 0.2 }}
+
+[[devices]]
+id = "cam-1"
+type = "cameras.camera"
+zone = "centre"
+name = "Caméra place Darcy"
+location = [47.3228, 5.0340]
+config = {{ host = "127.0.0.1", port = {camera_port}, username = "cityvisor", password = "${{CITYVISOR_TEST_CAMERA_PASSWORD}}", timeout = 5 }}
+
+[[procedures]]
+id = "DEMO-01"
+version = 1
+title = {{ fr = "Niveau haut d'un réservoir", en = "High water in a tank" }}
+steps = [
+    {{ fr = "Vérifier le niveau et la consigne.", en = "Check the level and the setpoint." }},
+    {{ fr = "Abaisser la consigne à 50 %.", en = "Lower the setpoint to 50 %." }},
+    {{ fr = "Appeler l'astreinte si le niveau monte encore.", en = "Call the on-call engineer if it still rises." }},
+]
+"""
+
+
+@dataclass
+class City:
+    """The running hub, its web server's URL and the simulators behind it."""
+
+    hub: Hub
+    server: WebServer
+    url: str
+    lighting: LightingSimulator
+    camera: SimulatedCamera
+
+
+@asynccontextmanager
+async def browser_city(
+    directory: Path, *, port: int = 0, tile_url: str = "", camera: bool = True
+) -> AsyncIterator[City]:
+    """Run the small city until the block ends; devices online, users created."""
+    previous = os.environ.get("CITYVISOR_TEST_CAMERA_PASSWORD")
+    os.environ["CITYVISOR_TEST_CAMERA_PASSWORD"] = CAMERA_PASSWORD
+    async with AsyncExitStack() as stack:
+        stack.callback(_restore_env, "CITYVISOR_TEST_CAMERA_PASSWORD", previous)
+        sim = await stack.enter_async_context(
+            LightingSimulator("127.0.0.1", 0, cabinets=1, circuits=4, ramp_rate=100.0, tick=0.05)
+        )
+        cam = await stack.enter_async_context(
+            SimulatedCamera(
+                "Place Darcy", username="cityvisor", password=CAMERA_PASSWORD, image_size=(320, 180)
+            )
+        )
+        config = CONFIG.format(
+            port=port, tile_url=tile_url, lighting_port=sim.port, camera_port=cam.port
+        )
+        if not camera:
+            config = config.replace('watched_by = ["cam-1"]\n', "")
+            config = (
+                config[: config.index('[[devices]]\nid = "cam-1"')]
+                + config[config.index("[[procedures]]") :]
+            )
+        hub = await stack.enter_async_context(
+            running_hub(config, directory, plugins=[demo, lighting, cameras, web_plugin])
+        )
+        server = find_server(hub)
+        assert server is not None, "the web plugin did not start a server"
+        with anyio.fail_after(20):
+            await server.ready.wait()
+            await wait_for_point(hub, "centre/lighting/cab-1/online", lambda v: v.value is True)
+            if camera:
+                await wait_for_point(hub, "centre/cameras/cam-1/online", lambda v: v.value is True)
+        await add_users(hub)
+        yield City(hub, server, server.url, sim, cam)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here (None when they can)."""
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing: apt-get install chromium chromium-driver"
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is missing: pip install -e '.[test]'"
+    return None
+
+
+@asynccontextmanager
+async def launch_chromium(**options: Any) -> AsyncIterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (a fresh profile per launch)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, **options
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def _serve(port: int, directory: Path) -> None:
+    async with browser_city(directory, port=port) as city:
+        print(f"HMI on {city.url}/ — users admin, sue, olivia, nora, victor; password {PASSWORD!r}")
+        await anyio.sleep_forever()
+
+
+def main() -> None:
+    """Run the small city by hand (``python -m tests.web.browser_fixtures``)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/cityvisor-browser-city"))
+    arguments = parser.parse_args()
+    shutil.rmtree(arguments.dir, ignore_errors=True)
+    arguments.dir.mkdir(parents=True)
+    logging.basicConfig(level=logging.WARNING)
+    anyio.run(_serve, arguments.port, arguments.dir)
+
+
+if __name__ == "__main__":
+    main()
