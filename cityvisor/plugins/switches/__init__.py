@@ -54,7 +54,9 @@ class SwitchConfig(DeviceConfig):
     host: str
     """Address of the switch's SNMP agent (IP address or DNS name)."""
     port: int = pydantic.Field(161, ge=1, le=65535)
+    """UDP port of the agent."""
     version: Literal["v2c", "v3"] = "v2c"
+    """SNMP version: ``"v2c"`` (communities) or ``"v3"`` (USM user, authPriv)."""
     community: str = "public"
     """v2c: the read community."""
     write_community: str = ""
@@ -66,15 +68,19 @@ class SwitchConfig(DeviceConfig):
     priv_key: str = ""
     """v3: privacy key (8 characters or more), ``${NAME}`` as well."""
     auth_protocol: snmp.AuthProtocol = "SHA"
+    """v3: MD5, SHA, SHA224, SHA256, SHA384 or SHA512."""
     priv_protocol: snmp.PrivProtocol = "AES"
+    """v3: DES, AES, AES192 or AES256."""
     ports: pydantic.PositiveInt | list[pydantic.PositiveInt] = 48
     """The ports shown: a count N (ifIndex 1 to N) or a list of ifIndex. ifIndex i is ``p<i>``."""
     critical_ports: list[pydantic.PositiveInt] = []
     """ifIndex of the ports whose link loss raises an alarm (uplinks, camera ports)."""
     poll_period: float = pydantic.Field(10.0, gt=0)
+    """Seconds between two polls of the whole switch."""
     timeout: float = pydantic.Field(1.0, gt=0)
     """Seconds to wait for each SNMP answer (then ``retries`` more attempts)."""
     retries: int = pydantic.Field(1, ge=0)
+    """Extra attempts after a timeout."""
     error_rate_limit: float = pydantic.Field(1.0, ge=0)
     """Errors per second on a port (in + out) above which its error alarm rises."""
     trap_listen: str = "0.0.0.0:162"
