@@ -218,6 +218,7 @@ async def test_zone_lockdown_denies_all_but_the_exceptions_and_release_restores(
             "door-b": "succeeded",
         }
         assert value(hub, "door-c", "access_mode").value == 0  # the gym is in another zone
+        await wait_sim(readers["door-a"], lambda r: r.led == "red")  # closed, for all to see
 
         readers["door-b"].present_card("12:3456")
         await wait_value(hub, "door-b", "last_reason", "lockdown")
@@ -242,6 +243,7 @@ async def test_zone_lockdown_denies_all_but_the_exceptions_and_release_restores(
             SUPERVISOR,
         )
         assert {r.outcome.value for r in done.results} == {"succeeded"}
+        await wait_sim(readers["door-a"], lambda r: r.led == "off")
         readers["door-a"].present_card("12:3456")
         await wait_value(hub, "door-a", "last_reason", "right")
         await wait_sim(readers["door-a"], lambda r: r.relay_pulses == 1)

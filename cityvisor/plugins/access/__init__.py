@@ -135,17 +135,14 @@ class Door(DeviceType):
             async with bus.reader(config.address, scbk=key) as reader:
                 if not await reader.wait_online(10):
                     raise DeviceError(f"reader {config.address} on {config.port} does not answer")
-                self._reader, self._opened_at, self._held, self._door_known = (
-                    reader,
-                    None,
-                    False,
-                    False,
-                )
+                self._reader, self._opened_at = reader, None
+                self._held = self._door_known = False
                 mode = MODES.index(self.control.modes.get(self.id, "normal"))
                 self.publish(
                     {"secure": reader.secure, "access_mode": mode, "door_held_open": False}
                 )
                 task_status.started()
+                await self._show_mode()
                 await self._follow(reader, bus)
         except osdp.OsdpError as error:  # a refused key or an address clash: retry slowly
             slow = isinstance(error, osdp.OsdpConfigError)
@@ -235,6 +232,16 @@ class Door(DeviceType):
     async def _set_mode(self, mode: str) -> None:
         await self.control.set_mode(self.id, mode)
         self.publish({"access_mode": MODES.index(mode)})
+        await self._show_mode()
+
+    async def _show_mode(self) -> None:
+        """A door in lockdown shows red for good: closed, whoever comes to it."""
+        lockdown = self.control.modes.get(self.id) == "lockdown"
+        try:
+            if self._reader is not None:
+                await self._reader.led("red" if lockdown else "off")
+        except osdp.OsdpError as error:  # the mode holds all the same: decisions are ours
+            self.log.warning("door %s: cannot show its mode: %s", self.id, error)
 
 
 @hookimpl
