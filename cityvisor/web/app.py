@@ -104,12 +104,31 @@ STATE = web.AppKey("state", WebState)
 """The :class:`WebState` (``request.app[STATE]``)."""
 
 
+def tile_source(tile_url: str) -> str | None:
+    """The CSP source of a map tile URL template: its origin, or None for our own.
+
+    ``https://tiles.example.org/{z}/{x}/{y}.png`` gives ``https://tiles.example.org``;
+    a template that spreads tiles over subdomains (``https://{s}.tile.example.org/...``,
+    Leaflet's ``{s}``) gives ``https://*.tile.example.org``. A relative URL
+    (``/tiles/{z}/{x}/{y}.png``) is our own origin: nothing to add.
+    """
+    match = re.match(r"^(https?)://([^/?#]+)", tile_url or "")
+    if not match:
+        return None
+    scheme, host = match.groups()
+    if host.startswith("{s}."):
+        host = "*." + host[4:]
+    if "{" in host or "}" in host or not re.fullmatch(r"[A-Za-z0-9.*:\[\]-]+", host):
+        return None
+    return f"{scheme}://{host}"
+
+
 def content_security_policy(tile_url: str) -> str:
     """The CSP: everything from our origin only, map tiles from the tile server's origin."""
     images = "'self' data: blob:"
-    match = re.match(r"^(https?://[^/{}]+)", tile_url or "")
-    if match:
-        images += f" {match.group(1)}"
+    source = tile_source(tile_url)
+    if source:
+        images += f" {source}"
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; "
         f"img-src {images}; connect-src 'self'; font-src 'self'; object-src 'none'; "

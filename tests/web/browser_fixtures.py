@@ -14,7 +14,9 @@ Run it by hand to look at the screens with real data::
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import math
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -24,8 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+from PIL import Image
 
 from cityvisor.core.hub import Hub
+from cityvisor.core.points import PointValue, Quality, now_ms
 from cityvisor.hal.sim.camera import SimulatedCamera
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.plugins import cameras, demo, lighting
@@ -43,6 +49,8 @@ __all__ = [
     "browser_city",
     "chromium_missing",
     "launch_chromium",
+    "seed_history",
+    "tile_server",
 ]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -145,6 +153,31 @@ class City:
     url: str
     lighting: LightingSimulator
     camera: SimulatedCamera
+    _unplug: anyio.Event
+    _unplugged: anyio.Event
+
+    async def unplug_lighting(self) -> None:
+        """Stop the lighting cabinet's simulator: the cabinet stops answering for good."""
+        self._unplug.set()
+        with anyio.fail_after(10):
+            await self._unplugged.wait()
+
+
+async def _lighting(
+    sim: LightingSimulator,
+    unplug: anyio.Event,
+    unplugged: anyio.Event,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    # The simulator is entered and left in this task (anyio's task groups want that),
+    # so that a test can stop it while the hub goes on.
+    try:
+        async with sim:
+            task_status.started()
+            await unplug.wait()
+    finally:
+        unplugged.set()
 
 
 @asynccontextmanager
@@ -152,13 +185,16 @@ async def browser_city(
     directory: Path, *, port: int = 0, tile_url: str = "", camera: bool = True
 ) -> AsyncIterator[City]:
     """Run the small city until the block ends; devices online, users created."""
+    await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
     previous = os.environ.get("CITYVISOR_TEST_CAMERA_PASSWORD")
     os.environ["CITYVISOR_TEST_CAMERA_PASSWORD"] = CAMERA_PASSWORD
     async with AsyncExitStack() as stack:
         stack.callback(_restore_env, "CITYVISOR_TEST_CAMERA_PASSWORD", previous)
-        sim = await stack.enter_async_context(
-            LightingSimulator("127.0.0.1", 0, cabinets=1, circuits=4, ramp_rate=100.0, tick=0.05)
-        )
+        group = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(group.cancel_scope.cancel)
+        sim = LightingSimulator("127.0.0.1", 0, cabinets=1, circuits=4, ramp_rate=100.0, tick=0.05)
+        unplug, unplugged = anyio.Event(), anyio.Event()
+        await group.start(_lighting, sim, unplug, unplugged)
         cam = await stack.enter_async_context(
             SimulatedCamera(
                 "Place Darcy", username="cityvisor", password=CAMERA_PASSWORD, image_size=(320, 180)
@@ -184,7 +220,19 @@ async def browser_city(
             if camera:
                 await wait_for_point(hub, "centre/cameras/cam-1/online", lambda v: v.value is True)
         await add_users(hub)
-        yield City(hub, server, server.url, sim, cam)
+        yield City(hub, server, server.url, sim, cam, unplug, unplugged)
+
+
+def seed_history(hub: Hub, point_id: str, minutes: float = 15.0, step_s: float = 5.0) -> int:
+    """Give a point a plausible past (a slow wave) so that its trend has something to show."""
+    point = hub.points.get(point_id)
+    now = now_ms()
+    count = int(minutes * 60 / step_s)
+    for i in range(count):
+        ts = now - int((count - i) * step_s * 1000)
+        value = 55 + 20 * math.sin(i / count * 2 * math.pi) + 6 * math.sin(i / 7)
+        hub.store.record(PointValue(point_id, round(value, 2), Quality.GOOD, ts, ts), point.spec)
+    return count
 
 
 def _restore_env(name: str, value: str | None) -> None:
@@ -192,6 +240,30 @@ def _restore_env(name: str, value: str | None) -> None:
         os.environ.pop(name, None)
     else:
         os.environ[name] = value
+
+
+@asynccontextmanager
+async def tile_server() -> AsyncIterator[str]:
+    """A map tile server on loopback (one grey PNG for every tile); yields its URL template."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), (58, 66, 82)).save(buffer, "PNG")
+    tile = buffer.getvalue()
+    served: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.Response(body=tile, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{z}/{x}/{y}.png", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/{{z}}/{{x}}/{{y}}.png"
+    finally:
+        await runner.cleanup()
 
 
 def chromium_missing() -> str | None:
@@ -222,6 +294,7 @@ async def launch_chromium(**options: Any) -> AsyncIterator[Any]:
 
 async def _serve(port: int, directory: Path) -> None:
     async with browser_city(directory, port=port) as city:
+        seed_history(city.hub, "centre/demo/tank-a/level", minutes=60)
         print(f"HMI on {city.url}/ — users admin, sue, olivia, nora, victor; password {PASSWORD!r}")
         await anyio.sleep_forever()
 

@@ -19,6 +19,7 @@ from cityvisor.plugins import web as web_plugin
 from cityvisor.testing import running_hub
 from cityvisor.web import find_server
 from cityvisor.web.api import STATIC_ROOT
+from cityvisor.web.app import content_security_policy, tile_source
 
 from .conftest import Env
 
@@ -171,3 +172,22 @@ async def test_static_files_are_served_without_a_session(env: Env):
             await response.read()
     status, page = await client.get("/")
     assert status == 200 and 'src="/static/js/app.js"' in page and 'lang="fr"' in page
+
+
+@pytest.mark.parametrize(
+    ("template", "source"),
+    [
+        ("https://tiles.example.org/{z}/{x}/{y}.png", "https://tiles.example.org"),
+        ("https://{s}.tile.example.org/{z}/{x}/{y}.png", "https://*.tile.example.org"),
+        ("http://127.0.0.1:8081/{z}/{x}/{y}.png?key=abc", "http://127.0.0.1:8081"),
+        ("/tiles/{z}/{x}/{y}.png", None),
+        ("https://tile{s}.example.org/{z}/{x}/{y}.png", None),
+        ("", None),
+    ],
+)
+def test_the_csp_lets_in_the_tile_server_and_nothing_else(template: str, source: str | None):
+    assert tile_source(template) == source
+    policy = content_security_policy(template)
+    images = next(p for p in policy.split("; ") if p.startswith("img-src "))
+    assert images == "img-src 'self' data: blob:" + (f" {source}" if source else "")
+    assert "script-src 'self';" in policy and "unsafe" not in policy

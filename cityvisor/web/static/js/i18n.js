@@ -143,6 +143,17 @@ export function fmtTime(ms) {
   );
 }
 
+/** A short clock time for chart axes: "14:05", "14:05:30" or "23/11 14:05". */
+export function fmtClock(ms, { seconds = false, days = false } = {}) {
+  const options = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  if (seconds) options.second = "2-digit";
+  if (days) {
+    options.day = "2-digit";
+    options.month = "2-digit";
+  }
+  return formatter(`clock${seconds ? "s" : ""}${days ? "d" : ""}`, options).format(new Date(ms));
+}
+
 /** The time zone's short name now (CET, CEST...). */
 export function zoneName(ms = Date.now()) {
   const parts = formatter("zone", { timeZoneName: "short" }).formatToParts(new Date(ms));

@@ -93,9 +93,11 @@ export function mount(root, route, ctx) {
       fitted = true;
       const focus = route.query.get("focus");
       const target = focus && state.devices.get(focus);
-      if (target && target.location) map.setView(target.location, 17);
-      else if (located.length > 1) map.fitBounds(located.map((d) => d.location), { padding: [60, 60], maxZoom: 16 });
-      else map.setView(located[0].location, 16);
+      // No animation for the first view: the map is still the moment it appears.
+      if (target && target.location) map.setView(target.location, 17, { animate: false });
+      else if (located.length > 1)
+        map.fitBounds(located.map((d) => d.location), { padding: [60, 60], maxZoom: 16, animate: false });
+      else map.setView(located[0].location, 16, { animate: false });
     }
     const items = located
       .sort((a, b) => a.zone.localeCompare(b.zone) || deviceName(a).localeCompare(deviceName(b)))
@@ -136,7 +138,10 @@ export function mount(root, route, ctx) {
   const stops = [state.events.on("devices", render), state.events.on("alarms", render)];
   render();
   // The container got its size from CSS after Leaflet measured it.
-  requestAnimationFrame(() => map.invalidateSize());
+  requestAnimationFrame(() => {
+    map.invalidateSize({ animate: false });
+    mapBox.dataset.ready = "true";
+  });
 
   return {
     unmount() {

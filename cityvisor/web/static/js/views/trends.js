@@ -4,6 +4,7 @@ import uPlot from "../../vendor/uplot-1.6.32/uPlot.esm.js";
 import * as api from "../api.js";
 import { h, option, replace } from "../dom.js";
 import {
+  fmtClock,
   fmtDateTime,
   fmtNumber,
   getTimeZone,
@@ -22,6 +23,13 @@ const TARGET_BUCKETS = 400;
 /** The bucket width (ms) that gives about TARGET_BUCKETS buckets over the range. */
 export function bucketFor(spanMs) {
   return BUCKETS.find((b) => spanMs / b <= TARGET_BUCKETS) || BUCKETS[BUCKETS.length - 1];
+}
+
+/** Labels of the time axis in the site's zone: "14:05", with the day when the range is long. */
+function timeLabels(splits, spanMs) {
+  const seconds = spanMs <= 15 * 60e3;
+  const days = spanMs > 36 * 3600e3;
+  return splits.map((s) => fmtClock(s * 1000, { seconds, days }));
 }
 
 export function mount(root, route, ctx) {
@@ -195,7 +203,13 @@ export function mount(root, route, ctx) {
           tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), zone),
           scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
           axes: [
-            { stroke: "#c9d1d9", grid: { stroke: "#2d333b" }, ticks: { stroke: "#2d333b" } },
+            {
+              stroke: "#c9d1d9",
+              grid: { stroke: "#2d333b" },
+              ticks: { stroke: "#2d333b" },
+              size: 54,
+              values: (u, splits) => timeLabels(splits, to - from),
+            },
             {
               stroke: "#c9d1d9",
               grid: { stroke: "#2d333b" },
@@ -205,7 +219,7 @@ export function mount(root, route, ctx) {
             },
           ],
           series: [
-            { value: (u, v) => (v === null ? "—" : fmtDateTime(v * 1000)) },
+            { label: t("trends.time"), value: (u, v) => (v === null ? "—" : fmtDateTime(v * 1000)) },
             { label: t("trends.min"), stroke: "#5b8bd9", width: 1, dash: [4, 4], value },
             { label: t("trends.avg"), stroke: "#4cc9f0", width: 2, fill: "rgba(76, 201, 240, 0.08)", value },
             { label: t("trends.max"), stroke: "#f4a261", width: 1, dash: [4, 4], value },

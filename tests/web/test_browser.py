@@ -1,0 +1,289 @@
+"""End to end in a real Chromium (Debian's, driven by Playwright): the operators' screens.
+
+A small city runs for each test (:mod:`tests.web.browser_fixtures`: demo
+tanks, a lighting cabinet on a Modbus simulator, a simulated ONVIF camera)
+with its HMI on a free loopback port. The browser's own time zone is UTC,
+the site's Europe/Paris: the screens must show the site's.
+
+Every wait is on a selector or a state, never a fixed sleep. Set
+``CITYVISOR_SCREENSHOTS=docs/screenshots`` to refresh the operator guide's
+pictures; otherwise they land in the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cityvisor.testing import wait_for_alarm, wait_for_point
+
+from .browser_fixtures import (
+    PASSWORD,
+    City,
+    browser_city,
+    chromium_missing,
+    launch_chromium,
+    seed_history,
+    tile_server,
+)
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing())),
+]
+
+TIMEOUT_MS = 20_000
+"""Playwright's wait for each selector: generous, the machine is shared."""
+
+LEVEL = "centre/demo/tank-a/level"
+ALARM = "tank-a:high_water"
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$CITYVISOR_SCREENSHOTS`` (the docs) or the test's directory."""
+    wanted = os.environ.get("CITYVISOR_SCREENSHOTS")
+    folder = Path(wanted) if wanted else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+async def city(tmp_path: Path) -> AsyncIterator[City]:
+    async with browser_city(tmp_path / "hub") as running:
+        yield running
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with launch_chromium() as chromium:
+        yield chromium
+
+
+async def open_page(browser: Any, city: City) -> Any:
+    """A fresh browser context (its own cookies) on the HMI, French locale, UTC clock."""
+    context = await browser.new_context(
+        viewport={"width": 1600, "height": 900}, locale="fr-FR", timezone_id="UTC"
+    )
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors  # checked at the end of each test
+    await page.goto(city.url + "/")
+    return page
+
+
+async def login(page: Any, name: str) -> None:
+    await page.fill("#login-username", name)
+    await page.fill("#login-password", PASSWORD)
+    await page.click("#login-submit")
+    await page.wait_for_selector("#banner")
+    await page.wait_for_selector("#connection[data-status='live']")
+
+
+async def shot(page: Any, folder: Path, name: str) -> None:
+    await page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def paris(ms: int) -> str:
+    """How the HMI writes a time in French: the site's zone, not the browser's (UTC)."""
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .astimezone(ZoneInfo("Europe/Paris"))
+        .strftime("%d/%m/%Y %H:%M:%S")
+    )
+
+
+async def test_an_operator_sees_live_values_commands_and_handles_an_alarm(
+    tmp_path: Path, browser: Any, screenshots: Path
+):
+    async with tile_server() as tiles, browser_city(tmp_path / "hub", tile_url=tiles) as city:
+        await operator_session(city, browser, screenshots)
+
+
+async def operator_session(city: City, browser: Any, screenshots: Path) -> None:
+    page = await open_page(browser, city)
+    # The login form speaks the site's language (French) before anyone logs in.
+    await page.wait_for_selector("#login-form")
+    assert await page.text_content("#login-submit") == "Se connecter"
+    assert await page.get_attribute("html", "lang") == "fr"
+    await login(page, "olivia")
+    assert await page.text_content("#user-name") == "olivia"
+
+    # Equipment: the tank's level is live.
+    await page.click(".nav a[data-view='equipment']")
+    await page.click("a.device-link[data-device='tank-a']")
+    level = page.locator(f"td.value[data-point='{LEVEL}']")
+    await level.wait_for()
+    assert (await level.get_attribute("data-quality")) == "good"
+    before = await level.get_attribute("data-raw")
+    assert before is not None and float(before) == 50
+
+    # A command from its form: the outcome and the feedback reached are shown.
+    await page.fill("#cmd-set_level-setpoint", "96")
+    await page.click("#cmd-set_level")
+    outcome = page.locator("#command-outcome .outcome[data-outcome='succeeded']")
+    await outcome.wait_for()
+    assert "Retour d'état : 96 %" in (await outcome.text_content() or "")
+    # ...and the level climbs on screen, pushed over the WebSocket.
+    await page.wait_for_function(
+        "([id, before]) => { const c = document.querySelector(`td.value[data-point='${id}']`);"
+        " return c && c.dataset.raw !== before && Number(c.dataset.raw) > 60; }",
+        arg=[LEVEL, before],
+    )
+
+    # The high-water alarm appears in the banner, live.
+    alarm = await wait_for_alarm(city.hub, ALARM, lambda a: a.active)
+    high = page.locator(".count-box[data-priority='high']")
+    await page.wait_for_selector(".count-box[data-priority='high'][data-unacked='1']")
+    assert "1" in (await high.text_content() or "")
+    await shot(page, screenshots, "equipment")
+
+    # The alarm list: the alarm, its time in the site's zone (the browser runs in UTC).
+    await page.click("#alarm-counts")
+    row = page.locator(f"tr.alarm-row[data-alarm='{ALARM}']")
+    await row.wait_for()
+    assert await row.locator("td.time").text_content() == paris(alarm.raised_at)
+    assert "Niveau haut" in (await row.text_content() or "")
+    await row.click()
+    await page.wait_for_selector(f"#alarm-title[data-alarm='{ALARM}']")
+
+    # Camera evidence of the moment it rose (the camera watches the tank).
+    await page.wait_for_selector("#evidence .evidence-item img[src^='blob:']")
+
+    # The procedure's first step, ticked and journaled with the user.
+    await page.click("#step-0")
+    await page.wait_for_selector("#procedure li.step.done >> text=olivia")
+
+    # Acknowledge with a comment.
+    await page.fill("#ack-comment", "Vanne vérifiée sur place")
+    await page.click("#ack-button")
+    await page.wait_for_selector("#alarm-state[data-state='ack_active']")
+    await page.wait_for_selector(f"tr.alarm-row.acked[data-alarm='{ALARM}']")
+    await page.wait_for_selector(".count-box[data-priority='high'][data-unacked='0']")
+    acked = await wait_for_alarm(city.hub, ALARM, lambda a: a.acked)
+    assert acked.acked_by == "olivia"
+    await page.wait_for_selector("#alarm-history >> text=Vanne vérifiée sur place")
+    await shot(page, screenshots, "alarms")
+
+    # The journal has the acknowledgement, the comment and who did it.
+    await page.click(".nav a[data-view='journal']")
+    await page.select_option("#journal-kind", "ack")
+    await page.fill("#journal-search", "Vanne vérifiée")
+    await page.click("#journal-apply")
+    entry = page.locator("#journal-rows tr[data-kind='ack']")
+    await entry.first.wait_for()
+    assert await entry.count() == 1
+    assert await entry.locator("td.journal-user").text_content() == "olivia"
+    assert "Vanne vérifiée sur place" in (await entry.text_content() or "")
+    await page.click("#journal-reset")
+    await page.wait_for_selector("#journal-rows tr[data-kind='command']")
+    await shot(page, screenshots, "journal")
+
+    # This city has a tile server: the map's background comes from it (the CSP lets it in).
+    await page.click(".nav a[data-view='map']")
+    await page.wait_for_selector("#map[data-markers='4'][data-ready='true']")
+    await page.wait_for_selector("img.leaflet-tile-loaded")
+    assert "serveur de tuiles" in (await page.text_content("#map-tiles") or "")
+    assert page.errors == []
+
+
+async def test_confirmation_approval_interlock_quality_language_trends_map(
+    city: City, browser: Any, screenshots: Path
+):
+    page = await open_page(browser, city)
+    await login(page, "sue")
+
+    # A confirmation-required command: select, then operate in the dialog before it expires.
+    await page.goto(city.url + "/#/equipment/tank-b")
+    await page.click("#cmd-drain")
+    dialog = page.locator("dialog.confirm-dialog")
+    await dialog.wait_for()
+    assert re.search(
+        r"expire dans \d+ s", await dialog.locator("#confirm-countdown").text_content() or ""
+    )
+    await page.click("#confirm-execute")
+    await page.wait_for_selector(
+        "#command-outcome .outcome[data-outcome='succeeded'][data-command='drain']"
+    )
+    await wait_for_point(city.hub, "nord/demo/tank-b/setpoint", lambda v: v.value == 0)
+
+    # A two-person command waits for another supervisor, who approves it on their screen.
+    await page.click("#cmd-toggle_maintenance")
+    await page.wait_for_selector("#command-outcome .outcome[data-outcome='pending']")
+    other = await open_page(browser, city)
+    await login(other, "admin")
+    await other.wait_for_selector("#approvals-count:not([hidden])")
+    await other.click(".nav a[data-view='approvals']")
+    item = other.locator("#approvals-decide li.pending")
+    await item.wait_for()
+    assert "toggle_maintenance" in (await item.text_content() or "")
+    await item.locator("button[data-action='approve']").click()
+    await other.wait_for_selector("#approvals-decide li.pending", state="detached")
+    maintenance = page.locator("td.value[data-point='nord/demo/tank-b/maintenance']")
+    await page.wait_for_selector(
+        "td.value[data-point='nord/demo/tank-b/maintenance'][data-raw='true']"
+    )
+    assert await maintenance.text_content() == "Oui"
+
+    # Now the interlock refuses a setpoint, and says why in the user's language.
+    await page.fill("#cmd-set_level-setpoint", "30")
+    await page.click("#cmd-set_level")
+    refusal = page.locator("#command-outcome .outcome[data-outcome='interlocked']")
+    await refusal.wait_for()
+    assert "Réservoir en maintenance" in (await refusal.text_content() or "")
+
+    # A device that stops answering: its points are shown BAD with the reason, never as good.
+    await city.unplug_lighting()
+    await page.goto(city.url + "/#/equipment/cab-1")
+    bad = page.locator("td.value[data-point='centre/lighting/cab-1/c1/level'][data-quality='bad']")
+    await bad.wait_for()
+    row = page.locator("tr[data-point-row='centre/lighting/cab-1/c1/level']")
+    assert "MAUVAISE" in (await row.locator("td.quality").text_content() or "")
+    await page.wait_for_selector("#device-status[data-status='offline']")
+    await page.wait_for_selector("a.device-link[data-device='cab-1'][data-status='offline']")
+
+    # English, switched on the fly: screens, keyed texts and the API's own texts.
+    await page.click(".banner button[data-lang='en']")
+    await page.wait_for_selector(".nav a[data-view='equipment'] >> text=Equipment")
+    assert await page.get_attribute("html", "lang") == "en"
+    await page.goto(city.url + "/#/equipment/tank-b")
+    await page.wait_for_selector("tr[data-point-row='nord/demo/tank-b/level'] >> text=Water level")
+    await page.fill("#cmd-set_level-setpoint", "30")
+    await page.click("#cmd-set_level")
+    refusal = page.locator("#command-outcome .outcome[data-outcome='interlocked']")
+    await refusal.wait_for()
+    assert "Tank under maintenance" in (await refusal.text_content() or "")
+
+    # Trends: the level's history, bucketed, drawn by uPlot.
+    seed_history(city.hub, LEVEL, minutes=14)
+    await page.goto(city.url + f"/#/trends/{LEVEL.replace('/', '%2F')}?range=15m")
+    await page.wait_for_selector("#trend-chart canvas")
+    await page.wait_for_function(
+        "() => Number(document.querySelector('#trend-chart').dataset.buckets) > 100"
+    )
+    assert "Water level" in (await page.text_content("#trend-title") or "")
+    await shot(page, screenshots, "trends")
+
+    # The map, with no tile server at all: every located device is drawn, click opens it.
+    await page.goto(city.url + "/#/map")
+    await page.wait_for_selector("#map[data-markers='4'][data-ready='true']")
+    assert await page.locator("path.leaflet-interactive.marker").count() == 4
+    await page.wait_for_selector("path.marker[data-device='cab-1'][data-status='offline']")
+    assert await page.locator(".leaflet-tile").count() == 0
+    await shot(page, screenshots, "map")
+    await page.locator("path.marker[data-device='tank-b']").click()
+    await page.wait_for_selector("#device-name >> text=Réservoir B")
+
+    # The camera wall shows the camera's snapshot.
+    await page.goto(city.url + "/#/cameras")
+    await page.wait_for_selector("figure.camera-tile[data-camera='cam-1'][data-loaded='true']")
+    assert page.errors == [] and other.errors == []
