@@ -241,6 +241,32 @@ async def test_confirmation_approval_interlock_quality_language_trends_map(
     await refusal.wait_for()
     assert "Réservoir en maintenance" in (await refusal.text_content() or "")
 
+    # A supervisor shelves the drained tank's low-water alarm for an hour, then brings it back.
+    low = "tank-b:low_water"
+    await wait_for_alarm(city.hub, low, lambda a: a.annunciated)
+    await page.goto(city.url + f"/#/alarms/{low}")
+    await page.wait_for_selector(f"#alarm-title[data-alarm='{low}']")
+    await page.select_option("#shelve-duration", "3600")
+    await page.fill("#shelve-reason", "Vidange programmée")
+    await page.click("#shelve-button")
+    await page.wait_for_selector("#alarm-state[data-state='shelved']")
+    await page.wait_for_selector(f"tr.alarm-row[data-alarm='{low}']", state="detached")
+    assert "Vidange programmée" in (await page.text_content(".shelved-info") or "")
+    await page.click("#unshelve-button")
+    await page.wait_for_selector(f"tr.alarm-row[data-alarm='{low}']")
+
+    # ...and plans, then cancels, a maintenance window for the lighting cabinet.
+    await page.click(".nav a[data-view='maintenance']")
+    await page.select_option("#maintenance-target", "device:cab-1")
+    await page.fill("#maintenance-reason", "Remplacement du contacteur")
+    await page.click("#maintenance-add")
+    window = page.locator("#maintenance-list tr >> text=Remplacement du contacteur")
+    await window.wait_for()
+    assert len(city.hub.alarms.maintenance_windows()) == 1
+    await page.click("#maintenance-list button[data-window]")
+    await window.wait_for(state="detached")
+    assert city.hub.alarms.maintenance_windows() == []
+
     # A device that stops answering: its points are shown BAD with the reason, never as good.
     await city.unplug_lighting()
     await page.goto(city.url + "/#/equipment/cab-1")
