@@ -310,6 +310,10 @@ class CommandSpec:
     timeout: float = 10.0
     doc: Mapping[str, str] = field(default_factory=dict)
     label: Mapping[str, str] = field(default_factory=dict)
+    requires_online: bool = True
+    """False for a command that changes only what the hub keeps for the device (a
+    door's lockdown mode, a camera's watch flag): it is accepted while the
+    equipment is unreachable, and the driver applies it when the link is back."""
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Check and convert arguments; raise ValueError listing every problem."""
@@ -358,6 +362,7 @@ def command(
     doc: str | Mapping[str, str] | None = None,
     label: str | Mapping[str, str] | None = None,
     name: str | None = None,
+    requires_online: bool = True,
     **params: Param,
 ) -> Callable[[Handler], Handler]:
     """Declare an async method of a device type as a command.
@@ -374,8 +379,9 @@ def command(
     Options: ``role`` needed to send it; ``confirm`` (select, then operate
     within ``confirm_within`` seconds); ``two_person`` (a second user
     approves within ``approve_within`` seconds); ``interlocks`` that must
-    hold; ``feedback`` that proves success; ``timeout`` for the handler.
-    The docstring of the method is the command's documentation unless
+    hold; ``feedback`` that proves success; ``timeout`` for the handler;
+    ``requires_online=False`` for a command that only changes hub-side state
+    and may be sent while the equipment is unreachable. The docstring of the method is the command's documentation unless
     ``doc`` is given.
     """
     for key, param in params.items():
@@ -401,6 +407,7 @@ def command(
             timeout=timeout,
             doc=text(doc if doc is not None else (handler.__doc__ or "").strip() or None),
             label=text(label),
+            requires_online=requires_online,
         )
         handler.__cityvisor_command__ = spec  # type: ignore[attr-defined]
         return handler
@@ -1296,7 +1303,7 @@ class CommandBus:
             self._authorise(request.user, spec, device)
             # Online before interlocks: an offline device's points are all bad, and
             # "offline" is the reason the operator needs, not a failed interlock.
-            self._check_online(device)
+            self._check_online(device, spec)
             self._check_interlocks(device, spec, request.member)
             approval = self._needs_approval(device, spec)
             if gated and request.confirmation is None and (approval or spec.confirm):
@@ -1394,7 +1401,9 @@ class CommandBus:
                 f"{user.name} n'a pas accès à la zone {device.zone}",
             )
 
-    def _check_online(self, device: DeviceType) -> None:
+    def _check_online(self, device: DeviceType, spec: CommandSpec) -> None:
+        if not spec.requires_online:
+            return
         point_id = device.point_id("online")
         value = self.points.value(point_id) if point_id in self.points else None
         if value is None or value.value is not True or not value.quality.is_good:
@@ -1431,7 +1440,7 @@ class CommandBus:
                 try:
                     # Checked again now: a command that queued behind others may find
                     # the device changed (a maintenance switch, a vehicle on the loop).
-                    self._check_online(device)
+                    self._check_online(device, spec)
                     self._check_interlocks(device, spec, member)
                 except CommandError as error:
                     refusal = error

@@ -132,6 +132,11 @@ class Gate(DeviceType):
     async def override(self) -> None:
         """Needs a second person within 0.2 s."""
 
+    @command(requires_online=False, closed=boolean())
+    async def keep_closed(self, closed: bool) -> None:
+        """Hub-side mode: applied by the driver when the link comes back."""
+        self.kept_closed = closed
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Publish closed gates and an empty loop, then wait."""
         values: dict[str, Any] = {f"{g}/opened": False for g in self.members("gate")}
@@ -356,6 +361,16 @@ async def test_an_offline_device_is_refused(store):
         assert caught.value.status == 503
         [entry] = await c.journal()
         assert entry.data["code"] == "device_offline"
+
+
+async def test_a_hub_side_command_is_accepted_while_the_device_is_offline(store):
+    async with city(store, lambda p: [gate(p, "g1")]) as c:
+        c.points.update(c.devices["g1"].point_id("online"), False)
+        result = await c.bus.execute(request("g1", "keep_closed", closed=True))
+        assert result.outcome is CommandOutcome.SUCCEEDED
+        assert c.devices["g1"].kept_closed is True
+        with pytest.raises(DeviceOfflineError):
+            await c.bus.execute(request("g1", "move", member="gate1", opened=True))
 
 
 # --------------------------------------------------------------------------- select before operate

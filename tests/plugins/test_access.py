@@ -19,6 +19,7 @@ import pytest
 import cityvisor.plugins.access as access
 from cityvisor.cli import main
 from cityvisor.core.alarms import Alarm
+from cityvisor.core.commands import CommandRequest
 from cityvisor.core.config import check_config, load_config
 from cityvisor.core.hub import Hub
 from cityvisor.core.plugins import make_plugin_manager
@@ -289,8 +290,15 @@ async def test_an_unplugged_reader_raises_communication_lost_and_comes_back(
         quality = value(hub, "door-a", "access_mode").quality
         assert quality.status is QualityStatus.BAD and quality.reason == "comm_failure"
         assert value(hub, "door-b", "online").value is True  # its neighbour on the line carries on
+        # A lockdown is the hub's decision: it holds for a door whose reader is away...
+        order = await hub.commands.execute(CommandRequest("door-a", "lockdown", {}, None, OPERATOR))
+        done = await confirm(hub, order, OPERATOR)
+        assert done.outcome.value == "succeeded"
         readers["door-a"].plug()
         await wait_value(hub, "door-a", "online", True, timeout=15)
+        # ...and the reader shows it as soon as it is back.
+        assert value(hub, "door-a", "access_mode").value == 1
+        await wait_sim(readers["door-a"], lambda r: r.led == "red")
 
 
 async def test_garbage_on_the_line_is_counted_and_the_doors_carry_on(

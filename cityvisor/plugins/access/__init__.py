@@ -98,14 +98,16 @@ class Door(DeviceType):
         await self._release_strike()
 
     # Locking down is the safe direction: operators may; reopening is a supervisor's decision.
-    @command(confirm=True, feedback=feedback("access_mode", 1, within=5),
+    # The mode is the hub's (decisions are ours), so a door whose reader is offline is
+    # locked down too, and shows it when the reader is back.
+    @command(confirm=True, feedback=feedback("access_mode", 1, within=5), requires_online=False,
              label={"fr": "Confiner", "en": "Lock down"})  # fmt: skip
     async def lockdown(self) -> None:
         """Deny every badge but the lockdown exceptions, until released."""
         await self._set_mode("lockdown")
 
     @command(confirm=True, role="supervisor", feedback=feedback("access_mode", 0, within=5),
-             label={"fr": "Lever le confinement", "en": "Release"})  # fmt: skip
+             requires_online=False, label={"fr": "Lever le confinement", "en": "Release"})  # fmt: skip
     async def release(self) -> None:
         """Back to normal access."""
         await self._set_mode("normal")
