@@ -272,12 +272,33 @@ class WebSection(Section):
 
 
 class PluginsSection(Section):
-    """`[plugins]`: which plugins are loaded."""
+    """`[plugins]`: which plugins are loaded, and their own settings.
+
+    A sub-table ``[plugins.<name>]`` holds the settings of the plugin of that
+    name (shared lighting schedules, for instance), checked against the
+    model the plugin declares (see ``cityvisor plugins``).
+    """
+
+    model_config = pydantic.ConfigDict(extra="allow")
 
     disabled: list[str] = []
     """Names of plugins not to load (built-in or installed), e.g. ``["demo"]``."""
     entry_points: bool = True
     """Load the plugins installed as packages (the ``cityvisor`` entry-point group)."""
+
+    @pydantic.model_validator(mode="after")
+    def _tables_only(self) -> PluginsSection:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"{name}: expected disabled, entry_points or a [plugins.{name}] table of "
+                    f"that plugin's settings, got {_show(value)}"
+                )
+        return self
+
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """The ``[plugins.<name>]`` tables as written, by plugin name."""
+        return dict(self.model_extra or {})
 
 
 class ZoneEntry(Section):
@@ -490,6 +511,7 @@ class Config(Section):
     users: list[UserEntry] = []
 
     _source: str = pydantic.PrivateAttr(default="<config>")
+    _settings: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -518,6 +540,49 @@ class Config(Section):
             if device.id == device_id:
                 return device
         raise KeyError(device_id)
+
+    def settings(self, plugin: str) -> Any:
+        """A plugin's validated ``[plugins.<name>]`` settings (None if it declares none).
+
+        Available once :meth:`load_settings` has run (the hub and
+        ``check-config`` run it before anything asks).
+        """
+        return self._settings.get(plugin)
+
+    def load_settings(self, plugins: PluginManager) -> dict[str, Any]:
+        """Validate every ``[plugins.<name>]`` table against its plugin's model.
+
+        :raises ConfigError: a table for a plugin that declares no settings (or
+            is not loaded), or settings that do not fit the model, each with
+            its key path.
+        """
+        problems: list[Problem] = []
+        models: dict[str, type[pydantic.BaseModel]] = {
+            name: model
+            for name, model in plugins.call_each("cityvisor_settings")
+            if model is not None
+        }
+        tables = self.plugins.tables()
+        for name in tables:
+            if name not in models:
+                declared = ", ".join(sorted(models)) or "none"
+                problems.append(
+                    (
+                        ("plugins", name),
+                        f"no loaded plugin named {name!r} has settings "
+                        f"(plugins with settings: {declared})",
+                    )
+                )
+        settings: dict[str, Any] = {}
+        for name, model in models.items():
+            try:
+                settings[name] = model.model_validate(tables.get(name, {}))
+            except pydantic.ValidationError as error:
+                problems.extend(_pydantic_problems(error, ("plugins", name), model))
+        if problems:
+            raise ConfigError(_format(self._source, problems))
+        self._settings = settings
+        return settings
 
     def alarm_specs(self) -> list[AlarmSpec]:
         """The alarms the deployment adds, as declarations (``point`` is a full point id)."""
@@ -679,7 +744,8 @@ def resolve_devices(
 def check_config(config: Config, plugins: PluginManager) -> list[str]:
     """Every problem of a loaded config once the plugins are known (pass 2), as lines.
 
-    Resolves the devices against the plugins' device types, then asks each
+    Resolves the devices against the plugins' device types, validates the
+    plugins' ``[plugins.<name>]`` settings, then asks each
     plugin's :func:`~cityvisor.core.hookspecs.cityvisor_check_config`. A
     plugin whose check raises is reported by name, not propagated.
     """
@@ -688,6 +754,10 @@ def check_config(config: Config, plugins: PluginManager) -> list[str]:
         config.resolve_devices(collect_device_types(plugins))
     except PluginConflictError as error:
         problems.append(f"{config.source}: {error}")
+    except ConfigError as error:
+        problems.extend(error.problems)
+    try:
+        config.load_settings(plugins)
     except ConfigError as error:
         problems.extend(error.problems)
     # call_each records a plugin whose check raises in plugins.failures and goes on.

@@ -149,11 +149,44 @@ def cityvisor_shutdown(hub: Hub) -> None:
 
 
 @hookspec
+def cityvisor_settings() -> type[Any] | None:
+    """Return the model of this plugin's own settings table, ``[plugins.<name>]``.
+
+    Called when a deployment is checked and when the hub is built. Settings
+    that belong to no single device (shared lighting schedules, a trap
+    listener's address) live in the deployment file under the plugin's name::
+
+        [plugins.lighting.schedules.residential]
+        dusk_level = 80
+
+    The table is validated against the returned pydantic model (errors name
+    the key path, ``plugins.lighting.schedules.residential.dusk_level``);
+    the plugin reads the result with ``hub.config.settings("lighting")``. A
+    ``[plugins.<name>]`` table for a plugin that declares no settings is an
+    error; a plugin with settings and no table gets the model's defaults.
+
+    :return: a pydantic model class (a :class:`cityvisor.DeviceConfig`
+        subclass is convenient: unknown keys are refused), or None.
+
+    Example::
+
+        class LightingSettings(DeviceConfig):
+            schedules: dict[str, NightSchedule] = {}
+
+        @hookimpl
+        def cityvisor_settings():
+            return LightingSettings
+    """
+
+
+@hookspec
 def cityvisor_check_config(config: Config) -> Sequence[str]:
     """Return problems the plugin finds in a deployment's config, beyond its schema.
 
-    Called by ``cityvisor check-config`` and before the hub starts. Each
-    problem is one sentence that names the key path (``devices[3].config.port``).
+    Called by ``cityvisor check-config`` and before the hub starts, after the
+    plugins' settings are validated (``config.settings(name)`` holds them).
+    Each problem is one sentence that names the key path
+    (``devices[3].config.port``).
 
     :param config: the validated deployment config.
     :return: a list of problems (empty if none); collected from every plugin.

@@ -73,6 +73,7 @@ class Hub:
             flush_interval=config.store.flush_interval,
             retention_days=dict(config.store.retention),
         )
+        config.load_settings(plugins)
         self.devices: dict[str, DeviceType] = {}
         self.resources = Resources()
         self.supervisor = Supervisor(self.points)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pydantic
 import pytest
 
 from cityvisor import DeviceConfig, DeviceType, command, hookimpl, point
@@ -685,3 +686,56 @@ def _models(model: type) -> list[type]:
             ):
                 found += _models(candidate)
     return found
+
+
+# --------------------------------------------------------------------------- plugin settings
+
+
+class _FloodSettings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    vigilance_level: float = 2.5
+
+
+class _FloodPlugin:
+    """A plugin with its own settings table."""
+
+    @hookimpl
+    def cityvisor_settings(self):
+        return _FloodSettings
+
+
+def _settings_config(tmp_path, tables: str):
+    path = tmp_path / "city.toml"
+    path.write_text('[site]\nname = "T"\n\n' + tables)
+    return load_config(path)
+
+
+def test_a_plugin_reads_its_own_settings_table(tmp_path):
+    config = _settings_config(tmp_path, "[plugins.flood]\nvigilance_level = 2.8\n")
+    manager = make_plugin_manager(builtins=(), entry_points=False)
+    manager.register(_FloodPlugin(), name="flood")
+    settings = config.load_settings(manager)
+    assert settings["flood"].vigilance_level == 2.8
+    assert config.settings("flood").vigilance_level == 2.8
+    assert check_config(config, manager) == []
+
+
+def test_plugin_settings_errors_name_the_key_path(tmp_path):
+    config = _settings_config(
+        tmp_path, '[plugins.flood]\nvigilance_level = "high"\n\n[plugins.nobody]\nx = 1\n'
+    )
+    manager = make_plugin_manager(builtins=(), entry_points=False)
+    manager.register(_FloodPlugin(), name="flood")
+    problems = check_config(config, manager)
+    assert any(
+        "plugins.flood.vigilance_level: Input should be a valid number" in p for p in problems
+    )
+    assert any(
+        "plugins.nobody: no loaded plugin named 'nobody' has settings" in p for p in problems
+    )
+    assert all(p.startswith(str(tmp_path / "city.toml")) for p in problems)
+
+
+def test_a_plugins_key_that_is_not_a_table_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="plugins: flood: expected disabled, entry_points"):
+        _settings_config(tmp_path, "[plugins]\nflood = 3\n")
