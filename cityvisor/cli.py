@@ -46,8 +46,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "cityvisor.demo",
+    "cityvisor.docs",
     "cityvisor.hal.sim.cli",
     "cityvisor.plugins.access.cli",
+    "cityvisor.scaffold",
     "cityvisor.web.cli",
 )
 """Modules that add subcommands: each has ``register(commands, log_level_parent)``

@@ -1,0 +1,256 @@
+"""``cityvisor demo``: a living city on this machine, with no hardware, in one command.
+
+::
+
+    cityvisor demo [--host 127.0.0.1] [--port 8080] [--data-dir cityvisor-demo]
+                   [--small] [--seed N] [--life-rate EVENTS_PER_MINUTE]
+
+It starts the simulators of every family on free loopback ports
+(:mod:`cityvisor.demo.city`), writes the deployment file that points a hub
+at them into the data directory (``demo-city.toml``: read it, copy it,
+``cityvisor run -c`` it), sets the ``admin`` password (``$CITYVISOR_ADMIN_PASSWORD``,
+or a generated one, printed), enrols a few badges, runs the hub with the
+HMI, and lets life happen (:mod:`cityvisor.demo.life`): alarms appear
+within the first minute. Ctrl-C (or SIGTERM) stops the hub, then the
+simulators, and exits with status 0.
+
+Everything runs in one process under one task group: the simulators cost
+little next to the hub (docs/performance.md, "The demo city").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from . import tomlfile
+from .city import BADGES, FULL, SMALL, SimulatedCity
+from .life import Life
+
+__all__ = ["DemoOptions", "register", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "demo-city.toml"
+STORE_NAME = "demo.sqlite"
+PASSWORD_VARIABLE = "CITYVISOR_ADMIN_PASSWORD"
+
+HEADER = """\
+The demo city, written by `cityvisor demo` at each start: the simulators'
+ports are picked free then, so this file changes from one start to the next.
+It is an ordinary deployment file: `cityvisor check-config` it, copy it for
+a real city and replace the loopback addresses with your equipment's.
+Run with `cityvisor run -c` alone (without `cityvisor demo`), every device
+stays offline: nothing answers on these ports.
+The full reference of every key is docs/configuration.md."""
+
+
+class DemoOptions(argparse.Namespace):
+    """The demo's settings (what the command line gives :func:`run_demo`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "cityvisor-demo"
+    small: bool = False
+    seed: int = 0
+    life_rate: float = 3.0
+
+
+def register(commands: Any, log_level: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` subcommand to the ``cityvisor`` command."""
+    demo = commands.add_parser(
+        "demo",
+        parents=[log_level],
+        help="run a simulated city with the HMI on this machine (no hardware needed)",
+        description="Start the simulators of a small city (lighting, bollards, cameras, "
+        "switches, badge readers), a hub configured for them and the HMI, and let life "
+        "happen: lamps fail, links drop, badges are presented, cameras see motion. "
+        f"The admin password is ${PASSWORD_VARIABLE}, or generated and printed. "
+        "Stop with Ctrl-C.",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="address of the HMI (default: 127.0.0.1)")
+    demo.add_argument(
+        "--port", type=int, default=8080, help="port of the HMI (default: 8080; 0: any free port)"
+    )
+    demo.add_argument(
+        "--data-dir",
+        default="cityvisor-demo",
+        metavar="DIR",
+        help="where the config file and the SQLite store go (default: ./cityvisor-demo)",
+    )
+    demo.add_argument(
+        "--small", action="store_true", help="a few devices of each family instead of a city"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the city's life (default: 0)")
+    demo.add_argument(
+        "--life-rate",
+        type=float,
+        default=3.0,
+        metavar="N",
+        help="events per minute in the city's life (default: 3)",
+    )
+    demo.set_defaults(handler=_handle, default_log_level="warning")
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from ..cli import EXIT_BUG, EXIT_OK, UsageError
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0..65535, not {args.port}")
+    if args.life_rate <= 0:
+        raise UsageError("--life-rate must be a number of events per minute above 0")
+    try:
+        anyio.run(run_demo, args, backend="asyncio")
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 128 + signal.SIGINT
+    except OSError as error:
+        raise UsageError(f"cannot start: {error.strerror or error}") from None
+    except Exception:
+        log.critical("the demo stopped on an unexpected error", exc_info=True)
+        return EXIT_BUG
+    return EXIT_OK
+
+
+async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) -> None:
+    """Run the demo city until SIGINT or SIGTERM (the ``cityvisor demo`` command, awaitable)."""
+    from ..core.config import ConfigError, check_config, load_config
+    from ..core.hub import Hub
+    from ..core.plugins import make_plugin_manager
+
+    out = out or sys.stdout
+    _check_port(options.host, options.port)
+    data_dir = Path(options.data_dir)
+    await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    city = SimulatedCity(
+        size=SMALL if options.small else FULL,
+        seed=options.seed,
+        web_host=options.host,
+        web_port=options.port,
+    )
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with AsyncExitStack() as simulators:
+            started = anyio.current_time()
+            await city.start(simulators)
+            config_path = data_dir / CONFIG_NAME
+            await anyio.Path(config_path).write_text(
+                tomlfile.dumps(city.config(STORE_NAME), header=HEADER), encoding="utf-8"
+            )
+            config = load_config(config_path)
+            plugins = make_plugin_manager(entry_points=False)
+            problems = check_config(config, plugins)
+            if problems:  # a bug of the demo: the file is ours
+                raise ConfigError(problems)
+            password = await _prepare_store(config)
+            hub = Hub(config, plugins)
+            life = Life(city, rate=options.life_rate, seed=options.seed)
+            async with anyio.create_task_group() as tg:
+                await tg.start(hub.run)
+                url = await _hmi_url(hub)
+                await tg.start(life.run)
+                log.info("demo city up in %.1f s", anyio.current_time() - started)
+                _banner(out, city, hub, url, password, config_path)
+                async for signum in signals:
+                    log.info("received %s: stopping", signal.Signals(signum).name)
+                    tg.cancel_scope.cancel()
+                    break
+    print("demo stopped", file=out, flush=True)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse to start when the HMI's port is taken (the web server would retry forever)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise OSError(
+                error.errno, f"{host}:{port} is not available ({error.strerror}); try --port"
+            ) from None
+
+
+async def _prepare_store(config: Any) -> str | None:
+    """Set the admin's password and enrol the demo's badges; return a generated password."""
+    from ..core.store import SqliteStore
+    from ..core.users import Role
+    from ..plugins.access import rights
+    from ..web.auth import Accounts
+
+    password = os.environ.get(PASSWORD_VARIABLE)
+    generated = None
+    if not password:
+        password = generated = secrets.token_urlsafe(12)
+    store = SqliteStore(config.store.path)
+    await store.open()
+    try:
+        accounts = Accounts(store, config.user_list())
+        await accounts.setup()
+        if await accounts.get("admin") is None:
+            await accounts.add("admin", password, Role.ADMIN, ["*"])
+        else:
+            await accounts.set_password("admin", password)
+
+        def enrol(db: Any) -> None:
+            rights.create_tables(db)
+            enrolled = {badge["number"] for badge in rights.list_badges(db)}
+            for badge in BADGES:
+                if badge.number in enrolled:
+                    continue
+                rights.add_badge(db, badge.number, badge.holder, "demo")
+                for place in badge.places:
+                    rights.add_permit(db, badge.number, "right", place, by="demo")
+                if badge.lockdown_exception:
+                    rights.add_permit(db, badge.number, "exception", "*", by="demo")
+
+        await store.call(enrol)
+    finally:
+        await store.close()
+    return generated
+
+
+async def _hmi_url(hub: Any) -> str:
+    from ..web import find_server
+
+    server = find_server(hub)
+    if server is None:
+        raise RuntimeError("the web plugin did not start the HMI")
+    await server.ready.wait()
+    return server.url
+
+
+def _banner(
+    out: TextIO,
+    city: SimulatedCity,
+    hub: Any,
+    url: str,
+    password: str | None,
+    config_path: Path,
+) -> None:
+    size = city.size
+    cabinets = len(city.cabinets)
+    lines = [
+        f"cityvisor demo: {hub.config.site.name}, {len(hub.config.zones)} communes, "
+        f"{len(hub.devices)} devices, {len(hub.points)} points",
+        f"  {cabinets} lighting cabinets ({size.circuits} circuits), "
+        f"{len(city.bollard_ids)} bollards, {len(city.cameras)} cameras, "
+        f"{len(city.switches)} switches ({size.switch_ports} ports each), "
+        f"{len(city.readers)} badge doors",
+        f"  config: {config_path}   store: {hub.config.store.path}",
+        "",
+        f"HMI: {url}/",
+        "  user: admin",
+        f"  password: {password}" if password else f"  password: the value of ${PASSWORD_VARIABLE}",
+        "",
+        "Life happens on its own: alarms appear within a minute. Stop with Ctrl-C.",
+    ]
+    print("\n".join(lines), file=out, flush=True)

@@ -1,0 +1,592 @@
+"""The demo city: its simulated equipment, and the deployment file that drives it.
+
+:class:`SimulatedCity` starts one simulator per piece of the city's
+equipment (lighting gateways, a bollard PLC gateway, ONVIF cameras, SNMP
+switches, OSDP reader lines), each on a port the system picks free, and
+then writes the deployment file that points the hub at them: the same file
+an integrator would write for real equipment, with real addresses instead.
+
+Two sizes: :data:`FULL` (3 communes, 40 lighting cabinets with 296
+circuits, 12 bollards, 20 cameras, 8 switches, 10 doors) and :data:`SMALL`
+(a few of each, for tests and slow machines).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from cityvisor.hal.sim.bollard import BollardSimulator
+from cityvisor.hal.sim.camera import SimulatedCamera
+from cityvisor.hal.sim.lighting import LightingSimulator
+from cityvisor.hal.sim.osdp_reader import ReaderLine, SimulatedReader
+from cityvisor.hal.sim.switch import SimulatedSwitch
+
+__all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone"]
+
+HOST = "127.0.0.1"
+CAMERA_USER, CAMERA_PASSWORD = "cityvisor", "demo-camera"
+"""The simulated cameras' account (they are simulators: the secret protects nothing)."""
+SWITCH_COMMUNITY, SWITCH_WRITE_COMMUNITY = "public", "private"
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A commune of the demo city."""
+
+    id: str
+    name: str
+    centre: tuple[float, float]
+    streets: tuple[str, ...]
+
+
+ZONES = (
+    Zone(
+        "dijon",
+        "Dijon",
+        (47.3220, 5.0415),
+        (
+            "rue de la Liberté",
+            "place Darcy",
+            "rue des Forges",
+            "place François-Rude",
+            "rue Vauban",
+            "boulevard Carnot",
+            "rue Monge",
+            "quai Nicolas-Rolin",
+        ),
+    ),
+    Zone(
+        "chenove",
+        "Chenôve",
+        (47.2930, 5.0070),
+        ("rue Jean-Moulin", "avenue Roland-Carraz", "rue de Longvic", "place Pierre-Meunier"),
+    ),
+    Zone(
+        "talant",
+        "Talant",
+        (47.3370, 5.0060),
+        ("rue Notre-Dame", "boulevard de Troyes", "rue du Belvédère", "avenue du Mail"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Door:
+    """A public building's door with a badge reader."""
+
+    zone: str
+    building: str
+    name: str
+    watch: bool = False
+    """The building is closed: its camera watches for motion (an alarm if any)."""
+
+
+DOORS = (
+    Door("dijon", "hotel-de-ville", "Hôtel de ville, entrée"),
+    Door("dijon", "bibliotheque", "Bibliothèque patrimoniale"),
+    Door("dijon", "musee", "Musée des beaux-arts, accès personnel", watch=True),
+    Door("dijon", "piscine", "Piscine du Carrousel", watch=True),
+    Door("dijon", "ecole-jean-jaures", "École Jean-Jaurès"),
+    Door("chenove", "mairie-chenove", "Mairie de Chenôve"),
+    Door("chenove", "gymnase-chenove", "Gymnase Jean-Moulin", watch=True),
+    Door("chenove", "ecole-chenove", "École du Centre"),
+    Door("talant", "mairie-talant", "Mairie de Talant"),
+    Door("talant", "mediatheque-talant", "Médiathèque"),
+)
+
+
+@dataclass(frozen=True)
+class Badge:
+    """A badge the demo enrols, with the places it opens."""
+
+    number: str
+    holder: str
+    places: tuple[str, ...]
+    lockdown_exception: bool = False
+
+
+BADGES = (
+    Badge("10:1001", "Claire Martin (services techniques)", ("zone:dijon",)),
+    Badge("10:1002", "Karim Benali (mairie de Chenôve)", ("zone:chenove",)),
+    Badge("10:1003", "Julie Petit (médiathèque)", ("building:mediatheque-talant",)),
+    Badge("10:1004", "Service de sécurité", ("*",), lockdown_exception=True),
+    Badge("10:1005", "Marc Roussel (piscine)", ("building:piscine",)),
+    Badge(
+        "10:1006", "Inès Faure (écoles)", ("building:ecole-jean-jaures", "building:ecole-chenove")
+    ),
+)
+UNKNOWN_BADGES = ("66:6666", "13:1313", "200:4242")
+"""Cards nobody enrolled: presented now and then, always denied."""
+
+
+@dataclass(frozen=True)
+class CitySize:
+    """How much equipment the demo city has."""
+
+    cabinets: Mapping[str, tuple[int, int]]
+    """Per zone: (cabinets, circuits per cabinet)."""
+    bollards: int
+    two_person_bollards: int
+    """Bollards of the pedestrian centre whose lowering needs a second person's approval."""
+    bollard_cameras: int
+    street_cameras: int
+    switches: Mapping[str, int]
+    """Per zone: fibre switches."""
+    switch_ports: int
+    doors: int
+    """The first ``doors`` of the public buildings' doors."""
+
+    @property
+    def cameras(self) -> int:
+        """Cameras: on the bollards, on every door, on the streets."""
+        return self.bollard_cameras + self.doors + self.street_cameras
+
+    @property
+    def circuits(self) -> int:
+        """Lighting circuits in the city."""
+        return sum(count * circuits for count, circuits in self.cabinets.values())
+
+
+FULL = CitySize(
+    cabinets={"dijon": (16, 8), "chenove": (12, 8), "talant": (12, 6)},
+    bollards=12,
+    two_person_bollards=4,
+    bollard_cameras=6,
+    street_cameras=4,
+    switches={"dijon": 4, "chenove": 2, "talant": 2},
+    switch_ports=24,
+    doors=10,
+)
+SMALL = CitySize(
+    cabinets={"dijon": (1, 4), "chenove": (1, 4), "talant": (1, 2)},
+    bollards=2,
+    two_person_bollards=1,
+    bollard_cameras=1,
+    street_cameras=0,
+    switches={"dijon": 1},
+    switch_ports=8,
+    doors=2,
+)
+
+CRITICAL_PORTS = (1, 2)
+"""Ports of every switch that raise an alarm when their link drops: its two fibre uplinks."""
+
+
+@dataclass
+class Cabinet:
+    """A lighting cabinet of the city: its device id and where its simulator is."""
+
+    id: str
+    simulator: LightingSimulator
+    unit: int
+    circuits: int
+
+
+@dataclass
+class Reader:
+    """A door's simulated reader."""
+
+    device_id: str
+    door: Door
+    reader: SimulatedReader
+
+
+@dataclass
+class SimulatedCity:
+    """The simulators of the demo city, and the deployment file that drives them.
+
+    Build it, ``await city.start(stack)`` (every simulator is entered into
+    ``stack``, which stops them when it closes), then :meth:`config` is the
+    deployment file as data.
+    """
+
+    size: CitySize = FULL
+    seed: int = 0
+    web_host: str = HOST
+    web_port: int = 8080
+    cabinets: list[Cabinet] = field(default_factory=list)
+    lighting: list[LightingSimulator] = field(default_factory=list)
+    bollards: BollardSimulator | None = None
+    bollard_ids: dict[int, str] = field(default_factory=dict)
+    cameras: dict[str, SimulatedCamera] = field(default_factory=dict)
+    switches: dict[str, SimulatedSwitch] = field(default_factory=dict)
+    trap_ports: dict[str, int] = field(default_factory=dict)
+    lines: dict[str, ReaderLine] = field(default_factory=dict)
+    readers: list[Reader] = field(default_factory=list)
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Start every simulator (on free loopback ports); ``stack`` stops them."""
+        size = self.size
+        for zone in ZONES:
+            count, circuits = size.cabinets.get(zone.id, (0, 0))
+            if not count:
+                continue
+            # One gateway per commune; a one-second tick is plenty for lamps, and keeps
+            # 300 simulated circuits cheap on a small machine.
+            simulator = LightingSimulator(
+                HOST, 0, cabinets=count, circuits=circuits, tick=1.0, seed=self.seed
+            )
+            await stack.enter_async_context(simulator)
+            self.lighting.append(simulator)
+            for unit in simulator.units:
+                cabinet_id = f"armoire-{zone.id}-{unit:02d}"
+                self.cabinets.append(Cabinet(cabinet_id, simulator, unit, circuits))
+        self.bollards = BollardSimulator(
+            HOST,
+            0,
+            bollards=size.bollards,
+            travel_time=4.0,
+            initial="up",
+            vehicle_rate=0.2,
+            dwell=(8.0, 30.0),
+            tick=0.2,
+            seed=self.seed,
+        )
+        await stack.enter_async_context(self.bollards)
+        self.bollard_ids = {unit: f"borne-{unit:02d}" for unit in self.bollards.units}
+        for camera_id, name in self._camera_names():
+            camera = SimulatedCamera(
+                name, username=CAMERA_USER, password=CAMERA_PASSWORD, host=HOST, port=0
+            )
+            await stack.enter_async_context(camera)
+            self.cameras[camera_id] = camera
+        for zone_id, count in size.switches.items():
+            for number in range(1, count + 1):
+                switch_id = f"switch-{zone_id}-{number}"
+                # One trap listener per switch: they all send from 127.0.0.1, so a shared
+                # listener could not tell them apart.
+                trap_port = free_udp_port()
+                switch = SimulatedSwitch(
+                    switch_id,
+                    ports=size.switch_ports,
+                    host=HOST,
+                    port=0,
+                    community=SWITCH_COMMUNITY,
+                    write_community=SWITCH_WRITE_COMMUNITY,
+                    trap_target=(HOST, trap_port),
+                    location=f"{zone_id}, local technique {number}",
+                )
+                await stack.enter_async_context(switch)
+                self.switches[switch_id] = switch
+                self.trap_ports[switch_id] = trap_port
+        for door in DOORS[: size.doors]:
+            # One line per building, as buildings far apart are wired: readers sharing a
+            # simulated line in one busy process answer late now and then, and a late
+            # answer on a shared line takes the next reader offline (libosdp's rule).
+            line = self.lines[door.building] = ReaderLine.on_new_pty()
+            stack.callback(line.stop)
+            reader = line.add_reader(1)
+            self.readers.append(Reader(f"porte-{door.building}", door, reader))
+        for line in self.lines.values():
+            line.start()
+
+    def _camera_names(self) -> list[tuple[str, str]]:
+        size = self.size
+        names = [
+            (f"camera-bornes-{n}", f"Caméra des bornes {n}")
+            for n in range(1, size.bollard_cameras + 1)
+        ]
+        names += [(f"camera-{d.building}", f"Caméra {d.name}") for d in DOORS[: size.doors]]
+        streets = [s for zone in ZONES for s in zone.streets[:2]]
+        names += [
+            (f"camera-rue-{n}", f"Caméra {streets[n - 1]}")
+            for n in range(1, size.street_cameras + 1)
+        ]
+        return names
+
+    # ------------------------------------------------------------------ the config
+
+    def config(self, store_path: str = "demo.sqlite") -> dict[str, Any]:
+        """The deployment file of the city, as data (see :func:`cityvisor.demo.tomlfile.dumps`)."""
+        spread = random.Random(self.seed)
+        zones = {zone.id: zone for zone in ZONES}
+
+        def near(zone_id: str, radius: float = 0.008) -> list[float]:
+            latitude, longitude = zones[zone_id].centre
+            return [
+                round(latitude + spread.uniform(-radius, radius), 5),
+                round(longitude + spread.uniform(-radius, radius) * 1.5, 5),
+            ]
+
+        devices: list[dict[str, Any]] = []
+        for cabinet in self.cabinets:
+            zone = zones[cabinet.id.split("-")[1]]
+            street = zone.streets[(cabinet.unit - 1) % len(zone.streets)]
+            devices.append(
+                {
+                    "id": cabinet.id,
+                    "type": "lighting.cabinet",
+                    "zone": zone.id,
+                    "name": f"Armoire {street} {cabinet.unit}",
+                    "tags": ["eclairage"],
+                    "location": near(zone.id),
+                    "config": {
+                        "host": HOST,
+                        "port": cabinet.simulator.port,
+                        "unit": cabinet.unit,
+                        "circuits": cabinet.circuits,
+                        "period": 2.0,
+                        "schedule": {
+                            "dusk_level": 100,
+                            "steps": [
+                                {"at": "23:00", "level": 50},
+                                {"at": "05:30", "level": 100},
+                            ],
+                        },
+                    },
+                }
+            )
+        bollard_cameras = [c for c in self.cameras if c.startswith("camera-bornes-")]
+        entries = ZONES[0].streets
+        assert self.bollards is not None
+        for position, (unit, bollard_id) in enumerate(self.bollard_ids.items()):
+            entry = {
+                "id": bollard_id,
+                "type": "bollards.bollard",
+                "zone": "dijon",
+                "name": f"Borne {entries[position % len(entries)]} ({unit})",
+                "tags": ["secteur-pieton"],
+                "location": near("dijon", 0.004),
+                "config": {
+                    "host": HOST,
+                    "port": self.bollards.port,
+                    "unit": unit,
+                    "period": 1.0,
+                    "travel_time": 8.0,
+                },
+            }
+            if bollard_cameras:
+                entry["watched_by"] = [bollard_cameras[position % len(bollard_cameras)]]
+            if position < self.size.two_person_bollards:
+                # The heart of the pedestrian zone: opening it takes two people.
+                entry["require_approval"] = ["lower"]
+            devices.append(entry)
+        for camera_id, camera in self.cameras.items():
+            zone_id = "dijon"
+            watch = False
+            for reader in self.readers:
+                if camera_id == f"camera-{reader.door.building}":
+                    zone_id, watch = reader.door.zone, reader.door.watch
+            devices.append(
+                {
+                    "id": camera_id,
+                    "type": "cameras.camera",
+                    "zone": zone_id,
+                    "name": camera.name,
+                    "tags": ["video"],
+                    "location": near(zone_id),
+                    "config": {
+                        "host": HOST,
+                        "port": camera.port,
+                        "username": CAMERA_USER,
+                        "password": CAMERA_PASSWORD,
+                        "watch": watch,
+                    },
+                }
+            )
+        for switch_id, switch in self.switches.items():
+            zone_id = switch_id.split("-")[1]
+            devices.append(
+                {
+                    "id": switch_id,
+                    "type": "switches.switch",
+                    "zone": zone_id,
+                    "name": f"Commutateur fibre {switch_id.rsplit('-', 1)[1]}, {zones[zone_id].name}",
+                    "tags": ["reseau"],
+                    "location": near(zone_id),
+                    "config": {
+                        "host": HOST,
+                        "port": switch.address[1],
+                        "community": SWITCH_COMMUNITY,
+                        "write_community": SWITCH_WRITE_COMMUNITY,
+                        "ports": len(switch.ports),
+                        "critical_ports": list(CRITICAL_PORTS),
+                        "poll_period": 10.0,
+                        "trap_listen": f"{HOST}:{self.trap_ports[switch_id]}",
+                    },
+                }
+            )
+        for reader in self.readers:
+            door = reader.door
+            camera_id = f"camera-{door.building}"
+            entry = {
+                "id": reader.device_id,
+                "type": "access.door",
+                "zone": door.zone,
+                "name": door.name,
+                "tags": ["batiment-public"],
+                "location": near(door.zone),
+                "config": {
+                    "port": self.lines[door.building].path,
+                    "address": reader.reader.address,
+                    "building": door.building,
+                    "held_open_time": 30.0,
+                    "strike_pulse": 5.0,
+                },
+            }
+            if camera_id in self.cameras:
+                entry["watched_by"] = [camera_id]
+            devices.append(entry)
+        centre = ZONES[0].centre
+        return {
+            "site": {
+                "name": "Ville de démonstration",
+                "timezone": "Europe/Paris",
+                "language": "fr",
+                "latitude": centre[0],
+                "longitude": centre[1],
+            },
+            "store": {"path": store_path, "flush_interval": 1.0, "retention": {"default": 7}},
+            "web": {"host": self.web_host, "port": self.web_port},
+            # Only the built-in families: the demo must not depend on what else is installed.
+            "plugins": {"entry_points": False},
+            "zones": [
+                {"id": zone.id, "name": zone.name}
+                for zone in ZONES
+                if any(d["zone"] == zone.id for d in devices)
+            ],
+            "devices": devices,
+            "procedures": PROCEDURES,
+            "users": [{"name": "admin", "role": "admin"}],
+        }
+
+
+def free_udp_port(host: str = HOST) -> int:
+    """A UDP port nobody listens on right now (for a trap listener started soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _procedure(id_: str, title: tuple[str, str], *steps: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "id": id_,
+        "version": 1,
+        "title": {"fr": title[0], "en": title[1]},
+        "steps": [{"fr": fr, "en": en} for fr, en in steps],
+    }
+
+
+PROCEDURES = [
+    _procedure(
+        "COMM-01",
+        ("Perte de communication", "Communication lost"),
+        (
+            "Vérifier si d'autres équipements du même site sont touchés.",
+            "Check whether other equipment on the same site is affected.",
+        ),
+        (
+            "Attendre la reprise automatique (quelques minutes).",
+            "Wait for the automatic recovery (a few minutes).",
+        ),
+        (
+            "Sans reprise, ouvrir un ticket de maintenance.",
+            "Without recovery, open a maintenance ticket.",
+        ),
+    ),
+    _procedure(
+        "LIGHT-02",
+        ("Armoire d'éclairage ouverte", "Lighting cabinet open"),
+        (
+            "Vérifier qu'une intervention est prévue sur l'armoire.",
+            "Check whether work is planned on the cabinet.",
+        ),
+        ("Sinon, envoyer la patrouille la plus proche.", "If not, send the nearest patrol."),
+    ),
+    _procedure(
+        "LIGHT-03",
+        ("Armoire sans alimentation", "Cabinet without power"),
+        (
+            "Vérifier les armoires voisines (panne du réseau de distribution ?).",
+            "Check the neighbouring cabinets (a grid outage?).",
+        ),
+        ("Prévenir l'astreinte éclairage public.", "Call the street-lighting on-call crew."),
+    ),
+    _procedure(
+        "LIGHT-07",
+        ("Lampe en panne", "Lamp failure"),
+        ("Noter l'armoire et le circuit touchés.", "Note the cabinet and circuit affected."),
+        (
+            "Créer un bon d'intervention pour l'équipe éclairage.",
+            "Raise a work order for the lighting crew.",
+        ),
+    ),
+    _procedure(
+        "BOLLARD-01",
+        ("Borne en défaut", "Bollard fault"),
+        (
+            "Regarder la caméra de la borne : véhicule ou obstacle ?",
+            "Look at the bollard's camera: a vehicle or an obstacle?",
+        ),
+        ("Réarmer la borne à distance.", "Reset the bollard remotely."),
+        (
+            "Si le défaut revient, envoyer le technicien.",
+            "If the fault returns, send the technician.",
+        ),
+    ),
+    _procedure(
+        "BOLLARD-02",
+        ("Borne bloquée", "Bollard blocked"),
+        ("Regarder la caméra de la borne.", "Look at the bollard's camera."),
+        (
+            "Envoyer la police municipale sécuriser l'accès.",
+            "Send the municipal police to secure the entry.",
+        ),
+    ),
+    _procedure(
+        "CCTV-02",
+        ("Caméra sabotée", "Camera tampered with"),
+        ("Vérifier l'image de la caméra.", "Check the camera's picture."),
+        ("Prévenir la police municipale.", "Call the municipal police."),
+    ),
+    _procedure(
+        "CCTV-03",
+        ("Mouvement dans un bâtiment fermé", "Motion in a closed building"),
+        ("Regarder l'instantané joint à l'alarme.", "Look at the snapshot stored with the alarm."),
+        ("En cas d'intrusion, appeler la police (17).", "If it is an intrusion, call the police."),
+    ),
+    _procedure(
+        "NET-01",
+        ("Lien fibre coupé", "Fibre link down"),
+        (
+            "Vérifier les équipements derrière ce commutateur.",
+            "Check the equipment behind this switch.",
+        ),
+        ("Prévenir l'exploitant du réseau fibre.", "Call the fibre network's operator."),
+    ),
+    _procedure(
+        "NET-02",
+        ("Erreurs sur un port", "Errors on a port"),
+        ("Surveiller le taux d'erreurs dix minutes.", "Watch the error rate for ten minutes."),
+        (
+            "S'il persiste, faire nettoyer les connecteurs.",
+            "If it persists, have the connectors cleaned.",
+        ),
+    ),
+    _procedure(
+        "ACCESS-01",
+        ("Porte forcée", "Door forced"),
+        ("Regarder la caméra de la porte.", "Look at the door's camera."),
+        (
+            "Envoyer la patrouille ; bâtiment confiné si besoin.",
+            "Send the patrol; lock the building down if needed.",
+        ),
+    ),
+    _procedure(
+        "ACCESS-02",
+        ("Porte restée ouverte", "Door held open"),
+        ("Appeler le gardien du bâtiment.", "Call the building's caretaker."),
+    ),
+    _procedure(
+        "ACCESS-03",
+        ("Lecteur de badge arraché", "Badge reader tampered with"),
+        ("Regarder la caméra de la porte.", "Look at the door's camera."),
+        ("Envoyer la patrouille.", "Send the patrol."),
+    ),
+]
+"""The operating procedures the families' default alarms refer to."""
