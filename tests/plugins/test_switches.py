@@ -283,9 +283,10 @@ async def test_rates_and_the_error_rate_alarm_follow_the_counters(
         base = "net/switches/sw-sim"
         await wait_for_point(hub, f"{base}/p2/in_rate", good(bool), timeout=WAIT)
         # Timed by the agent's uptime, read just before the walk: a loaded machine
-        # delaying the walk moves a 1 s sample by a few percent.
-        assert value(hub, f"{base}/p2/in_rate") == pytest.approx(80e6, rel=0.1)
-        assert value(hub, f"{base}/p2/out_rate") == pytest.approx(20e6, rel=0.1)
+        # delaying the walk moves a 1 s sample by several percent (the exact
+        # arithmetic is unit-tested in tests/hal/test_snmp.py; bytes for bits would be 8x).
+        assert value(hub, f"{base}/p2/in_rate") == pytest.approx(80e6, rel=0.25)
+        assert value(hub, f"{base}/p2/out_rate") == pytest.approx(20e6, rel=0.25)
         assert value(hub, f"{base}/p2/speed") == 1e9
         rates: list[float] = []  # every in_rate that passed the deadband from now on
         hub.points.add_listener(
@@ -301,7 +302,7 @@ async def test_rates_and_the_error_rate_alarm_follow_the_counters(
         await wait_for_point(hub, f"{base}/uptime", good(lambda v: v < uptime), timeout=WAIT)
         await wait_for_point(hub, f"{base}/uptime", good(lambda v: v > 1.0), timeout=WAIT)
         assert max(rates, default=0) < 80e6 * 1.5  # every accepted change, none a spike
-        assert value(hub, f"{base}/p2/in_rate") == pytest.approx(80e6, rel=0.1)
+        assert value(hub, f"{base}/p2/in_rate") == pytest.approx(80e6, rel=0.25)
 
 
 async def test_a_stopped_agent_is_unreachable_then_recovers(tmp_path: Path, snmpd: Snmpd) -> None:
