@@ -396,6 +396,42 @@ def _device_summary(
     }
 
 
+_DEVICE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"type": "string"},
+        "family": {"type": "string"},
+        "zone": {"type": "string"},
+        "name": {"type": "string"},
+        "label": {"type": "object", "description": "the device type's name, fr/en"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "location": {
+            "type": ["array", "null"],
+            "items": {"type": "number"},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "[latitude, longitude] in degrees, for the map; null if not placed",
+        },
+        "watched_by": {"type": "array", "items": {"type": "string"}},
+        "communication": {
+            "type": "object",
+            "properties": {
+                "online": {"type": "boolean"},
+                "restarts": {"type": "integer"},
+                "failures": {"type": "integer"},
+                "last_reason": {"type": "string"},
+                "last_error": {"type": "string"},
+            },
+        },
+        "alarms": {
+            "type": "object",
+            "properties": {"annunciated": {"type": "integer"}, "unacked": {"type": "integer"}},
+        },
+    },
+}
+
+
 def _alarm_counts(hub: Hub) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for alarm in hub.alarms.alarms():
@@ -424,6 +460,10 @@ def _device(hub: Hub, device_id: str) -> DeviceType:
         Query("type", {"type": "string"}, "only the devices of this type"),
         Query("tag", {"type": "string"}, "only the devices with this tag"),
     ],
+    response_schema={
+        "type": "object",
+        "properties": {"devices": {"type": "array", "items": _DEVICE_SCHEMA}},
+    },
 )
 async def devices(request: web.Request) -> web.StreamResponse:
     """Every device (or those matching the filters), by zone then id.
@@ -508,6 +548,15 @@ def _command_json(device: DeviceType, spec: Any, user: User) -> dict[str, Any]:
     summary="One device: points, commands, alarms",
     tag="devices",
     responses={200: "OK", 404: "unknown device"},
+    response_schema={
+        "type": "object",
+        "properties": {
+            **_DEVICE_SCHEMA["properties"],
+            "points": {"type": "array", "items": {"type": "object"}},
+            "commands": {"type": "array", "items": {"type": "object"}},
+            "alarms": {"type": "array", "items": {"type": "object"}},
+        },
+    },
 )
 async def device(request: web.Request) -> web.StreamResponse:
     """A device with its points (live values), its commands (parameter JSON schemas,

@@ -148,7 +148,10 @@ async def operator_session(city: City, browser: Any, screenshots: Path) -> None:
     await shot(page, screenshots, "equipment")
 
     # The alarm list: the alarm, its time in the site's zone (the browser runs in UTC).
-    await page.click("#alarm-counts")
+    await high.click()
+    await page.wait_for_function(
+        "() => document.querySelector('#alarm-filter-priority')?.value === 'high'"
+    )
     row = page.locator(f"tr.alarm-row[data-alarm='{ALARM}']")
     await row.wait_for()
     assert await row.locator("td.time").text_content() == paris(alarm.raised_at)

@@ -191,3 +191,20 @@ def test_the_csp_lets_in_the_tile_server_and_nothing_else(template: str, source:
     images = next(p for p in policy.split("; ") if p.startswith("img-src "))
     assert images == "img-src 'self' data: blob:" + (f" {source}" if source else "")
     assert "script-src 'self';" in policy and "unsafe" not in policy
+
+
+@pytest.mark.anyio
+async def test_the_openapi_document_describes_device_locations_for_the_map(env: Env):
+    client = await env.login("victor")
+    status, document = await client.get("/api/v1/openapi.json")
+    assert status == 200
+    listed = document["paths"]["/api/v1/devices"]["get"]["responses"]["200"]
+    item = listed["content"]["application/json"]["schema"]["properties"]["devices"]["items"]
+    assert item["properties"]["location"]["type"] == ["array", "null"]
+    one = document["paths"]["/api/v1/devices/{id}"]["get"]["responses"]["200"]
+    assert "location" in one["content"]["application/json"]["schema"]["properties"]
+    status, body = await client.get("/api/v1/devices")
+    assert {d["id"]: d["location"] for d in body["devices"]} == {
+        "tank-a": [47.32, 5.04],
+        "tank-b": None,
+    }

@@ -287,7 +287,7 @@ function renderShell() {
     "header",
     { class: "banner", id: "banner" },
     h("div", { class: "brand" }, h("span", { class: "brand-name" }, state.site.name || siteName)),
-    h("a", { class: "alarm-counts", id: "alarm-counts", href: "#/alarms", "aria-label": t("banner.counts") }),
+    h("div", { class: "alarm-counts", id: "alarm-counts", role: "group", "aria-label": t("banner.counts") }),
     h("span", { class: "connection", id: "connection", role: "status" }),
     h("span", { class: "clock", id: "clock" }),
     h(
@@ -334,8 +334,9 @@ function renderCounts() {
   const boxes = PRIORITIES.map((priority) => {
     const count = state.counts[priority] || { annunciated: 0, unacked: 0 };
     return h(
-      "span",
+      "a",
       {
+        href: `#/alarms?priority=${priority}`,
         class: [
           "count-box",
           `priority-${priority}`,
