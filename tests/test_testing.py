@@ -32,7 +32,7 @@ config = { period = 0.02, initial_level = 97 }
 
 async def test_running_hub_loads_only_the_plugins_given(tmp_path: Path):
     async with running_hub(CONFIG, tmp_path, plugins=[demo]) as hub:
-        assert hub.plugins.plugin_names() == ["cityvisor.plugins.demo"]
+        assert hub.plugins.plugin_names() == ["demo"]
         value = await wait_for_point(hub, "z/demo/tank/level", lambda v: v.quality.is_good)
         assert value.value == 97
         alarm = await wait_for_alarm(hub, "tank:high_water", lambda a: a.active)

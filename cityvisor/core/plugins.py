@@ -171,7 +171,9 @@ def make_plugin_manager(
     if entry_points:
         manager.load_entry_points()
     for plugin in plugins:
-        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        # A module is named as a built-in is (its last dotted part): its settings
+        # table, [plugins.<name>], is then the same however it was loaded.
+        name = (getattr(plugin, "__name__", None) or type(plugin).__name__).rsplit(".", 1)[-1]
         try:
             manager._register_checked(plugin, name)
         except Exception as error:

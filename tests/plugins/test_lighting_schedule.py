@@ -14,7 +14,9 @@ import pytest
 
 import cityvisor.plugins.lighting as lighting
 from cityvisor import hookimpl
+from cityvisor.core.config import check_config, load_config
 from cityvisor.core.hub import Hub
+from cityvisor.core.plugins import make_plugin_manager
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.plugins.lighting import LightingCabinet
 from cityvisor.plugins.lighting.schedule import (
@@ -270,7 +272,50 @@ async def test_the_plugin_runs_a_service_only_for_scheduled_cabinets(tmp_path: P
     (tmp_path / "b").mkdir()
     scheduled = city(device("cab-1", "lighting.cabinet", "nord", host=HOST, port=1, schedule={}))
     async with running_hub(scheduled, tmp_path / "a", plugins=[lighting]) as hub:
-        assert set(hub.services) == {lighting.__name__}
+        assert set(hub.services) == {"lighting"}
     manual = city(device("cab-1", "lighting.cabinet", "nord", host=HOST, port=1))
     async with running_hub(manual, tmp_path / "b", plugins=[lighting]) as hub:
         assert hub.services == {}
+
+
+SHARED = """
+[plugins.lighting.schedules.residential]
+dusk_level = 80
+steps = [{ at = "22:30", level = 40 }]
+circuits = ["c1"]
+"""
+
+
+async def test_cabinets_follow_a_schedule_shared_by_name(tmp_path: Path):
+    text = city(
+        device("cab-1", "lighting.cabinet", "nord", host=HOST, port=1, schedule="residential"),
+        device("cab-2", "lighting.cabinet", "nord", host=HOST, port=1, unit=2),
+    )
+    async with running_hub(text + SHARED, tmp_path, plugins=[lighting]) as hub:
+        settings = hub.config.settings("lighting")
+        assert settings.schedules["residential"].dusk_level == 80
+        assert set(hub.services) == {"lighting"}
+
+
+def test_a_shared_schedule_must_exist_and_fit_the_cabinet(tmp_path: Path):
+    text = city(
+        device("cab-1", "lighting.cabinet", "nord", host=HOST, port=1, schedule="residentiel"),
+        device("cab-2", "lighting.cabinet", "nord", host=HOST, port=1, circuits=1),
+        device("cab-3", "lighting.cabinet", "nord", host=HOST, port=1, circuits=1, schedule="wide"),
+    )
+    wide = '\n[plugins.lighting.schedules.wide]\ncircuits = ["c1", "c2"]\n'
+    path = tmp_path / "city.toml"
+    path.write_text(text + SHARED + wide)
+    config = load_config(path)
+    problems = check_config(
+        config, make_plugin_manager(builtins=[lighting.__name__], entry_points=False)
+    )
+    assert any(
+        "devices[0].config.schedule: no schedule 'residentiel' in [plugins.lighting.schedules]"
+        " (known: residential, wide)" in p
+        for p in problems
+    ), problems
+    assert any(
+        "devices[2].config.schedule: schedule 'wide' drives circuit(s) c2" in p for p in problems
+    )
+    assert len(problems) == 2

@@ -16,7 +16,7 @@ import pydantic
 from cityvisor import DeviceType, alarm, command, hookimpl, interlock, number, point, reaches
 from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType, shared_profile
 
-from .schedule import NightSchedule, config_problems, service_for
+from .schedule import LightingSettings, NightSchedule, config_problems, service_for
 
 
 def _t(fr: str, en: str) -> dict[str, str]:
@@ -32,8 +32,9 @@ class CabinetConfig(ModbusConfig):
     """Number of circuits: their points are ``c1/...`` to ``cN/...``."""
     feedback_time: float = pydantic.Field(15.0, gt=0)
     """Seconds a circuit may take to obey an order (dimming ramp and poll included)."""
-    schedule: NightSchedule | None = None
-    """Dusk-to-dawn schedule (docs/lighting-schedules.md); without it, circuits obey operators only."""
+    schedule: NightSchedule | str | None = None
+    """Dusk-to-dawn schedule (docs/lighting-schedules.md): a table, or the name of a shared
+    one in ``[plugins.lighting.schedules]``; without it, circuits obey operators only."""
 
     @pydantic.model_validator(mode="after")
     def _circuits_exist(self) -> CabinetConfig:
@@ -41,7 +42,8 @@ class CabinetConfig(ModbusConfig):
         if "circuit" not in profile.members:
             raise ValueError(f"profile {profile.name} has no [members.circuit] table")
         names = profile.member_names("circuit", self.circuits)
-        unknown = sorted(set(self.schedule.circuits or ()) - set(names)) if self.schedule else []
+        inline = self.schedule if isinstance(self.schedule, NightSchedule) else None
+        unknown = sorted(set(inline.circuits or ()) - set(names)) if inline else []
         if unknown:
             raise ValueError(f"schedule.circuits: no circuit {', '.join(unknown)} in this cabinet")
         return self
@@ -150,6 +152,12 @@ def cityvisor_startup(hub: Any) -> Callable[[], Awaitable[None]] | None:
     """Run the dusk-to-dawn schedules, if any cabinet has one."""
     cabinets = [d for d in hub.devices.values() if isinstance(d, LightingCabinet)]
     return service_for(hub, cabinets)
+
+
+@hookimpl
+def cityvisor_settings() -> type[LightingSettings]:
+    """Schedules shared by many cabinets: ``[plugins.lighting.schedules.<name>]``."""
+    return LightingSettings
 
 
 @hookimpl

@@ -38,6 +38,7 @@ from cityvisor.core.commands import CommandBus, CommandError, CommandRequest
 from cityvisor.core.devices import DeviceType
 from cityvisor.core.points import PointDB
 from cityvisor.core.users import SYSTEM
+from cityvisor.hal.modbus_driver import shared_profile
 
 __all__ = [
     "DimmingStep",
@@ -91,6 +92,24 @@ class NightSchedule(pydantic.BaseModel):
     """Minutes after civil dawn to switch off (negative: before it)."""
     circuits: list[str] | None = None
     """The circuits the schedule drives (``["c1", "c2"]``); all of them by default."""
+
+
+class LightingSettings(pydantic.BaseModel):
+    """``[plugins.lighting]``: what the lighting family shares between cabinets."""
+
+    model_config = _STRICT
+
+    schedules: dict[str, NightSchedule] = {}
+    """Named schedules (``[plugins.lighting.schedules.residential]``) that cabinets
+    follow with ``schedule = "residential"``: one table to change for a whole district."""
+
+
+def resolve_schedule(value: NightSchedule | str | None, settings: Any) -> NightSchedule | None:
+    """A cabinet's schedule: its own table, or the shared one it names (None if unknown)."""
+    if isinstance(value, str):
+        schedules = settings.schedules if settings is not None else {}
+        return schedules.get(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -293,7 +312,12 @@ def service_for(hub: Any, cabinets: Sequence[DeviceType]) -> Callable[[], Awaita
     Without the site's coordinates there is no dusk to follow: the schedules
     are not run (``cityvisor check-config`` reports it) and the log says so.
     """
-    scheduled = [(c, s) for c in cabinets if (s := getattr(c.config, "schedule", None)) is not None]
+    settings = hub.config.settings("lighting")
+    scheduled = [
+        (c, s)
+        for c in cabinets
+        if (s := resolve_schedule(getattr(c.config, "schedule", None), settings)) is not None
+    ]
     if not scheduled:
         return None
     site = hub.config.site
@@ -305,12 +329,35 @@ def service_for(hub: Any, cabinets: Sequence[DeviceType]) -> Callable[[], Awaita
 
 
 def config_problems(config: Any, type_name: str) -> list[str]:
-    """A schedule needs the site's coordinates: one problem per scheduled device without them."""
-    if config.site.latitude is not None:
-        return []
-    return [
-        f"devices[{index}].config.schedule: a dusk-to-dawn schedule needs [site] latitude "
-        "and longitude"
-        for index, entry in enumerate(config.devices)
-        if entry.type == type_name and entry.config.get("schedule") is not None
-    ]
+    """Schedules need the site's coordinates; a named schedule must exist and fit the cabinet."""
+    settings = config.settings("lighting")
+    shared = settings.schedules if settings is not None else {}
+    problems = []
+    for index, entry in enumerate(config.devices):
+        if entry.type != type_name or entry.config.get("schedule") is None:
+            continue
+        where = f"devices[{index}].config.schedule"
+        if config.site.latitude is None:
+            problems.append(f"{where}: a dusk-to-dawn schedule needs [site] latitude and longitude")
+        name = entry.config["schedule"]
+        if not isinstance(name, str):
+            continue
+        schedule = shared.get(name)
+        if schedule is None:
+            known = ", ".join(sorted(shared)) or "none"
+            problems.append(
+                f"{where}: no schedule {name!r} in [plugins.lighting.schedules] (known: {known})"
+            )
+            continue
+        try:
+            profile = shared_profile(entry.config.get("profile", "lighting_cabinet"))
+            names = set(profile.member_names("circuit", entry.config.get("circuits", 8)))
+        except Exception:  # a bad profile or circuit count is reported by the device's own check
+            continue
+        unknown = sorted(set(schedule.circuits or ()) - names)
+        if unknown:
+            problems.append(
+                f"{where}: schedule {name!r} drives circuit(s) {', '.join(unknown)} "
+                "that this cabinet does not have"
+            )
+    return problems
