@@ -177,8 +177,10 @@ async def operator_session(city: City, browser: Any, screenshots: Path) -> None:
     await page.wait_for_selector("#alarm-history >> text=Vanne vérifiée sur place")
     await shot(page, screenshots, "alarms")
 
-    # The journal has the acknowledgement, the comment and who did it.
-    await page.click(".nav a[data-view='journal']")
+    # The journal has the acknowledgement, the comment and who did it (key 5 opens it).
+    await page.locator(f"tr.alarm-row[data-alarm='{ALARM}']").focus()
+    await page.keyboard.press("5")
+    await page.wait_for_selector("#journal-form")
     await page.select_option("#journal-kind", "ack")
     await page.fill("#journal-search", "Vanne vérifiée")
     await page.click("#journal-apply")

@@ -26,7 +26,7 @@ import * as maintenanceView from "./views/maintenance.js";
 import * as mapView from "./views/map.js";
 import * as trendsView from "./views/trends.js";
 
-/** The screens, in the navigation's order (Alt+1... reaches them). */
+/** The screens, in the navigation's order (keys 1... reach them). */
 const VIEWS = [
   { name: "alarms", module: alarmsView },
   { name: "equipment", module: equipmentView },
@@ -308,7 +308,7 @@ function renderShell() {
         {
           href: `#/${v.name}`,
           dataset: { view: v.name },
-          title: `${t(`nav.${v.name}`)} (Alt+${index + 1})`,
+          title: `${t(`nav.${v.name}`)} (${index + 1})`,
         },
         t(`nav.${v.name}`),
         v.name === "approvals" ? h("span", { class: "count", id: "approvals-count", hidden: true }) : null,
@@ -405,7 +405,15 @@ onLanguageChange(() => {
 
 window.addEventListener("hashchange", route);
 window.addEventListener("keydown", (event) => {
-  if (!state.session || !event.altKey || event.ctrlKey || event.metaKey) return;
+  // 1...8 reach the screens (Alt+1...8 too, where the browser leaves them to the page),
+  // unless the key is typed into a field or a dialog is open.
+  if (!state.session || event.ctrlKey || event.metaKey || event.shiftKey) return;
+  const target = event.target;
+  const typing =
+    target instanceof HTMLElement &&
+    (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName));
+  if ((typing && !event.altKey) || document.querySelector("dialog[open]")) return;
+  if (!/^[1-9]$/.test(event.key)) return;
   const index = Number(event.key) - 1;
   const links = [...document.querySelectorAll(".nav a")];
   if (index >= 0 && index < links.length) {
