@@ -215,6 +215,8 @@ async def test_confirmation_approval_interlock_quality_language_trends_map(
     assert re.search(
         r"expire dans \d+ s", await dialog.locator("#confirm-countdown").text_content() or ""
     )
+    question = await dialog.text_content() or ""
+    assert "Exécuter « Vidanger » sur Réservoir B ?" in question and "null" not in question
     await page.click("#confirm-execute")
     await page.wait_for_selector(
         "#command-outcome .outcome[data-outcome='succeeded'][data-command='drain']"

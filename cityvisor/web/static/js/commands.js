@@ -2,7 +2,7 @@
 // operate (a dialog with a countdown), two-person approval, outcomes and refusals.
 
 import * as api from "./api.js";
-import { h, option, replace } from "./dom.js";
+import { append, h, option, replace } from "./dom.js";
 import { fmtDateTime, fmtNumber, t, tOr, tx } from "./i18n.js";
 import { commandLabel, deviceName, errorText, formatValue } from "./format.js";
 import { field, modal, notify } from "./ui.js";
@@ -176,7 +176,7 @@ export function commandPanel(device, points) {
       const timer = setInterval(tick, 200);
       dialog.addEventListener("close", () => clearInterval(timer));
       tick();
-      dialog.append(
+      append(dialog, [
         h(
           "p",
           { class: "confirm-question" },
@@ -190,7 +190,7 @@ export function commandPanel(device, points) {
         countdown,
         bar,
         h("div", { class: "dialog-buttons" }, execute, cancel),
-      );
+      ]);
     }, { className: "confirm-dialog" });
     if (choice === "execute") {
       try {
