@@ -299,6 +299,8 @@ export function commandPanel(device, points) {
         show("refused", t("commands.invalid"), [error.message]);
         return;
       }
+      // The outcome shows under the form that was used, where the operator is looking.
+      form.after(outcome);
       send(command, args, memberSelect ? memberSelect.value : null, comment.value.trim(), button);
     });
     return form;
