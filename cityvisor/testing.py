@@ -44,7 +44,7 @@ import pytest
 from anyio.abc import TaskStatus
 
 from .core.alarms import Alarm
-from .core.commands import CommandSpec
+from .core.commands import CommandOutcome, CommandRequest, CommandResult, CommandSpec
 from .core.config import load_config, parse_config
 from .core.devices import DeviceType
 from .core.hookspecs import hookimpl
@@ -52,6 +52,7 @@ from .core.hub import Hub
 from .core.plugins import make_plugin_manager
 from .core.points import DataType, PointValue
 from .core.store import SqliteStore
+from .core.users import Role, User
 
 __all__ = [
     "ConformanceError",
@@ -61,6 +62,7 @@ __all__ = [
     "declaration_problems",
     "free_tcp_port",
     "running_hub",
+    "send_command",
     "wait_for_alarm",
     "wait_for_point",
 ]
@@ -131,6 +133,42 @@ async def wait_for_alarm(
     pytest.fail(
         f"alarm {alarm_id} did not reach the expected state in {timeout:g} s: {alarm.as_json()}"
     )
+
+
+async def send_command(
+    hub: Hub,
+    device_id: str,
+    command: str,
+    member: str | None = None,
+    *,
+    user: User | None = None,
+    **arguments: Any,
+) -> CommandResult:
+    """Send a command through the hub's command bus as an operator would, and return its result.
+
+    The command goes through every gate a real one does (validation,
+    permissions, interlocks, feedback, journal); a selection that needs
+    confirmation is confirmed, and a two-person command is approved by a
+    second test user, so the test gets the final outcome. ``user`` defaults
+    to an administrator of every zone. A refusal raises the
+    :class:`~cityvisor.core.commands.CommandError` the bus raises::
+
+        result = await send_command(hub, "gauge-1", "set_output", on=True)
+        assert result.ok
+    """
+    user = user or User("tester", Role.ADMIN, frozenset({"*"}))
+    request = CommandRequest(device_id, command, arguments, member, user, origin="test")
+    result = await hub.commands.execute(request)
+    if result.outcome is CommandOutcome.PENDING_CONFIRMATION and result.token is not None:
+        confirmed = await hub.commands.confirm(result.token, user)
+        assert isinstance(confirmed, CommandResult)
+        result = confirmed
+    if result.outcome is CommandOutcome.PENDING_APPROVAL and result.approval_id is not None:
+        second = User(user.name + "-second", Role.ADMIN, frozenset({"*"}))
+        approved = await hub.commands.approve(result.approval_id, second, "approved by the test")
+        assert isinstance(approved, CommandResult)
+        result = approved
+    return result
 
 
 @pytest.fixture
