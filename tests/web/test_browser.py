@@ -76,6 +76,15 @@ async def open_page(browser: Any, city: City) -> Any:
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # The strict CSP (no inline script or style, our origin only) must never have to refuse.
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if "Content Security Policy" in message.text or "Refused to" in message.text
+            else None
+        ),
+    )
     page.errors = errors  # checked at the end of each test
     await page.goto(city.url + "/")
     return page

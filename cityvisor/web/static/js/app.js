@@ -157,7 +157,6 @@ function showLogin(message = "") {
     name: "username",
     autocomplete: "username",
     required: true,
-    autofocus: true,
   });
   const password = h("input", {
     id: "login-password",
