@@ -37,7 +37,7 @@ from . import tomlfile
 from .city import BADGES, FULL, SMALL, SimulatedCity
 from .life import Life
 
-__all__ = ["DemoOptions", "register", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "register", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ a real city and replace the loopback addresses with your equipment's.
 Run with `cityvisor run -c` alone (without `cityvisor demo`), every device
 stays offline: nothing answers on these ports.
 The full reference of every key is docs/configuration.md."""
+
+
+class DemoError(Exception):
+    """The demo cannot run here (a built-in plugin fails to load: a broken install)."""
 
 
 class DemoOptions(argparse.Namespace):
@@ -115,6 +119,9 @@ def _handle(args: argparse.Namespace) -> int:
         return 128 + signal.SIGINT
     except OSError as error:
         raise UsageError(f"cannot start: {error.strerror or error}") from None
+    except DemoError as error:
+        print(f"cityvisor demo: cannot start: {error}", file=sys.stderr)
+        return EXIT_BUG
     except Exception:
         log.critical("the demo stopped on an unexpected error", exc_info=True)
         return EXIT_BUG
@@ -147,6 +154,8 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
             )
             config = load_config(config_path)
             plugins = make_plugin_manager(entry_points=False)
+            if plugins.failures:  # a broken install: say which plugin, not a traceback later
+                raise DemoError("; ".join(str(failure) for failure in plugins.failures))
             problems = check_config(config, plugins)
             if problems:  # a bug of the demo: the file is ours
                 raise ConfigError(problems)
