@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,8 @@ class Hub:
         self.commands = CommandBus(self.points, self.store, self.devices)
         self.started = anyio.Event()
         self.services: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.service_failures: Counter[str] = Counter()
+        """Failures of each plugin's service since start (each one logged, then restarted)."""
         self._build()
 
     # -- building ------------------------------------------------------------
@@ -169,6 +172,7 @@ class Hub:
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception:
+                self.service_failures[name] += 1
                 log.exception("service of plugin %s failed", name)
             if anyio.current_time() - started > 60:
                 attempt = 0

@@ -159,15 +159,19 @@ class Evidence:
             tg.start_soon(self._prune_hourly)
             async for item in self._receive:
                 for camera_id in item.cameras:
-                    # Acquired here, so a slow camera slows the intake instead of piling up tasks.
-                    await self._limiter.acquire()
-                    tg.start_soon(self._capture_released, camera_id, item.alarm_id, item.ts)
+                    # Acquired here, so a slow camera slows the intake instead of piling up
+                    # tasks; on behalf of a token the capture task releases.
+                    token = object()
+                    await self._limiter.acquire_on_behalf_of(token)
+                    tg.start_soon(self._capture_released, token, camera_id, item.alarm_id, item.ts)
 
-    async def _capture_released(self, camera_id: str, alarm_id: str, ts: int) -> None:
+    async def _capture_released(
+        self, token: object, camera_id: str, alarm_id: str, ts: int
+    ) -> None:
         try:
             await self.capture(camera_id, alarm_id=alarm_id, ts=ts)
         finally:
-            self._limiter.release()
+            self._limiter.release_on_behalf_of(token)
 
     async def capture(
         self,
