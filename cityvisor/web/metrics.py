@@ -128,6 +128,15 @@ def render(state: WebState) -> str:
     out.family("cityvisor_device_driver_restarts_total", "counter", "Driver restarts per device.")
     for device_id, driver in sorted(drivers.items()):
         out.sample("cityvisor_device_driver_restarts_total", driver.restarts, device=device_id)
+    out.family(
+        "cityvisor_service_failures_total", "counter", "Plugin service failures (each restarted)."
+    )
+    for plugin_name in sorted(hub.services):
+        out.sample(
+            "cityvisor_service_failures_total",
+            hub.service_failures[plugin_name],
+            plugin=plugin_name,
+        )
 
     pending = getattr(hub.store, "history_pending", None)
     if pending is not None:
