@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,16 @@ def test_the_new_plugin_installs_and_passes_its_own_tests(tmp_path: Path):
     out = _run([python, "-m", "pytest", "-q"], root, env)
     assert "3 passed" in out, out
     _run([python, "-m", "cityvisor", "check-config", "example.toml"], root, env)
+
+
+def test_the_plugin_guide_quotes_the_generated_package_as_it_is(tmp_path: Path):
+    # The guide's code blocks that name a file of the package (first line
+    # "# path") must be found in that file, as `new-plugin noise-meter` writes it.
+    root = tmp_path / "noise"
+    write_plugin("noise-meter", root)
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "plugin-guide.md").read_text()
+    blocks = re.findall(r"```(?:python|toml)\n# (\S+)\n(.*?)```", guide, re.DOTALL)
+    assert len(blocks) >= 6
+    for path, code in blocks:
+        source = (root / path).read_text()
+        assert code.rstrip() in source, f"docs/plugin-guide.md quotes {path} wrongly:\n{code}"
