@@ -91,17 +91,31 @@ class Tank(DeviceType):
         ],
         feedback=reaches("setpoint", param="setpoint", tolerance=0.01, within=5),
         label={"fr": "Régler la consigne", "en": "Set the level"},
+        doc={"fr": "Amener le niveau vers la consigne.", "en": "Move the level towards setpoint."},
     )
     async def set_level(self, setpoint: float) -> None:
         """Move the level towards ``setpoint``."""
         self._setpoint = setpoint
 
-    @command(confirm=True, role="supervisor", label={"fr": "Vidanger", "en": "Drain"})
+    @command(
+        confirm=True,
+        role="supervisor",
+        label={"fr": "Vidanger", "en": "Drain"},
+        doc={"fr": "Vider complètement le réservoir.", "en": "Empty the tank completely."},
+    )
     async def drain(self) -> None:
         """Empty the tank completely (needs confirmation)."""
         self._setpoint = 0.0
 
-    @command(two_person=True, role="supervisor", label={"fr": "Maintenance", "en": "Maintenance"})
+    @command(
+        two_person=True,
+        role="supervisor",
+        label={"fr": "Maintenance", "en": "Maintenance"},
+        doc={
+            "fr": "Mettre le réservoir en maintenance ou l'en sortir.",
+            "en": "Put the tank in or out of maintenance.",
+        },
+    )
     async def toggle_maintenance(self) -> None:
         """Put the tank in or out of maintenance (needs a second person's approval)."""
         self._maintenance = not self._maintenance
