@@ -55,8 +55,10 @@ from .core.store import SqliteStore
 from .core.users import Role, User
 
 __all__ = [
+    "ApiClient",
     "ConformanceError",
     "ConformanceReport",
+    "api_client",
     "check_device_type",
     "cityvisor_store",
     "declaration_problems",
@@ -169,6 +171,96 @@ async def send_command(
         assert isinstance(approved, CommandResult)
         result = approved
     return result
+
+
+class ApiClient:
+    """An HTTP client of a running hub's API, logged in: it keeps the session cookie and
+    sends the CSRF token and the origin on every change, as the HMI does.
+
+    Each call returns ``(status, body)``, the body decoded from JSON when it is JSON.
+    """
+
+    def __init__(self, base_url: str, session: Any) -> None:
+        self.base_url = base_url
+        self.session = session
+        self.csrf: str | None = None
+
+    async def request(self, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+        """Send ``method path`` (``/api/v1/...``) with an optional JSON body."""
+        headers = {"Origin": self.base_url}
+        if self.csrf and method not in ("GET", "HEAD"):
+            headers["X-CSRF-Token"] = self.csrf
+        async with self.session.request(
+            method, self.base_url + path, json=json, headers=headers
+        ) as response:
+            if response.content_type == "application/json":
+                return response.status, await response.json()
+            return response.status, await response.text()
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        """``GET path``."""
+        return await self.request("GET", path)
+
+    async def post(self, path: str, json: Any = None) -> tuple[int, Any]:
+        """``POST path`` with a JSON body."""
+        return await self.request("POST", path, json)
+
+    async def delete(self, path: str) -> tuple[int, Any]:
+        """``DELETE path``."""
+        return await self.request("DELETE", path)
+
+
+@asynccontextmanager
+async def api_client(
+    hub: Hub,
+    name: str = "tester",
+    *,
+    role: str = "admin",
+    zones: Iterable[str] = ("*",),
+) -> AsyncIterator[ApiClient]:
+    """A client of the hub's HTTP API, logged in as a new user ``name`` with ``role`` in ``zones``.
+
+    The hub must run the web server on a free port: load the built-in
+    ``web`` plugin and set ``[web] port = 0``::
+
+        from cityvisor.plugins import web
+
+        async with running_hub(CONFIG, tmp_path, plugins=[my_plugin, web]) as hub:
+            async with api_client(hub, role="operator") as client:
+                status, body = await client.get("/api/v1/devices")
+
+    The password is hashed with cheap argon2 settings: tests log in often.
+    """
+    import secrets
+
+    import aiohttp
+    import argon2
+
+    from .web import find_server
+    from .web.auth import Accounts
+
+    server = find_server(hub)
+    if server is None:
+        pytest.fail("the hub runs no web server: load cityvisor.plugins.web, with [web] port = 0")
+    with anyio.fail_after(10):
+        await server.ready.wait()
+    accounts = Accounts(hub.store, hub.config.user_list())
+    await accounts.setup()
+    password = secrets.token_urlsafe(16)
+    cheap = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    if await accounts.get(name) is None:
+        await accounts.add(name, password, Role.parse(role), list(zones), hasher=cheap)
+    else:
+        await accounts.set_password(name, password, hasher=cheap)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        client = ApiClient(server.url, session)
+        status, body = await client.post(
+            "/api/v1/session", {"username": name, "password": password}
+        )
+        if status != 200:
+            pytest.fail(f"could not log in as {name}: {status} {body}")
+        client.csrf = body["csrf_token"]
+        yield client
 
 
 @pytest.fixture
