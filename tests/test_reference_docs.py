@@ -48,3 +48,27 @@ def test_the_command_writes_the_pages_and_checks_them(tmp_path: Path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PAGES)
     assert main(["docs", "--output-dir", str(tmp_path), "--check"]) == 0
     assert write_pages(tmp_path, check=True) == []
+
+
+GUIDES = [
+    "README.md",
+    "docs/index.md",
+    "docs/architecture.md",
+    "docs/plugin-guide.md",
+    "docs/deployment.md",
+    "docs/reference/sdk.md",
+    "examples/flood-sensor/README.md",
+]
+
+
+@pytest.mark.parametrize("page", GUIDES)
+def test_every_relative_link_of_the_guides_leads_to_a_file(page: str):
+    import re
+
+    path = ROOT / page
+    text = path.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://", "#", "mailto:")):
+            continue
+        linked = (path.parent / target.split("#", 1)[0]).resolve()
+        assert linked.exists(), f"{page} links to {target}, which does not exist"
