@@ -34,8 +34,11 @@ class CameraConfig(DeviceConfig):
     """How to reach an ONVIF camera."""
 
     host: str
+    """The camera's address (name or IP) on the video network."""
     port: int = pydantic.Field(80, ge=1, le=65535)
+    """HTTP port of the camera's ONVIF device service."""
     username: str
+    """An ONVIF user of the camera; an operator-level account is enough (no admin rights)."""
     password: pydantic.SecretStr
     """Use ``${CAMERA_PASSWORD}``: the value is never logged, returned or shown."""
     profile: str | None = None
