@@ -13,6 +13,8 @@ from cityvisor import DeviceConfig, DeviceType, alarm, command, number, point
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.plugins.access import Door
 from cityvisor.plugins.bollards import Bollard
+from cityvisor.plugins.cameras import Camera
+from cityvisor.plugins.demo import Tank
 from cityvisor.plugins.lighting import LightingCabinet
 from cityvisor.plugins.switches import Switch
 from cityvisor.testing import (
@@ -38,7 +40,7 @@ async def test_the_lighting_cabinet_conforms_against_its_simulator():
     assert report.recovered_after is not None
 
 
-@pytest.mark.parametrize("device_type", [LightingCabinet, Bollard, Switch, Door])
+@pytest.mark.parametrize("device_type", [LightingCabinet, Bollard, Switch, Door, Camera, Tank])
 def test_the_built_in_families_are_declared_in_full(device_type: type[DeviceType]):
     assert declaration_problems(device_type) == []
 

@@ -36,6 +36,7 @@ class TankConfig(DeviceConfig):
     period: float = 0.5
     """Seconds between two samples."""
     initial_level: float = 20.0
+    """Level (%) the simulated tank starts at."""
     fail_every: float | None = None
     """If set, the simulated link drops every so many seconds (to exercise recovery)."""
 
