@@ -5,7 +5,9 @@ The layers, from the wire up:
 - :class:`ModbusEndpoint`: one connection (Modbus/TCP, or RTU over a serial
   line) shared by every unit behind it. One request in flight at a time,
   a minimum interval between requests, a timeout per request, reconnection
-  with capped exponential backoff. Failures are typed
+  with capped exponential backoff. A unit's poll sends its blocks in one
+  turn on the wire; a write waits for that turn only, not for every unit
+  queued behind it. Failures are typed
   (:class:`ModbusExceptionError`, :class:`ModbusTimeoutError`,
   :class:`ModbusMalformedReplyError`, :class:`ModbusConnectionError`) and each
   carries the :class:`~cityvisor.core.points.Quality` it means.
@@ -40,9 +42,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -92,6 +94,31 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _TimeoutsAreQualities(logging.Filter):
+    """Drop pymodbus's ERROR line for each request it timed out.
+
+    The endpoint leaves the per-request timeout to pymodbus, which logs every
+    one; here a timeout is a point quality (``comm_failure:timeout``), and the
+    endpoint itself warns when timeouts in a row make it reopen the
+    connection. A dead unit must not fill the operator's log. pymodbus logs
+    an identical message again as ``Repeating....``: dropped too when what it
+    repeats was.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dropping = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if not message.startswith("Repeating...."):
+            self._dropping = message.startswith("No response received after")
+        return not self._dropping
+
+
+logging.getLogger("pymodbus.logging").addFilter(_TimeoutsAreQualities())
 
 
 # --------------------------------------------------------------------------- errors
@@ -177,6 +204,10 @@ class ModbusConnectionError(ModbusError, DeviceError):
 
 class _MalformedFrameError(Exception):
     """Set on pymodbus's pending response when the reply cannot be decoded."""
+
+
+class _ConnectionLostError(Exception):
+    """Set on pymodbus's pending response when the link drops while it waits."""
 
 
 # --------------------------------------------------------------------------- settings
@@ -418,17 +449,51 @@ class PollResult(dict[str, Any]):
 
 # --------------------------------------------------------------------------- endpoint
 
+# A read of each table: its function code, pymodbus's client method, bits or registers.
+_READS: dict[Table, tuple[int, str, bool]] = {
+    Table.COIL: (1, "read_coils", True),
+    Table.DISCRETE_INPUT: (2, "read_discrete_inputs", True),
+    Table.HOLDING: (3, "read_holding_registers", False),
+    Table.INPUT: (4, "read_input_registers", False),
+}
+# What a request can raise besides a ModbusError: pymodbus's errors and our guards'.
+_PYMODBUS_FAILURES = (
+    ModbusIOException,
+    ConnectionException,
+    _ConnectionLostError,
+    _MalformedFrameError,
+)
+
 
 class ModbusEndpoint:
     """One connection to a Modbus/TCP device or gateway (or a serial RTU line).
 
     Every unit behind it shares the connection. Requests are serialised (one
     in flight: many gateways cannot take more), spaced by
-    ``settings.min_interval``, and bounded by ``settings.timeout``. The
+    ``settings.min_interval``, and each bounded by ``settings.timeout``. The
     connection opens on the first request; when it drops or cannot be
     opened, requests raise :class:`ModbusConnectionError` and the next
     attempt waits ``min_backoff * 2**n`` seconds (at most ``max_backoff``):
     the same endpoint recovers by itself when the equipment comes back.
+
+    Who gets the wire, and for how long:
+
+    - a **unit poll** (:meth:`read_blocks`, what :meth:`ModbusDevice.poll`
+      sends) holds the wire for all the blocks of that unit, sent back to
+      back (still paced), and only then lets the next unit in: the lock
+      and the safety-net deadline are paid once per unit, not per request;
+    - polls queue for their turn behind one another, in order, but a
+      **write** (and a single :meth:`read`) queues only behind the turn on
+      the wire, never behind the other polls waiting: a command waits at
+      most one unit poll, however many units share the gateway.
+
+    Timeouts: each request's answer is awaited by pymodbus itself, with
+    ``settings.timeout`` (its ``asyncio.wait_for`` after sending, the
+    same span this class would time: the wire is ours, pymodbus's own
+    lock never waits). Around each turn an anyio deadline covering every
+    request's pause and timeout (and one connection attempt) is the safety
+    net: should pymodbus ever not time out, the turn still ends, as
+    timeouts.
 
     Get one from :class:`ModbusPool`; the pool closes it when its last user
     leaves.
@@ -446,11 +511,15 @@ class ModbusEndpoint:
         self.connections = 0
         """Connections opened since creation."""
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        # Uncontended (one unit polled at a time), acquiring must not cost a trip
-        # through the event loop per request.
-        self._lock = anyio.Lock(fast_acquire=True)
-        self._inflight: anyio.CancelScope | None = None
-        self._lost_in_flight = False
+        # The wire: whoever holds it sends. Uncontended (one unit polled at a
+        # time), acquiring must not cost a trip through the event loop.
+        self._wire = anyio.Lock(fast_acquire=True)
+        # Unit polls queue here before taking the wire, so that a write queues
+        # behind the one poll on the wire only, not behind every unit waiting.
+        self._poll_queue = anyio.Lock(fast_acquire=True)
+        self._in_flight = False
+        # Pacing needs the clock around every request; without it, skip the clock.
+        self._paced = self.settings.min_interval > 0
         self._last_end = -float("inf")
         self._failures = 0
         self._next_attempt = -float("inf")
@@ -471,8 +540,8 @@ class ModbusEndpoint:
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         # pymodbus's own reconnection (reconnect_delay) runs in a task nobody
         # owns and its retries hide timeouts: both are off, this class does them.
-        # Its timeout is only a backstop behind the anyio deadlines below.
-        backstop = max(self.settings.timeout, self.settings.connect_timeout) * 2 + 1
+        # Its timeout is the connection's until connected, then each request's
+        # (see _wire_timeout).
         address = self.address
         client: AsyncModbusTcpClient | AsyncModbusSerialClient
         if isinstance(address, TcpAddress):
@@ -480,7 +549,7 @@ class ModbusEndpoint:
                 address.host,
                 port=address.port,
                 reconnect_delay=0,
-                timeout=backstop,
+                timeout=self.settings.connect_timeout,
                 retries=0,
                 trace_connect=self._on_connection_change,
             )
@@ -493,7 +562,7 @@ class ModbusEndpoint:
                 stopbits=address.stopbits,
                 bytesize=address.bytesize,
                 reconnect_delay=0,
-                timeout=backstop,
+                timeout=self.settings.connect_timeout,
                 retries=0,
                 trace_connect=self._on_connection_change,
             )
@@ -502,6 +571,19 @@ class ModbusEndpoint:
         client.set_max_no_responses(1_000_000)
         self._guard_decoding(client, tcp=isinstance(address, TcpAddress))
         return client
+
+    @staticmethod
+    def _wire_timeout(
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient, seconds: float
+    ) -> None:
+        """Set the one timeout pymodbus has, read at each use.
+
+        pymodbus 3.x waits ``comm_params.timeout_connect`` of its transaction
+        manager both for a connection to open and for each answer: this
+        endpoint sets it to ``connect_timeout`` before connecting and to
+        ``timeout`` once connected, so each keeps its own meaning.
+        """
+        client.ctx.comm_params.timeout_connect = seconds
 
     @staticmethod
     def _guard_decoding(
@@ -538,10 +620,15 @@ class ModbusEndpoint:
 
     def _on_connection_change(self, connected: bool) -> None:
         """pymodbus's trace_connect: runs in the event loop when the link goes up or down."""
-        if not connected and self._inflight is not None:
-            # Fail the request in flight now rather than at its timeout.
-            self._lost_in_flight = True
-            self._inflight.cancel()
+        client = self._client
+        if connected or not self._in_flight or client is None:
+            return
+        # Fail the request in flight now rather than at its timeout. pymodbus
+        # made this future for it (synchronously, when it was sent); a reply that
+        # arrived before the link dropped has completed it and is kept.
+        future = client.ctx.response_future
+        if not future.done():
+            future.set_exception(_ConnectionLostError())
 
     async def connect(self) -> None:
         """Open the connection now (requests also open it when needed).
@@ -549,14 +636,15 @@ class ModbusEndpoint:
         Raises :class:`ModbusConnectionError` if it cannot be opened, or if
         the backoff after the last failure has not elapsed yet.
         """
-        async with self._lock:
+        async with self._wire:
             await self._ensure_connected()
 
-    async def _ensure_connected(self) -> None:
-        if self._client is None:
-            self._client = self._make_client()
-        if self._client.connected:
-            return
+    async def _ensure_connected(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        client = self._client
+        if client is None:
+            client = self._client = self._make_client()
+        if client.connected:
+            return client
         wait = self._next_attempt - anyio.current_time()
         if wait > 0:
             raise ModbusConnectionError(
@@ -564,16 +652,18 @@ class ModbusEndpoint:
                 retry_after=wait,
             )
         opened = False
+        self._wire_timeout(client, self.settings.connect_timeout)
         with anyio.move_on_after(self.settings.connect_timeout):
-            opened = await self._client.connect()
-        if opened and self._client.connected:
+            opened = await client.connect()
+        if opened and client.connected:
             if self._failures:
                 log.info("modbus %s: reconnected after %d failures", self.address, self._failures)
+            self._wire_timeout(client, self.settings.timeout)
             self._failures = 0
             self._timeouts = 0
             self.connections += 1
-            return
-        self._client.close()
+            return client
+        client.close()
         self._failures += 1
         delay = min(
             self.settings.max_backoff, self.settings.min_backoff * 2 ** (self._failures - 1)
@@ -594,147 +684,258 @@ class ModbusEndpoint:
 
     # -- requests ---------------------------------------------------------
 
-    async def _execute(
-        self,
-        function_code: int,
-        unit: int,
-        address: int,
-        call: Callable[[Any], Awaitable[ModbusPDU]],
-    ) -> ModbusPDU:
-        """Send one request and return its (non-exception) response, or raise a ModbusError."""
-        async with self._lock:
+    def _safety_net(self, requests: int) -> anyio.CancelScope:
+        """A deadline for a turn on the wire: later than any of its requests can end.
+
+        Every request paced and timed out by pymodbus, plus one connection
+        attempt and one timeout's slack. Never reached while pymodbus keeps
+        its own timeout; if it is, the turn ends as a timeout.
+        """
+        settings = self.settings
+        span = settings.connect_timeout + (requests + 1) * (
+            settings.timeout + settings.min_interval
+        )
+        return anyio.CancelScope(deadline=anyio.current_time() + span)
+
+    def _timed_out(self) -> None:
+        """Count a timeout; after ``max_timeouts`` in a row, drop the connection."""
+        self._timeouts += 1
+        if self._timeouts >= self.settings.max_timeouts:
+            log.warning(
+                "modbus %s: %d timeouts in a row, reopening the connection",
+                self.address,
+                self._timeouts,
+            )
+            self._timeouts = 0
+            self.close()
+
+    def _net_caught(self, unit: int, function_code: int, address: int) -> ModbusTimeoutError:
+        """The error of a request the safety net ended (pymodbus did not time it out)."""
+        self._timed_out()
+        return ModbusTimeoutError(
+            f"unit {unit}: no answer to function {function_code} at {address} "
+            f"within the turn's deadline"
+        )
+
+    async def _prepare(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        """Before a request: wait out the pacing interval, (re)connect if needed."""
+        if self._paced:
             pause = self._last_end + self.settings.min_interval - anyio.current_time()
             if pause > 0:
                 await anyio.sleep(pause)
-            await self._ensure_connected()
-            client = self._client
-            assert client is not None
-            self.requests_sent += 1
-            self.requests_by_function[function_code] += 1
-            self._lost_in_flight = False
-            response: ModbusPDU | None = None
-            try:
-                # One scope for both early ends of a request: its deadline (a timeout)
-                # and _on_connection_change cancelling it (the link dropped). A second,
-                # nested scope cost about as much as the rest of the request's bookkeeping.
-                deadline = anyio.current_time() + self.settings.timeout
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    self._inflight = scope
-                    response = await call(client)
-                if scope.cancelled_caught and not self._lost_in_flight:
-                    raise TimeoutError
-            except TimeoutError:
-                self._timeouts += 1
-                if self._timeouts >= self.settings.max_timeouts:
-                    log.warning(
-                        "modbus %s: %d timeouts in a row, reopening the connection",
-                        self.address,
-                        self._timeouts,
-                    )
-                    self._timeouts = 0
-                    client.close()
-                raise ModbusTimeoutError(
-                    f"unit {unit}: no answer to function {function_code} at {address} "
-                    f"within {self.settings.timeout:g} s"
-                ) from None
-            except ConnectionException as exc:
-                raise ModbusConnectionError(f"{self.address}: {exc}") from None
-            except _MalformedFrameError as exc:
-                raise ModbusMalformedReplyError(f"unit {unit}: undecodable reply: {exc}") from None
-            except ModbusIOException as exc:
-                if "No response" in str(exc):  # pymodbus's own (backstop) timeout
-                    raise ModbusTimeoutError(f"unit {unit}: {exc}") from None
-                raise ModbusMalformedReplyError(f"unit {unit}: {exc}") from None
-            finally:
-                self._inflight = None
+        client = self._client
+        if client is None or not client.connected:
+            client = await self._ensure_connected()
+        return client
+
+    def _failure(self, exc: Exception, unit: int, function_code: int, address: int) -> Exception:
+        """The ModbusError for what pymodbus (or our guards) raised out of a request."""
+        if isinstance(exc, _ConnectionLostError):
+            return ModbusConnectionError(
+                f"{self.address}: connection lost during a request to unit {unit}"
+            )
+        if isinstance(exc, ConnectionException):
+            return ModbusConnectionError(f"{self.address}: {exc}")
+        if isinstance(exc, _MalformedFrameError):
+            return ModbusMalformedReplyError(f"unit {unit}: undecodable reply: {exc}")
+        if "No response" in str(exc):  # pymodbus's per-request timeout
+            self._timed_out()
+            return ModbusTimeoutError(
+                f"unit {unit}: no answer to function {function_code} at {address} "
+                f"within {self.settings.timeout:g} s"
+            )
+        return ModbusMalformedReplyError(f"unit {unit}: {exc}")
+
+    @staticmethod
+    def _refusal(response: ModbusPDU, unit: int, function_code: int, address: int) -> ModbusError:
+        """The error of an answer that is an exception response, or not to this request."""
+        if response.isError():
+            code = getattr(response, "exception_code", 0)
+            return ModbusExceptionError(code, function_code, unit, address)
+        return ModbusMalformedReplyError(
+            f"unit {unit}: function {response.function_code} answered "
+            f"a request for function {function_code}"
+        )
+
+    async def _request(
+        self, function_code: int, unit: int, address: int, method: str, *args: Any, **kwargs: Any
+    ) -> ModbusPDU:
+        """Send one request and return its (non-exception) response, or raise a ModbusError.
+
+        The caller holds the wire and a safety net. ``method`` names the
+        pymodbus client method, called with ``args`` and ``kwargs``. (Reads,
+        the hot path, have their own copy of this in :meth:`_read`.)
+        """
+        client = self._client
+        if self._paced or client is None or not client.connected:
+            client = await self._prepare()
+        self.requests_sent += 1
+        self.requests_by_function[function_code] += 1
+        self._in_flight = True
+        try:
+            response: ModbusPDU = await getattr(client, method)(*args, **kwargs)
+        except _PYMODBUS_FAILURES as exc:
+            raise self._failure(exc, unit, function_code, address) from None
+        finally:
+            self._in_flight = False
+            if self._paced:
                 self._last_end = anyio.current_time()
-            if response is None:  # the link dropped while we waited (see _on_connection_change)
-                raise ModbusConnectionError(
-                    f"{self.address}: connection lost during a request to unit {unit}"
-                )
-            self._timeouts = 0
-            if response.isError():
-                code = getattr(response, "exception_code", 0)
-                raise ModbusExceptionError(code, function_code, unit, address)
-            if response.function_code != function_code:
+        self._timeouts = 0
+        if response.isError() or response.function_code != function_code:
+            raise self._refusal(response, unit, function_code, address)
+        return response
+
+    async def _read(self, unit: int, table: Table, address: int, count: int) -> list[Any]:
+        """One read request; the caller holds the wire and a safety net.
+
+        :meth:`_request` inlined, and the reply's length checked: this runs for
+        every block of every poll, and each layer of calls shows in the cost.
+        """
+        function_code, method, is_bit = _READS[table]
+        client = self._client
+        if self._paced or client is None or not client.connected:
+            client = await self._prepare()
+        self.requests_sent += 1
+        self.requests_by_function[function_code] += 1
+        self._in_flight = True
+        try:
+            response: ModbusPDU = await getattr(client, method)(
+                address, count=count, device_id=unit
+            )
+        except _PYMODBUS_FAILURES as exc:
+            raise self._failure(exc, unit, function_code, address) from None
+        finally:
+            self._in_flight = False
+            if self._paced:
+                self._last_end = anyio.current_time()
+        self._timeouts = 0
+        if response.isError() or response.function_code != function_code:
+            raise self._refusal(response, unit, function_code, address)
+        # Bits arrive in whole bytes; registers exactly as asked. Anything else is
+        # a reply that does not match its own byte count or the request.
+        if is_bit:
+            bits = response.bits
+            if len(bits) != -(-count // 8) * 8:
                 raise ModbusMalformedReplyError(
-                    f"unit {unit}: function {response.function_code} answered "
-                    f"a request for function {function_code}"
+                    f"unit {unit}: {len(bits)} bits in the reply to a read of {count} at {address}"
                 )
-            return response
+            return list(bits[:count])
+        # pymodbus builds a fresh list per reply: it is returned as is, not copied.
+        registers = cast(list[Any], response.registers)
+        if len(registers) != count:
+            raise ModbusMalformedReplyError(
+                f"unit {unit}: {len(registers)} items in the reply to a read of {count} "
+                f"at {address}"
+            )
+        return registers
+
+    async def read_blocks(
+        self, unit: int, blocks: Sequence[Block]
+    ) -> list[list[Any] | ModbusError]:
+        """Read the blocks of one unit in one turn on the wire: what a unit poll sends.
+
+        Returns, in order, each block's raw items (``list[int]`` or
+        ``list[bool]``, exactly ``count`` long) or the :class:`ModbusError`
+        it met. After a timeout the rest is not sent (a unit that did not
+        answer one request will not answer the next; waiting for each would
+        make one dead unit slow the whole line): the list is then shorter
+        than ``blocks``, its length the number of requests sent. Only
+        :class:`ModbusConnectionError` is raised.
+
+        The blocks go out back to back, paced, while other polls of this
+        endpoint wait their turn; a write waits for this turn only.
+        """
+        replies: list[list[Any] | ModbusError] = []
+        block = None
+        async with self._poll_queue, self._wire:
+            with self._safety_net(len(blocks)) as net:
+                for block in blocks:
+                    try:
+                        raw = await self._read(unit, block.table, block.address, block.count)
+                    except ModbusConnectionError:
+                        raise
+                    except ModbusError as exc:
+                        replies.append(exc)
+                        if isinstance(exc, ModbusTimeoutError):
+                            break
+                        continue
+                    replies.append(raw)
+            if net.cancelled_caught and block is not None:
+                replies.append(self._net_caught(unit, _READS[block.table][0], block.address))
+        return replies
 
     async def read(self, unit: int, table: Table, address: int, count: int) -> list[Any]:
         """Read ``count`` registers (or bits) of one table: one request.
 
         Returns ``list[int]`` for register tables and ``list[bool]`` for bit
-        tables, exactly ``count`` long. Raises a :class:`ModbusError`.
+        tables, exactly ``count`` long. Raises a :class:`ModbusError`. Like a
+        write, it waits for the unit poll on the wire, not for the others.
         """
         if not 1 <= count <= table.max_read:
             raise ValueError(f"a read of a {table.value} table covers 1..{table.max_read} items")
-        kwargs = {"count": count, "device_id": unit}
-        readers = {
-            Table.COIL: lambda c: c.read_coils(address, **kwargs),
-            Table.DISCRETE_INPUT: lambda c: c.read_discrete_inputs(address, **kwargs),
-            Table.HOLDING: lambda c: c.read_holding_registers(address, **kwargs),
-            Table.INPUT: lambda c: c.read_input_registers(address, **kwargs),
-        }
-        response = await self._execute(table.read_function, unit, address, readers[table])
-        items: list[Any] = list(response.bits if table.is_bit else response.registers)
-        # Bits arrive in whole bytes; registers exactly as asked. Anything else is
-        # a reply that does not match its own byte count or the request.
-        expected = -(-count // 8) * 8 if table.is_bit else count
-        if len(items) != expected:
-            raise ModbusMalformedReplyError(
-                f"unit {unit}: {len(items)} items in the reply to a read of {count} at {address}"
-            )
-        return items[:count]
+        async with self._wire:
+            with self._safety_net(1):
+                return await self._read(unit, table, address, count)
+            raise self._net_caught(unit, _READS[table][0], address)
+
+    async def _write(
+        self, function_code: int, unit: int, address: int, method: str, *args: Any
+    ) -> None:
+        """One write request in its own turn on the wire."""
+        async with self._wire:
+            with self._safety_net(1):
+                await self._request(
+                    function_code, unit, address, method, address, *args, device_id=unit
+                )
+                return
+            raise self._net_caught(unit, function_code, address)
 
     async def write_register(self, unit: int, address: int, value: int) -> None:
         """Write one holding register (function 6)."""
-        await self._execute(
-            6, unit, address, lambda c: c.write_register(address, value, device_id=unit)
-        )
+        await self._write(6, unit, address, "write_register", value)
 
     async def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
         """Write consecutive holding registers (function 16)."""
-        values = list(values)
-        await self._execute(
-            16, unit, address, lambda c: c.write_registers(address, values, device_id=unit)
-        )
+        await self._write(16, unit, address, "write_registers", list(values))
 
     async def write_coil(self, unit: int, address: int, value: bool) -> None:
         """Write one coil (function 5)."""
-        await self._execute(
-            5, unit, address, lambda c: c.write_coil(address, bool(value), device_id=unit)
-        )
+        await self._write(5, unit, address, "write_coil", bool(value))
 
     async def write_coils(self, unit: int, address: int, values: Sequence[bool]) -> None:
         """Write consecutive coils (function 15)."""
-        bits = [bool(v) for v in values]
-        await self._execute(
-            15, unit, address, lambda c: c.write_coils(address, bits, device_id=unit)
-        )
+        await self._write(15, unit, address, "write_coils", [bool(v) for v in values])
 
     async def write(self, unit: int, spec: RegisterSpec, value: Any) -> None:
         """Write a value with the spec's type, scaling and word order.
 
         A 32-bit value is written as 2 registers in one request (function 16),
         a 16-bit one with function 6, a coil with function 5. A bool kept in
-        a bit of a holding register is a read-modify-write of that register.
+        a bit of a holding register is a read-modify-write of that register,
+        in one turn on the wire: no other request of this endpoint between
+        the read and the write.
         """
         if not spec.writable:
             raise ValueError(f"{spec.table.value} {spec.address} is not writable")
         if spec.table is Table.COIL:
             await self.write_coil(unit, spec.address, bool(value))
             return
-        current = 0
-        if spec.type is ValueType.BOOL:
-            (current,) = await self.read(unit, spec.table, spec.address, 1)
-        words = [int(w) for w in spec.encode(value, current)]
-        if len(words) == 1:
-            await self.write_register(unit, spec.address, words[0])
-        else:
-            await self.write_registers(unit, spec.address, words)
+        if spec.type is not ValueType.BOOL:
+            words = [int(w) for w in spec.encode(value)]
+            if len(words) == 1:
+                await self.write_register(unit, spec.address, words[0])
+            else:
+                await self.write_registers(unit, spec.address, words)
+            return
+        async with self._wire:
+            with self._safety_net(2):
+                (current,) = await self._read(unit, spec.table, spec.address, 1)
+                (word,) = spec.encode(value, current)
+                await self._request(
+                    6, unit, spec.address, "write_register", spec.address, int(word), device_id=unit
+                )
+                return
+            raise self._net_caught(unit, 6, spec.address)
 
     def device(
         self,
@@ -779,45 +980,43 @@ class ModbusDevice:
         return f"<ModbusDevice unit {self.unit} at {self.endpoint.address} ({self.profile.name})>"
 
     async def poll(self, plan: ReadPlan | None = None) -> PollResult:
-        """Read every point of the plan once.
+        """Read every point of the plan once, in one turn on the endpoint's wire.
 
         A block that fails gives each of its points the failure's quality
         (``config_error:illegal_data_address``, ``comm_failure:timeout``...).
-        After a timeout the rest of the poll is not sent (a unit that did not
-        answer one request will not answer the next; waiting for each would
-        make one dead unit slow the whole line): those points get the same
+        After a timeout the rest of the poll is not sent (see
+        :meth:`ModbusEndpoint.read_blocks`): those points get the same
         quality. Only :class:`ModbusConnectionError` is raised.
         """
         plan = plan or self.plan
+        blocks = plan.blocks
+        replies = await self.endpoint.read_blocks(self.unit, blocks)
         result = PollResult()
-        timed_out: ModbusTimeoutError | None = None
-        for index, block in enumerate(plan.blocks):
-            if timed_out is not None:
+        result.requests = len(replies)
+        own_plan = plan is self.plan
+        decoded = self._decoded
+        failure: ModbusError | None = None
+        for index, block in enumerate(blocks):
+            raw = replies[index] if index < len(replies) else failure
+            if isinstance(raw, ModbusError):
+                if raw is not failure:
+                    failure = raw
+                    log.debug("modbus %s unit %d: %s", self.endpoint.address, self.unit, raw)
+                    result.errors.append(raw)
+                quality = raw.quality
                 for point_id, _spec in block.points:
-                    result[point_id] = timed_out.quality
+                    result[point_id] = quality
                 continue
-            try:
-                result.requests += 1
-                raw = await self.endpoint.read(self.unit, block.table, block.address, block.count)
-            except ModbusConnectionError:
-                raise
-            except ModbusError as exc:
-                if isinstance(exc, ModbusTimeoutError):
-                    timed_out = exc
-                log.debug("modbus %s unit %d: %s", self.endpoint.address, self.unit, exc)
-                result.errors.append(exc)
-                for point_id, _spec in block.points:
-                    result[point_id] = exc.quality
-                continue
-            if plan is not self.plan:
+            assert raw is not None
+            if not own_plan:
                 result.update(block.decode(raw))
                 continue
             # Most registers read the same from one poll to the next: decode a block
             # of the device's own plan only when its raw content changed (decoding
             # is a pure function of it).
-            last = self._decoded.get(index)
+            last = decoded.get(index)
             if last is None or last[0] != raw:
-                last = self._decoded[index] = (raw, block.decode(raw))
+                last = decoded[index] = (raw, block.decode(raw))
             result.update(last[1])
         return result
 

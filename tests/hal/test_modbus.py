@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import struct
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from pymodbus.pdu import ModbusPDU
 
 from cityvisor.core.devices import DeviceError
 from cityvisor.core.points import Quality, Scaling
 from cityvisor.hal.modbus import (
     ModbusConnectionError,
+    ModbusDevice,
     ModbusEndpoint,
     ModbusExceptionError,
     ModbusPool,
     ModbusSettings,
+    ModbusTimeoutError,
     Profile,
     ProfileError,
     ReadPlan,
@@ -399,6 +405,79 @@ async def test_requests_are_paced_by_the_minimum_interval(
         assert anyio.current_time() - started >= 4 * 0.05 * 0.9
 
 
+class OrderedSimulator(LightingSimulator):
+    """A lighting simulator that records the order of the requests it receives."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.order: list[tuple[int, int]] = []
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending:
+            self.order.append((pdu.dev_id, pdu.function_code))
+        return super()._trace_pdu(sending, pdu)
+
+
+async def test_a_unit_poll_holds_the_wire_for_all_its_blocks(
+    pool: ModbusPool, lighting_profile: Profile
+) -> None:
+    async with (
+        OrderedSimulator(HOST, 0, cabinets=2, circuits=8, tick=0.02) as sim,
+        pool.tcp(HOST, sim.port) as endpoint,
+    ):
+        units = [endpoint.device(unit, lighting_profile, {"circuit": 8}) for unit in (1, 2)]
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                for device in units:
+                    group.start_soon(device.poll)
+    # Six polls of four blocks: six runs of four requests of one unit, never mixed.
+    assert len(sim.order) == 24
+    runs = [sim.order[i : i + 4] for i in range(0, 24, 4)]
+    assert all(len({unit for unit, _ in run}) == 1 for run in runs), sim.order
+    assert [unit for unit, _ in sim.order[::4]].count(1) == 3
+
+
+async def test_a_write_waits_for_the_poll_on_the_wire_not_for_every_poll_queued(
+    lighting_sim: LightingSimulator, lighting_profile: Profile
+) -> None:
+    # Paced requests: ten units polling without pause keep the wire busy all the time.
+    pool = ModbusPool(ModbusSettings(min_interval=0.005))
+    async with pool.tcp(HOST, lighting_sim.port) as endpoint:
+        devices = [endpoint.device(1 + n % 2, lighting_profile, {"circuit": 8}) for n in range(10)]
+
+        async def poll_forever(device: ModbusDevice) -> None:
+            while True:
+                await device.poll()
+
+        async with anyio.create_task_group() as group:
+            for device in devices:
+                group.start_soon(poll_forever, device)
+            for _ in range(3):
+                await anyio.sleep(0.05)  # every poller queued, one on the wire
+                before = endpoint.requests_sent
+                await devices[0].write("c3/setpoint", 37.5)
+                # At most the rest of the unit poll on the wire (4 blocks), then the
+                # write: not the 9 polls queued behind it (36 requests).
+                assert endpoint.requests_sent - before <= 4 + 1
+            group.cancel_scope.cancel()
+    assert await lighting_sim.get(1, "c3/setpoint") == pytest.approx(37.5)
+
+
+async def test_a_bit_of_a_register_is_written_in_one_turn_keeping_the_other_bits(
+    lighting_sim: LightingSimulator, pool: ModbusPool
+) -> None:
+    spec = RegisterSpec(Table.HOLDING, 20, ValueType.BOOL, bit=2, writable=True)
+    async with pool.tcp(HOST, lighting_sim.port) as endpoint:
+        await endpoint.write_register(1, 20, 0b1000_0001)
+        before = endpoint.requests_by_function.copy()
+        await endpoint.write(1, spec, True)
+        assert await lighting_sim.raw(1, Table.HOLDING, 20, 1) == [0b1000_0101]
+        await endpoint.write(1, spec, False)
+        assert await lighting_sim.raw(1, Table.HOLDING, 20, 1) == [0b1000_0001]
+        # Each: one read of the register, one write of it.
+        assert endpoint.requests_by_function - before == Counter({3: 2, 6: 2})
+
+
 # --------------------------------------------------------------------------- failures
 
 
@@ -462,6 +541,57 @@ async def test_a_malformed_reply_is_bad_quality_not_a_crash(
             # After a timeout the rest of the poll is not sent: one dead unit must not
             # cost one timeout per block.
             assert result.requests == 1
+
+
+async def test_the_timeout_is_the_request_timeout_not_the_connection_timeout(
+    pool: ModbusPool, settings: ModbusSettings, lighting_profile: Profile
+) -> None:
+    assert settings.timeout < settings.connect_timeout
+    async with rogue_server("silent") as port, pool.tcp(HOST, port) as endpoint:
+        cabinet = endpoint.device(1, lighting_profile, {"circuit": 2})
+        await endpoint.connect()
+        started = anyio.current_time()
+        result = await cabinet.poll()
+        elapsed = anyio.current_time() - started
+    assert set(result.values()) == {Quality.bad("comm_failure:timeout")}
+    assert settings.timeout * 0.9 <= elapsed < settings.connect_timeout
+
+
+async def test_the_safety_net_ends_a_turn_that_pymodbus_never_times_out(
+    pool: ModbusPool,
+    settings: ModbusSettings,
+    lighting_profile: Profile,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pymodbus whose own per-request timeout would wait a minute.
+    def never(client: Any, seconds: float) -> None:
+        client.ctx.comm_params.timeout_connect = 60.0
+
+    monkeypatch.setattr(ModbusEndpoint, "_wire_timeout", staticmethod(never))
+    async with rogue_server("silent") as port, pool.tcp(HOST, port) as endpoint:
+        cabinet = endpoint.device(1, lighting_profile, {"circuit": 2})
+        started = anyio.current_time()
+        result = await cabinet.poll()
+        elapsed = anyio.current_time() - started
+        assert set(result.values()) == {Quality.bad("comm_failure:timeout")}
+        assert result.requests == 1
+        # Within the turn's deadline: a connection and (blocks + 1) timeouts.
+        assert elapsed < settings.connect_timeout + 5 * settings.timeout + 0.5
+        with pytest.raises(ModbusTimeoutError, match="deadline"):
+            await endpoint.read(1, Table.INPUT, 0, 1)
+
+
+async def test_a_dead_unit_does_not_fill_the_log(
+    pool: ModbusPool, lighting_profile: Profile, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with rogue_server("silent") as port, pool.tcp(HOST, port) as endpoint:
+        cabinet = endpoint.device(1, lighting_profile, {"circuit": 1})
+        with caplog.at_level(logging.INFO):
+            for _ in range(4):
+                await cabinet.poll()
+    # The timeouts are qualities; only the endpoint's reopening is worth a line.
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert messages and all("timeouts in a row, reopening" in m for m in messages), messages
 
 
 async def test_a_connection_lost_mid_request_fails_at_once_not_at_the_timeout(
