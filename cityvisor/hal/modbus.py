@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -408,14 +408,24 @@ class PollResult(dict[str, Any]):
 
     ``good`` and ``bad`` split it; :meth:`by_quality` groups the failed ids
     for ``DeviceType.mark``. ``requests`` counts the requests the poll sent.
+
+    ``changed`` holds the good values whose block's registers changed since
+    the device's previous poll (every good value on the first poll, after
+    that block failed, and for a poll of a plan other than the device's
+    own): a value not in it read exactly as it did last time. ``failed``
+    is :meth:`by_quality`, filled as the poll went.
     """
 
     requests: int = 0
     errors: list[ModbusError]
+    changed: dict[str, Any]
+    failed: dict[Quality, list[str]]
 
     def __init__(self) -> None:
         super().__init__()
         self.errors = []
+        self.changed = {}
+        self.failed = {}
 
     @property
     def good(self) -> dict[str, Any]:
@@ -511,12 +521,11 @@ class ModbusEndpoint:
         self.connections = 0
         """Connections opened since creation."""
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        # The wire: whoever holds it sends. Uncontended (one unit polled at a
-        # time), acquiring must not cost a trip through the event loop.
-        self._wire = anyio.Lock(fast_acquire=True)
-        # Unit polls queue here before taking the wire, so that a write queues
-        # behind the one poll on the wire only, not behind every unit waiting.
-        self._poll_queue = anyio.Lock(fast_acquire=True)
+        # The wire: whoever has the turn sends (see _take_turn). Commands and
+        # polls wait in separate queues so that a command passes the polls.
+        self._busy = False
+        self._waiting_commands: deque[anyio.Event] = deque()
+        self._waiting_polls: deque[anyio.Event] = deque()
         self._in_flight = False
         # Pacing needs the clock around every request; without it, skip the clock.
         self._paced = self.settings.min_interval > 0
@@ -606,7 +615,7 @@ class ModbusEndpoint:
                 future.set_exception(_MalformedFrameError(reason))
 
         def callback_data(data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-            if tcp and len(data) >= 4 and data[2:4] != b"\x00\x00":
+            if tcp and len(data) >= 4 and (data[2] or data[3]):
                 # The MBAP protocol id is always 0: these bytes are not Modbus/TCP.
                 fail(f"not a Modbus/TCP frame: {data[:8].hex(' ')}...")
                 return len(data)
@@ -636,8 +645,52 @@ class ModbusEndpoint:
         Raises :class:`ModbusConnectionError` if it cannot be opened, or if
         the backoff after the last failure has not elapsed yet.
         """
-        async with self._wire:
+        async with self._command_turn():
             await self._ensure_connected()
+
+    # -- turns on the wire ------------------------------------------------
+
+    async def _take_turn(self, queue: deque[anyio.Event]) -> None:
+        """Wait in ``queue`` until the wire is handed over to this task.
+
+        Only called while the wire is busy (a free wire is taken by setting
+        ``_busy``, without waiting: no trip through the event loop).
+        """
+        handed = anyio.Event()
+        queue.append(handed)
+        try:
+            await handed.wait()
+        except BaseException:
+            if handed.is_set():
+                self._end_turn()  # handed over as we were cancelled: pass it on
+            else:
+                queue.remove(handed)
+            raise
+
+    def _end_turn(self) -> None:
+        """Hand the wire to the first command waiting, else to the first poll, else free it.
+
+        The wire stays busy while it is handed over, so that nobody slips in
+        between; it is free only when nobody waits.
+        """
+        if self._waiting_commands:
+            self._waiting_commands.popleft().set()
+        elif self._waiting_polls:
+            self._waiting_polls.popleft().set()
+        else:
+            self._busy = False
+
+    @contextlib.asynccontextmanager
+    async def _command_turn(self) -> AsyncIterator[None]:
+        """A turn on the wire for a command (a write, a single read): ahead of the polls."""
+        if self._busy:
+            await self._take_turn(self._waiting_commands)
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._end_turn()
 
     async def _ensure_connected(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         client = self._client
@@ -847,7 +900,13 @@ class ModbusEndpoint:
         """
         replies: list[list[Any] | ModbusError] = []
         block = None
-        async with self._poll_queue, self._wire:
+        # _command_turn() inlined: a context manager costs more than the rest of
+        # the turn's bookkeeping.
+        if self._busy:
+            await self._take_turn(self._waiting_polls)
+        else:
+            self._busy = True
+        try:
             with self._safety_net(len(blocks)) as net:
                 for block in blocks:
                     try:
@@ -862,6 +921,8 @@ class ModbusEndpoint:
                     replies.append(raw)
             if net.cancelled_caught and block is not None:
                 replies.append(self._net_caught(unit, _READS[block.table][0], block.address))
+        finally:
+            self._end_turn()
         return replies
 
     async def read(self, unit: int, table: Table, address: int, count: int) -> list[Any]:
@@ -873,7 +934,7 @@ class ModbusEndpoint:
         """
         if not 1 <= count <= table.max_read:
             raise ValueError(f"a read of a {table.value} table covers 1..{table.max_read} items")
-        async with self._wire:
+        async with self._command_turn():
             with self._safety_net(1):
                 return await self._read(unit, table, address, count)
             raise self._net_caught(unit, _READS[table][0], address)
@@ -882,7 +943,7 @@ class ModbusEndpoint:
         self, function_code: int, unit: int, address: int, method: str, *args: Any
     ) -> None:
         """One write request in its own turn on the wire."""
-        async with self._wire:
+        async with self._command_turn():
             with self._safety_net(1):
                 await self._request(
                     function_code, unit, address, method, address, *args, device_id=unit
@@ -927,7 +988,7 @@ class ModbusEndpoint:
             else:
                 await self.write_registers(unit, spec.address, words)
             return
-        async with self._wire:
+        async with self._command_turn():
             with self._safety_net(2):
                 (current,) = await self._read(unit, spec.table, spec.address, 1)
                 (word,) = spec.encode(value, current)
@@ -993,6 +1054,7 @@ class ModbusDevice:
         replies = await self.endpoint.read_blocks(self.unit, blocks)
         result = PollResult()
         result.requests = len(replies)
+        changed = result.changed
         own_plan = plan is self.plan
         decoded = self._decoded
         failure: ModbusError | None = None
@@ -1004,12 +1066,19 @@ class ModbusDevice:
                     log.debug("modbus %s unit %d: %s", self.endpoint.address, self.unit, raw)
                     result.errors.append(raw)
                 quality = raw.quality
-                for point_id, _spec in block.points:
-                    result[point_id] = quality
+                ids = [point_id for point_id, _spec in block.points]
+                result.update(dict.fromkeys(ids, quality))
+                result.failed.setdefault(quality, []).extend(ids)
+                if own_plan:
+                    # The points went bad: when the block reads again, even as it
+                    # was, its values are news.
+                    decoded.pop(index, None)
                 continue
             assert raw is not None
             if not own_plan:
-                result.update(block.decode(raw))
+                values = block.decode(raw)
+                result.update(values)
+                changed.update(values)
                 continue
             # Most registers read the same from one poll to the next: decode a block
             # of the device's own plan only when its raw content changed (decoding
@@ -1017,6 +1086,7 @@ class ModbusDevice:
             last = decoded.get(index)
             if last is None or last[0] != raw:
                 last = decoded[index] = (raw, block.decode(raw))
+                changed.update(last[1])
             result.update(last[1])
         return result
 

@@ -97,6 +97,9 @@ class ModbusDeviceType(DeviceType):
         super().__init__(*args, **kwargs)
         self._names: Mapping[str, Mapping[int, str]] = {}
         self._published: dict[str, Any] = {}
+        # A type that derives points in received() sees every value of every poll;
+        # the others are offered only what changed (see publish_poll).
+        self._every_value = type(self).received is not ModbusDeviceType.received
 
     @property
     def profile(self) -> Profile:
@@ -153,24 +156,29 @@ class ModbusDeviceType(DeviceType):
         Good values go through :meth:`received`, then out; points that could
         not be read keep their value and take the failure's quality.
         """
-        values: dict[str, Any] = {}
-        failed: dict[Quality, list[str]] = {}
+        # Report by exception: a value equal to the one published last would be
+        # dropped by the point database anyway; not offering it is much cheaper.
+        # Unless received() is overridden (it sees every value), only
+        # result.changed is even looked at: the values of blocks whose registers
+        # did not change since the last poll were published then.
         published = self._published
-        for relative, value in result.items():  # one pass: this runs for every point, every poll
-            if isinstance(value, Quality):
-                failed.setdefault(value, []).append(relative)
+        failed = result.failed
+        for relatives in failed.values():
+            for relative in relatives:
                 published.pop(relative, None)
-            else:
-                values[relative] = value
+        if self._every_value:
+            values = {k: v for k, v in result.items() if not isinstance(v, Quality)}
+        else:
+            values = dict(result.changed)
         for relative, names in self._names.items():
             if values.get(relative) in names:
                 values[relative] = names[values[relative]]
-        self.received(values)
-        # Report by exception: a value equal to the one published last would be
-        # dropped by the point database anyway; not offering it is much cheaper.
+        if self._every_value:
+            self.received(values)
         changed = {k: v for k, v in values.items() if published.get(k, _UNSET) != v}
-        published.update(changed)
-        self.publish(changed)
+        if changed:
+            published.update(changed)
+            self.publish(changed)
         for quality, relatives in failed.items():
             self.mark(quality, relatives)
 

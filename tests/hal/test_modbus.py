@@ -343,6 +343,38 @@ async def test_coalescing_reads_eight_circuits_in_one_request_instead_of_forty(
         assert endpoint.device(2, lighting_profile, {"circuit": 4}).plan is not plan
 
 
+async def test_a_poll_says_which_values_changed_since_the_previous_one(
+    lighting_sim: LightingSimulator, pool: ModbusPool, lighting_profile: Profile
+) -> None:
+    async with pool.tcp(HOST, lighting_sim.port) as endpoint:
+        cabinet = endpoint.device(1, lighting_profile, {"circuit": 8})
+        first = await cabinet.poll()
+        assert first.changed == first and not first.failed  # everything is news at first
+        assert (await cabinet.poll()).changed == {}  # an idle cabinet: nothing
+
+        lighting_sim.set_door(1, True)
+        await lighting_sim.next_tick()
+        door = await cabinet.poll()
+        # The discrete inputs' block changed: both its points are offered, nothing else.
+        assert door.changed == {"door_open": True, "mains_present": True}
+
+        lighting_sim.set_busy(1)
+        busy = await cabinet.poll()
+        assert busy.changed == {}
+        assert (
+            busy.failed
+            == busy.by_quality()
+            == {Quality.bad("device_failure:device_busy"): list(busy)}
+        )
+        lighting_sim.set_busy(1, False)
+        # Read again as they were before, the values are news after their points went bad.
+        again = await cabinet.poll()
+        assert again.changed == again and again == door
+        # A read of some points (another plan) offers every value it read.
+        some = await cabinet.read("door_open", "temperature")
+        assert some.changed == some
+
+
 async def test_two_units_behind_one_gateway_share_one_connection(
     lighting_sim: LightingSimulator, pool: ModbusPool, lighting_profile: Profile
 ) -> None:
@@ -461,6 +493,27 @@ async def test_a_write_waits_for_the_poll_on_the_wire_not_for_every_poll_queued(
                 assert endpoint.requests_sent - before <= 4 + 1
             group.cancel_scope.cancel()
     assert await lighting_sim.get(1, "c3/setpoint") == pytest.approx(37.5)
+
+
+async def test_a_wait_for_the_wire_cancelled_leaves_the_wire_usable(
+    lighting_sim: LightingSimulator, lighting_profile: Profile
+) -> None:
+    pool = ModbusPool(ModbusSettings(min_interval=0.01))
+    async with pool.tcp(HOST, lighting_sim.port) as endpoint:
+        devices = [endpoint.device(1, lighting_profile, {"circuit": 8}) for _ in range(4)]
+        for _ in range(3):
+            # Four polls and a write queued; everything but the poll on the wire gives up.
+            with anyio.move_on_after(0.015):
+                async with anyio.create_task_group() as group:
+                    for device in devices:
+                        group.start_soon(device.poll)
+                    group.start_soon(devices[0].write, "c1/setpoint", 10.0)
+        with anyio.fail_after(5):
+            assert not (await devices[0].poll()).bad
+            await devices[1].write("c1/setpoint", 20.0)
+        assert not endpoint._busy and not endpoint._waiting_polls
+        assert not endpoint._waiting_commands
+    assert await lighting_sim.get(1, "c1/setpoint") == pytest.approx(20.0)
 
 
 async def test_a_bit_of_a_register_is_written_in_one_turn_keeping_the_other_bits(
