@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -343,15 +342,6 @@ def test_python_m_cityvisor_plugins_json_reports_a_broken_entry_point_by_name(si
     assert "ImportError" in failure["error"]
 
 
-def _hub_available() -> str | None:
-    """Why ``run`` cannot be tested yet (the hub is written alongside), or None."""
-    try:
-        importlib.import_module("cityvisor.core.hub")
-    except ImportError as error:
-        return f"cityvisor.core.hub is not importable yet: {error}"
-    return None
-
-
 def test_run_with_a_bad_config_exits_2_before_starting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -360,7 +350,6 @@ def test_run_with_a_bad_config_exits_2_before_starting(
     assert "unknown zone 'nord'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(_hub_available() is not None, reason=str(_hub_available()))
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_run_serves_the_demo_until_a_signal_then_stops_cleanly(
     tmp_path: Path, stop: signal.Signals

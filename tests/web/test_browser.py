@@ -34,10 +34,16 @@ from .browser_fixtures import (
     tile_server,
 )
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing())),
-]
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def _chromium_is_installed() -> None:
+    """The browser tests never skip: a machine without Chromium fails, naming the fix."""
+    missing = chromium_missing()
+    if missing is not None:
+        pytest.fail(f"{missing} (.ci/run installs it)")
+
 
 TIMEOUT_MS = 20_000
 """Playwright's wait for each selector: generous, the machine is shared."""
