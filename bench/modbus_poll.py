@@ -8,16 +8,30 @@ slow the client being measured. In this process, measured in one run:
 
 - **requests per cycle**: the lighting plugin's coalesced read plan against
   one request per point, counted at the client and checked at the servers;
-- **poll cycle time**, interleaved cycle by cycle on the same servers:
-  (raw) a plain pymodbus loop, one client per endpoint, reading the same
-  register blocks, endpoints in parallel and units in turn, decoding
-  nothing; (cityvisor) the lighting plugin's own path through a running hub:
-  ``ModbusDevice.poll()`` (paced, timed-out, decoded, with qualities) then
-  the driver's ``publish_poll`` into the PointDB with its alarms and
-  history; and, for scale, a few cycles of one raw request per point;
+- **poll cycle time**, interleaved cycle by cycle on the same servers, in
+  this one process with the hub running in it:
+  (raw) a plain pymodbus loop: one client per endpoint (as many connections
+  as the hub's pool opens), reading the same register blocks of the same
+  units, endpoints in parallel and units in turn, checking only that no
+  reply is an exception and decoding nothing;
+  (cityvisor) the lighting plugin's own path through the running hub:
+  ``ModbusDevice.poll()`` (the endpoint's turn on the wire, pacing, safety
+  net, typed errors, reply checks, qualities, decoding of the blocks that
+  changed) then the driver's ``publish_poll`` (report by exception into the
+  PointDB, with its alarms and history);
+  the two alternate which goes first from one cycle to the next, and each
+  cityvisor cycle is paired with the raw cycle next to it; and, for scale,
+  a few cycles of one raw request per point;
 - **CPU at 1 Hz**: the hub left to run its drivers freely at one poll per
   second against the raw loop doing the same at the same rate (CPU seconds
   of this process per second of wall time).
+
+The simulated equipment is idle by default: its registers read the same
+from one poll to the next, as most of a cabinet's do, so cityvisor decodes
+and publishes little. ``--changing`` moves each cabinet's temperature by
+1 °C at every read of its input registers: the block of 45 points that
+holds it is then decoded and compared at every poll, and one update per
+cabinet passes its deadband into the PointDB.
 
 Run ``python -m bench.modbus_poll`` (about a minute) or ``--quick`` (a few
 seconds). Results are written up in docs/performance.md.
@@ -48,7 +62,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from cityvisor.core.config import load_config
 from cityvisor.core.hub import Hub
 from cityvisor.core.plugins import make_plugin_manager
-from cityvisor.hal.modbus import ModbusPool, Table
+from cityvisor.hal.modbus import ModbusPool, ModbusSettings, Table
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.plugins.lighting import LightingCabinet
 
@@ -60,17 +74,30 @@ TARGET_COALESCING = 5.0
 
 
 class RemoteCabinets(LightingSimulator):
-    """Cabinets at the end of a network link: each reply leaves ``latency`` s after its request."""
+    """Cabinets at the end of a network link: each reply leaves ``latency`` s after its request.
+
+    With ``changing``, every read of a cabinet's input registers first moves
+    its temperature 1 °C up (10 to 29 °C, round and round): a value that differs
+    at every read, whoever reads.
+    """
 
     latency = 0.0
+    changing = False
 
     async def _action(self, unit: int, *request: Any) -> Any:
-        if self.latency and not self._internal:
-            await anyio.sleep(self.latency)
+        if not self._internal:
+            if self.latency:
+                await anyio.sleep(self.latency)
+            if self.changing and request[0] == 4:
+                cabinet = self.cabinets[unit]
+                cabinet.temperature = 10.0 + (cabinet.temperature - 9.0) % 20.0
+                await self.set(unit, "temperature", cabinet.temperature)
         return await super()._action(unit, *request)
 
 
-async def serve(gateways: int, per_gateway: int, circuits: int, latency: float) -> None:
+async def serve(
+    gateways: int, per_gateway: int, circuits: int, latency: float, changing: bool
+) -> None:
     """Run the simulators; answer ``stats`` on stdin with their request count and CPU."""
     async with AsyncExitStack() as stack:
         simulators = []
@@ -80,6 +107,7 @@ async def serve(gateways: int, per_gateway: int, circuits: int, latency: float) 
                 HOST, 0, cabinets=per_gateway, circuits=circuits, tick=1.0, seed=index
             )
             simulator.latency = latency
+            simulator.changing = changing
             simulators.append(await stack.enter_async_context(simulator))
         sys.stdout.write(json.dumps({"ports": [s.port for s in simulators]}) + "\n")
         sys.stdout.flush()
@@ -103,10 +131,12 @@ class Street:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, gateways: int, per_gateway: int, circuits: int, latency: float) -> Any:
+    def start(
+        cls, gateways: int, per_gateway: int, circuits: int, latency: float, changing: bool = False
+    ) -> Any:
         command = [sys.executable, __file__, "--serve", f"--gateways={gateways}"]
         command += [f"--per-gateway={per_gateway}", f"--circuits={circuits}"]
-        command += [f"--latency={latency}"]
+        command += [f"--latency={latency}"] + (["--changing"] if changing else [])
         with subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         ) as process:
@@ -183,8 +213,11 @@ class RawLoop:
     """Plain pymodbus: one client per endpoint, the given reads per unit, nothing decoded."""
 
     def __init__(self, ports: Sequence[int], units: int, reads: Sequence[tuple[Table, int, int]]):
+        # The client the HAL makes, with the HAL's default timeout: no retries,
+        # no reconnection task.
+        timeout = ModbusSettings().timeout
         self.clients = [
-            AsyncModbusTcpClient(HOST, port=port, timeout=5, retries=0, reconnect_delay=0)
+            AsyncModbusTcpClient(HOST, port=port, timeout=timeout, retries=0, reconnect_delay=0)
             for port in ports
         ]
         self.units = units
@@ -263,6 +296,8 @@ class Figures:
     requests_hub_cycle: int = 0
     requests_raw_cycle: int = 0
     requests_naive_cycle: int = 0
+    connections_hub: int = 0
+    connections_raw: int = 0
     requests_at_servers: float = 0.0
     free_seconds: float = 0.0
     free_cpu_hub: float = 0.0
@@ -300,11 +335,22 @@ async def measure(args: argparse.Namespace, street: Street, directory: Path) -> 
         # The drivers poll once at start, then sleep an hour: this benchmark drives the
         # same polls itself, cycle by cycle, alternating with the raw loop.
         async with RawLoop(street.ports, per_gateway, reads) as raw:
+            pool = hub.resources.get("modbus", ModbusPool)
+            figures.connections_hub = sum(e.connections for e in pool.endpoints.values())
+            figures.connections_raw = len(raw.clients)
             updates = [0]
             hub.points.add_listener(lambda point, value: updates.__setitem__(0, updates[0] + 1))
             for index in range(args.warmup + args.cycles):
-                raw_wall, raw_cpu, raw_sent = await timed(raw.cycle)
-                hub_wall, hub_cpu, hub_sent = await timed(lambda: hub_cycle(endpoints))
+                # Each goes first every other cycle: what one leaves behind (garbage,
+                # a history flush) weighs on the other side as often as on its own.
+                if index % 2:
+                    hub_wall, hub_cpu, hub_sent = await timed(lambda: hub_cycle(endpoints))
+                    raw_wall, raw_cpu, raw_sent = await timed(raw.cycle)
+                else:
+                    raw_wall, raw_cpu, raw_sent = await timed(raw.cycle)
+                    hub_wall, hub_cpu, hub_sent = await timed(lambda: hub_cycle(endpoints))
+                if raw_sent != hub_sent:
+                    raise RuntimeError(f"not the same requests: raw {raw_sent}, hub {hub_sent}")
                 if index >= args.warmup:
                     figures.raw_cycles.append(raw_wall)
                     figures.raw_cpu.append(raw_cpu)
@@ -377,6 +423,11 @@ def report(figures: Figures, args: argparse.Namespace) -> bool:
         f" Modbus/TCP endpoints ({args.per_gateway} per endpoint), simulated in another process;"
         f" {args.cycles} measured cycles after {args.warmup} warm-up, interleaved"
     )
+    print(
+        f"  equipment {'changing (a temperature at every poll)' if args.changing else 'idle'};"
+        f" connections: cityvisor {figures.connections_hub}, raw {figures.connections_raw};"
+        f" latency per reply {args.latency * 1000:g} ms"
+    )
     print()
     print("requests per cycle")
     print(
@@ -435,13 +486,20 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="seconds each simulated cabinet takes to answer (a network link; 0: loopback only)",
     )
+    parser.add_argument(
+        "--changing",
+        action="store_true",
+        help="every read of a cabinet's input registers finds its temperature moved by 1 °C",
+    )
     parser.add_argument("--quick", action="store_true", help="a small run of a few seconds")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--gateways", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(serve, args.gateways, args.per_gateway, args.circuits, args.latency)
+            anyio.run(
+                serve, args.gateways, args.per_gateway, args.circuits, args.latency, args.changing
+            )
         return 0
     if args.quick:
         args.cabinets, args.cycles, args.warmup, args.naive_cycles = 10, 5, 1, 1
@@ -451,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     gateways = -(-args.cabinets // args.per_gateway)
     with (
         tempfile.TemporaryDirectory(prefix="cityvisor-bench-") as tmp,
-        Street.start(gateways, args.per_gateway, args.circuits, args.latency) as street,
+        Street.start(
+            gateways, args.per_gateway, args.circuits, args.latency, args.changing
+        ) as street,
     ):
         figures = anyio.run(measure, args, street, Path(tmp))
     report(figures, args)

@@ -40,11 +40,13 @@ task of its own.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import operator
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import anyio
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -264,6 +266,15 @@ class ModbusSettings:
 # --------------------------------------------------------------------------- read plans
 
 
+# A read of each table: its function code, pymodbus's client method, bits or registers.
+_READS: dict[Table, tuple[int, str, bool]] = {
+    Table.COIL: (1, "read_coils", True),
+    Table.DISCRETE_INPUT: (2, "read_discrete_inputs", True),
+    Table.HOLDING: (3, "read_holding_registers", False),
+    Table.INPUT: (4, "read_input_registers", False),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     """One read request: ``count`` items of one table from ``address``, and the points in it."""
@@ -275,6 +286,11 @@ class Block:
     _decoders: tuple[tuple[str, int, Decoder], ...] = field(
         init=False, repr=False, compare=False, default=()
     )
+    _by_item: tuple[tuple[tuple[str, int, Decoder], ...], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
+    request: tuple[int, str, bool] = field(init=False, repr=False, compare=False)
+    """The read's function code, pymodbus's client method for it, and whether it reads bits."""
 
     def __post_init__(self) -> None:
         # Resolved once per plan, never per poll: see RegisterSpec.decoder().
@@ -283,10 +299,36 @@ class Block:
             for point_id, spec in self.points
         )
         object.__setattr__(self, "_decoders", decoders)
+        # For each item of the block, the points that use it (none in a gap).
+        by_item: list[list[tuple[str, int, Decoder]]] = [[] for _ in range(self.count)]
+        for (_point_id, spec), decoder in zip(self.points, decoders, strict=True):
+            start = spec.address - self.address
+            for item in range(start, start + spec.width):
+                by_item[item].append(decoder)
+        object.__setattr__(self, "_by_item", tuple(tuple(users) for users in by_item))
+        object.__setattr__(self, "request", _READS[self.table])
 
     def decode(self, raw: Sequence[int] | Sequence[bool]) -> dict[str, Any]:
         """The value of every point of the block, from the block's raw items."""
         return {point_id: decode(raw, start) for point_id, start, decode in self._decoders}
+
+    def decode_changes(
+        self, before: Sequence[int] | Sequence[bool], raw: Sequence[int] | Sequence[bool]
+    ) -> dict[str, Any]:
+        """The value of the points whose items differ between two reads of the block.
+
+        Decoding is a pure function of a point's items: the others would
+        decode as they did from ``before``. Comparing items costs less than
+        decoding them, and what is not decoded is not offered either.
+        """
+        by_item = self._by_item
+        # The changed items' indexes, found without a Python step per item.
+        changed = itertools.compress(range(self.count), map(operator.ne, before, raw))
+        return {
+            point_id: decode(raw, start)
+            for item in changed
+            for point_id, start, decode in by_item[item]
+        }
 
 
 class ReadPlan:
@@ -409,10 +451,10 @@ class PollResult(dict[str, Any]):
     ``good`` and ``bad`` split it; :meth:`by_quality` groups the failed ids
     for ``DeviceType.mark``. ``requests`` counts the requests the poll sent.
 
-    ``changed`` holds the good values whose block's registers changed since
-    the device's previous poll (every good value on the first poll, after
-    that block failed, and for a poll of a plan other than the device's
-    own): a value not in it read exactly as it did last time. ``failed``
+    ``changed`` holds the good values whose registers changed since the
+    device's previous poll (every good value on the first poll, after its
+    block failed, and for a poll of a plan other than the device's own): a
+    value not in it read exactly as it did last time. ``failed``
     is :meth:`by_quality`, filled as the poll went.
     """
 
@@ -459,13 +501,6 @@ class PollResult(dict[str, Any]):
 
 # --------------------------------------------------------------------------- endpoint
 
-# A read of each table: its function code, pymodbus's client method, bits or registers.
-_READS: dict[Table, tuple[int, str, bool]] = {
-    Table.COIL: (1, "read_coils", True),
-    Table.DISCRETE_INPUT: (2, "read_discrete_inputs", True),
-    Table.HOLDING: (3, "read_holding_registers", False),
-    Table.INPUT: (4, "read_input_registers", False),
-}
 # What a request can raise besides a ModbusError: pymodbus's errors and our guards'.
 _PYMODBUS_FAILURES = (
     ModbusIOException,
@@ -781,7 +816,7 @@ class ModbusEndpoint:
             client = await self._ensure_connected()
         return client
 
-    def _failure(self, exc: Exception, unit: int, function_code: int, address: int) -> Exception:
+    def _failure(self, exc: Exception, unit: int, function_code: int, address: int) -> ModbusError:
         """The ModbusError for what pymodbus (or our guards) raised out of a request."""
         if isinstance(exc, _ConnectionLostError):
             return ModbusConnectionError(
@@ -838,49 +873,71 @@ class ModbusEndpoint:
             raise self._refusal(response, unit, function_code, address)
         return response
 
-    async def _read(self, unit: int, table: Table, address: int, count: int) -> list[Any]:
-        """One read request; the caller holds the wire and a safety net.
+    async def _read_in_turn(
+        self, unit: int, blocks: Sequence[Block]
+    ) -> list[list[Any] | ModbusError]:
+        """Send the reads of ``blocks`` back to back; the caller has the turn on the wire.
 
-        :meth:`_request` inlined, and the reply's length checked: this runs for
-        every block of every poll, and each layer of calls shows in the cost.
+        What :meth:`read_blocks` returns, under a safety net. Each request is
+        :meth:`_request` inlined, with the reply's length checked: this runs
+        for every block of every poll, and each layer of calls shows in the
+        cost.
         """
-        function_code, method, is_bit = _READS[table]
-        client = self._client
-        if self._paced or client is None or not client.connected:
-            client = await self._prepare()
-        self.requests_sent += 1
-        self.requests_by_function[function_code] += 1
-        self._in_flight = True
-        try:
-            response: ModbusPDU = await getattr(client, method)(
-                address, count=count, device_id=unit
-            )
-        except _PYMODBUS_FAILURES as exc:
-            raise self._failure(exc, unit, function_code, address) from None
-        finally:
-            self._in_flight = False
-            if self._paced:
-                self._last_end = anyio.current_time()
-        self._timeouts = 0
-        if response.isError() or response.function_code != function_code:
-            raise self._refusal(response, unit, function_code, address)
-        # Bits arrive in whole bytes; registers exactly as asked. Anything else is
-        # a reply that does not match its own byte count or the request.
-        if is_bit:
-            bits = response.bits
-            if len(bits) != -(-count // 8) * 8:
-                raise ModbusMalformedReplyError(
-                    f"unit {unit}: {len(bits)} bits in the reply to a read of {count} at {address}"
-                )
-            return list(bits[:count])
-        # pymodbus builds a fresh list per reply: it is returned as is, not copied.
-        registers = cast(list[Any], response.registers)
-        if len(registers) != count:
-            raise ModbusMalformedReplyError(
-                f"unit {unit}: {len(registers)} items in the reply to a read of {count} "
-                f"at {address}"
-            )
-        return registers
+        replies: list[list[Any] | ModbusError] = []
+        block = None
+        with self._safety_net(len(blocks)) as net:
+            for block in blocks:
+                function_code, method, is_bit = block.request
+                address, count = block.address, block.count
+                client = self._client
+                if self._paced or client is None or not client.connected:
+                    client = await self._prepare()
+                self.requests_sent += 1
+                self.requests_by_function[function_code] += 1
+                self._in_flight = True
+                try:
+                    response: ModbusPDU = await getattr(client, method)(
+                        address, count=count, device_id=unit
+                    )
+                except _PYMODBUS_FAILURES as exc:
+                    failure = self._failure(exc, unit, function_code, address)
+                    if isinstance(failure, ModbusConnectionError):
+                        raise failure from None
+                    replies.append(failure)
+                    if isinstance(failure, ModbusTimeoutError):
+                        break  # the rest is not sent: see read_blocks()
+                    continue
+                finally:
+                    self._in_flight = False
+                    if self._paced:
+                        self._last_end = anyio.current_time()
+                self._timeouts = 0
+                if response.isError() or response.function_code != function_code:
+                    replies.append(self._refusal(response, unit, function_code, address))
+                    continue
+                # Bits arrive in whole bytes; registers exactly as asked. Anything else
+                # is a reply that does not match its own byte count or the request.
+                # (pymodbus builds fresh lists per reply: registers are not copied.)
+                items: list[Any] = response.bits if is_bit else response.registers  # type: ignore[assignment]
+                if len(items) != (-(-count // 8) * 8 if is_bit else count):
+                    replies.append(
+                        ModbusMalformedReplyError(
+                            f"unit {unit}: {len(items)} items in the reply to a read of "
+                            f"{count} at {address}"
+                        )
+                    )
+                    continue
+                replies.append(items[:count] if is_bit else items)
+        if net.cancelled_caught and block is not None:
+            replies.append(self._net_caught(unit, block.request[0], block.address))
+        return replies
+
+    async def _read_one(self, unit: int, table: Table, address: int, count: int) -> list[Any]:
+        """One read, raising its error; the caller has the turn on the wire."""
+        (reply,) = await self._read_in_turn(unit, (Block(table, address, count, ()),))
+        if isinstance(reply, ModbusError):
+            raise reply
+        return reply
 
     async def read_blocks(
         self, unit: int, blocks: Sequence[Block]
@@ -898,8 +955,6 @@ class ModbusEndpoint:
         The blocks go out back to back, paced, while other polls of this
         endpoint wait their turn; a write waits for this turn only.
         """
-        replies: list[list[Any] | ModbusError] = []
-        block = None
         # _command_turn() inlined: a context manager costs more than the rest of
         # the turn's bookkeeping.
         if self._busy:
@@ -907,23 +962,9 @@ class ModbusEndpoint:
         else:
             self._busy = True
         try:
-            with self._safety_net(len(blocks)) as net:
-                for block in blocks:
-                    try:
-                        raw = await self._read(unit, block.table, block.address, block.count)
-                    except ModbusConnectionError:
-                        raise
-                    except ModbusError as exc:
-                        replies.append(exc)
-                        if isinstance(exc, ModbusTimeoutError):
-                            break
-                        continue
-                    replies.append(raw)
-            if net.cancelled_caught and block is not None:
-                replies.append(self._net_caught(unit, _READS[block.table][0], block.address))
+            return await self._read_in_turn(unit, blocks)
         finally:
             self._end_turn()
-        return replies
 
     async def read(self, unit: int, table: Table, address: int, count: int) -> list[Any]:
         """Read ``count`` registers (or bits) of one table: one request.
@@ -935,9 +976,7 @@ class ModbusEndpoint:
         if not 1 <= count <= table.max_read:
             raise ValueError(f"a read of a {table.value} table covers 1..{table.max_read} items")
         async with self._command_turn():
-            with self._safety_net(1):
-                return await self._read(unit, table, address, count)
-            raise self._net_caught(unit, _READS[table][0], address)
+            return await self._read_one(unit, table, address, count)
 
     async def _write(
         self, function_code: int, unit: int, address: int, method: str, *args: Any
@@ -989,9 +1028,9 @@ class ModbusEndpoint:
                 await self.write_registers(unit, spec.address, words)
             return
         async with self._command_turn():
-            with self._safety_net(2):
-                (current,) = await self._read(unit, spec.table, spec.address, 1)
-                (word,) = spec.encode(value, current)
+            (current,) = await self._read_one(unit, spec.table, spec.address, 1)
+            (word,) = spec.encode(value, current)
+            with self._safety_net(1):
                 await self._request(
                     6, unit, spec.address, "write_register", spec.address, int(word), device_id=unit
                 )
@@ -1080,14 +1119,22 @@ class ModbusDevice:
                 result.update(values)
                 changed.update(values)
                 continue
-            # Most registers read the same from one poll to the next: decode a block
-            # of the device's own plan only when its raw content changed (decoding
-            # is a pure function of it).
+            # Most registers read the same from one poll to the next: in a block of
+            # the device's own plan, decode only the points whose registers changed
+            # (decoding is a pure function of them); they alone are news.
             last = decoded.get(index)
-            if last is None or last[0] != raw:
-                last = decoded[index] = (raw, block.decode(raw))
-                changed.update(last[1])
-            result.update(last[1])
+            if last is None:
+                values = block.decode(raw)
+                changed.update(values)
+            elif last[0] != raw:
+                news = block.decode_changes(last[0], raw)
+                values = {**last[1], **news}
+                changed.update(news)
+            else:
+                result.update(last[1])
+                continue
+            decoded[index] = (raw, values)
+            result.update(values)
         return result
 
     async def read(self, *point_ids: str) -> PollResult:

@@ -66,3 +66,32 @@ def test_a_block_decodes_every_point_of_a_bundled_profile():
         for point_id, spec in block.points:
             start = spec.address - block.address
             assert same(decoded[point_id], spec.decode(raw[start : start + spec.width])), point_id
+
+
+@pytest.mark.parametrize("name", ["lighting_cabinet", "bollard_plc"])
+def test_decoding_the_changes_of_a_block_gives_what_decoding_it_all_gives(name: str):
+    profile = load_profile(name)
+    members = {kind: 4 for kind in profile.members}
+    plan = ReadPlan.for_profile(profile, members)
+    rng = random.Random(name)
+
+    def item(block_is_bit: bool) -> object:
+        return rng.random() < 0.5 if block_is_bit else rng.randrange(0x10000)
+
+    for block in plan.blocks:
+        before = [item(block.table.is_bit) for _ in range(block.count)]
+        for changes in (0, 1, 2, 5, block.count):
+            after = list(before)
+            for index in rng.sample(range(block.count), min(changes, block.count)):
+                after[index] = item(block.table.is_bit)
+            news = block.decode_changes(before, after)
+            merged = {**block.decode(before), **news}
+            full = block.decode(after)
+            assert merged.keys() == full.keys()
+            assert all(same(merged[p], full[p]) for p in full)
+            # Only the points whose items changed are decoded.
+            touched = {i for i in range(block.count) if before[i] != after[i]}
+            for point_id, spec in block.points:
+                start = spec.address - block.address
+                uses = set(range(start, start + spec.width))
+                assert (point_id in news) == bool(uses & touched), point_id
