@@ -525,8 +525,9 @@ class ModbusEndpoint:
 
     - a **unit poll** (:meth:`read_blocks`, what :meth:`ModbusDevice.poll`
       sends) holds the wire for all the blocks of that unit, sent back to
-      back (still paced), and only then lets the next unit in: the lock
-      and the safety-net deadline are paid once per unit, not per request;
+      back (still paced), and only then lets the next unit in: taking the
+      turn and the safety-net deadline are paid once per unit, not per
+      request;
     - polls queue for their turn behind one another, in order, but a
       **write** (and a single :meth:`read`) queues only behind the turn on
       the wire, never behind the other polls waiting: a command waits at
@@ -852,7 +853,7 @@ class ModbusEndpoint:
 
         The caller holds the wire and a safety net. ``method`` names the
         pymodbus client method, called with ``args`` and ``kwargs``. (Reads,
-        the hot path, have their own copy of this in :meth:`_read`.)
+        the hot path, have their own copy of this in :meth:`_read_in_turn`.)
         """
         client = self._client
         if self._paced or client is None or not client.connected:
