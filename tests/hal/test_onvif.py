@@ -232,6 +232,11 @@ BROKEN_PRESETS = {
     ),
     "not soap": "<html><body>Internal error</body></html>",
     "empty": "",
+    "invalid tag name": (  # what zeep makes of an xsi:type with a space in it
+        ENVELOPE + '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="tt:a b">'
+        "<tt:Name>x</tt:Name></tptz:Preset></tptz:GetPresetsResponse></s:Body></s:Envelope>"
+    ),
     "odd type": (
         ENVELOPE + '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="tt:">'

@@ -62,8 +62,9 @@ class CameraConfig(DeviceConfig):
     """Seconds allowed for each request to the camera."""
     evidence_days: float = pydantic.Field(30.0, gt=0, le=30)
     """Days alarm snapshots are kept (French law allows one month of CCTV images at most)."""
-    snapshot_max_bytes: int = pydantic.Field(SNAPSHOT_LIMIT, ge=64 * 1024, le=64 * 2**20)
-    """Largest snapshot accepted (bytes); a longer answer is cut off there and refused."""
+    snapshot_max_bytes: int = pydantic.Field(SNAPSHOT_LIMIT, ge=64 * 1024, le=SNAPSHOT_LIMIT)
+    """Largest snapshot accepted (bytes, 4 MiB at most: the snapshot cache's limit per
+    picture); a longer answer is cut off there and refused."""
     allow_basic_over_http: bool = False
     """Answer a snapshot URI's HTTP Basic challenge over plain HTTP (the password crosses
     the network in clear). Off: such a camera's snapshots fail with a config error."""
