@@ -1,5 +1,7 @@
-"""HTTP peers that misbehave, in a process of their own (so that a test measures only the client).
+"""HTTP peers that misbehave: broken camera answers, and a server whose answers never end.
 
+The broken answers plug into :meth:`SimulatedCamera.misbehave`; the endless
+server runs in a process of its own, so that a test measures only the client.
 ``python -m tests.hal.http_peers endless`` serves, on a free port of
 127.0.0.1 that it prints, a body that never ends at every path (chunked,
 no length, ``image/jpeg``; ``application/soap+xml`` for a POST).
@@ -14,7 +16,35 @@ from contextlib import asynccontextmanager, suppress
 import anyio
 from aiohttp import web
 
+from cityvisor.hal.sim.camera import ENVELOPE_START, Handler, envelope
+
 CHUNK = bytes(64 * 1024)
+
+TRUNCATED_PRESETS = ENVELOPE_START + '<tptz:GetPresetsResponse><tptz:Preset token="p1"><tt:Name>Ent'
+"""A reply cut off in the middle of a preset's name."""
+
+GENERIC_FAULT = envelope(
+    "<s:Fault><s:Code><s:Value>s:Sender</s:Value></s:Code>"
+    '<s:Reason><s:Text xml:lang="en">Unauthorized</s:Text></s:Reason></s:Fault>'
+)
+"""What some cameras send with a 401 for a wrong password: no ``ter:NotAuthorized`` subcode."""
+
+
+def soap_reply(text: str, status: int = 200, content_type: str = "application/soap+xml") -> Handler:
+    """A handler that answers ``text`` as is."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=text.encode(), status=status, content_type=content_type)
+
+    return handler
+
+
+async def endless_soap(request: web.Request) -> web.StreamResponse:
+    """A SOAP answer that never ends (in the camera simulator's process)."""
+    response = web.StreamResponse(headers={"Content-Type": "application/soap+xml"})
+    await response.prepare(request)
+    while True:
+        await response.write(CHUNK)
 
 
 async def _endless(request: web.Request) -> web.StreamResponse:

@@ -25,8 +25,14 @@ from cityvisor.hal.onvif import (
     OnvifClient,
     strip_credentials,
 )
-from cityvisor.hal.sim.camera import _DECLARATIONS, Handler, SimulatedCamera
-from tests.hal.http_peers import endless_server
+from cityvisor.hal.sim.camera import SimulatedCamera, envelope
+from tests.hal.http_peers import (
+    GENERIC_FAULT,
+    TRUNCATED_PRESETS,
+    endless_server,
+    endless_soap,
+    soap_reply,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -218,47 +224,25 @@ def test_strip_credentials() -> None:
 
 # --------------------------------------------------------------------------- cameras off the book
 
-ENVELOPE = f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {_DECLARATIONS}><s:Body>'
-GENERIC_FAULT = (
-    ENVELOPE + "<s:Fault><s:Code><s:Value>s:Sender</s:Value></s:Code>"
-    '<s:Reason><s:Text xml:lang="en">Unauthorized</s:Text></s:Reason></s:Fault>'
-    "</s:Body></s:Envelope>"
-)
 BROKEN_PRESETS = {
-    "truncated": ENVELOPE + '<tptz:GetPresetsResponse><tptz:Preset token="p1"><tt:Name>Ent',
+    "truncated": TRUNCATED_PRESETS,
     "undeclared prefix": (
         '<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope">'
         "<s:Body><tptz:GetPresetsResponse/></s:Body></s:Envelope>"
     ),
     "not soap": "<html><body>Internal error</body></html>",
     "empty": "",
-    "invalid tag name": (  # what zeep makes of an xsi:type with a space in it
-        ENVELOPE + '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
+    "invalid tag name": envelope(  # what zeep makes of an xsi:type with a space in it
+        '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="tt:a b">'
-        "<tt:Name>x</tt:Name></tptz:Preset></tptz:GetPresetsResponse></s:Body></s:Envelope>"
+        "<tt:Name>x</tt:Name></tptz:Preset></tptz:GetPresetsResponse>"
     ),
-    "odd type": (
-        ENVELOPE + '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
+    "odd type": envelope(
+        '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="tt:">'
-        "<tt:Name>x</tt:Name></tptz:Preset></tptz:GetPresetsResponse></s:Body></s:Envelope>"
+        "<tt:Name>x</tt:Name></tptz:Preset></tptz:GetPresetsResponse>"
     ),
 }
-
-
-def reply(text: str, status: int = 200, content_type: str = "application/soap+xml") -> Handler:
-    """A handler that answers ``text`` as is."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=text.encode(), status=status, content_type=content_type)
-
-    return handler
-
-
-async def endless(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "application/soap+xml"})
-    await response.prepare(request)
-    while True:
-        await response.write(bytes(64 * 1024))
 
 
 @pytest.mark.parametrize("broken", BROKEN_PRESETS)
@@ -266,7 +250,7 @@ async def test_a_reply_that_cannot_be_read_is_a_reply_error_and_the_camera_still
     camera: SimulatedCamera, broken: str
 ) -> None:
     async with client(camera) as onvif:
-        camera.misbehave("GetPresets", reply(BROKEN_PRESETS[broken]))
+        camera.misbehave("GetPresets", soap_reply(BROKEN_PRESETS[broken]))
         with pytest.raises(CameraReplyError) as error:
             await onvif.presets("Profile_1")
         assert error.value.reason == "device_failure"
@@ -281,7 +265,7 @@ async def test_a_soap_reply_that_never_ends_is_given_up_at_its_limit(
     camera: SimulatedCamera,
 ) -> None:
     async with client(camera) as onvif:
-        camera.misbehave("GetStatus", endless)
+        camera.misbehave("GetStatus", endless_soap)
         with pytest.raises(CameraReplyError, match=f"ran past the limit of {SOAP_BODY_LIMIT}"):
             await onvif.ptz_status("Profile_1")
         assert (await onvif.device_information()).serial == camera.serial
@@ -294,7 +278,7 @@ async def test_a_soap_reply_that_never_ends_is_given_up_at_its_limit(
 async def test_a_401_is_a_credentials_problem_whatever_fault_comes_with_it(
     camera: SimulatedCamera, body: str, content_type: str
 ) -> None:
-    camera.misbehave("GetDeviceInformation", reply(body, 401, content_type))
+    camera.misbehave("GetDeviceInformation", soap_reply(body, 401, content_type))
     onvif = OnvifClient(
         camera.host, camera.port, "cityvisor", PASSWORD, timeout=5, auth_retry_after=120
     )
@@ -360,10 +344,7 @@ async def test_a_snapshot_that_never_ends_stops_at_the_limit_in_bounded_memory(
         uri = f"<trt:MediaUri><tt:Uri>{url}/snapshot.jpg</tt:Uri></trt:MediaUri>"
         camera.misbehave(
             "GetSnapshotUri",
-            reply(
-                f"{ENVELOPE}<trt:GetSnapshotUriResponse>{uri}</trt:GetSnapshotUriResponse>"
-                "</s:Body></s:Envelope>"
-            ),
+            soap_reply(envelope(f"<trt:GetSnapshotUriResponse>{uri}</trt:GetSnapshotUriResponse>")),
         )
         onvif = OnvifClient(
             camera.host, camera.port, "cityvisor", PASSWORD, timeout=5, snapshot_limit=limit

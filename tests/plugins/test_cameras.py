@@ -16,11 +16,13 @@ from aiohttp import web
 from cityvisor.core.commands import CommandOutcome, CommandRequest
 from cityvisor.core.hub import Hub
 from cityvisor.core.users import Role, User
-from cityvisor.hal.sim.camera import _DECLARATIONS, Handler, SimulatedCamera
+from cityvisor.hal.onvif import CameraAuthError
+from cityvisor.hal.sim.camera import SimulatedCamera
 from cityvisor.plugins import cameras, demo
 from cityvisor.plugins.cameras.evidence import CameraServices
 from cityvisor.plugins.cameras.snapshots import SnapshotCache
 from cityvisor.testing import running_hub, wait_for_alarm, wait_for_point
+from tests.hal.http_peers import GENERIC_FAULT, TRUNCATED_PRESETS, soap_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -160,19 +162,6 @@ async def test_a_wrong_password_is_a_config_error_with_an_alarm_and_no_retry_sto
         assert "not-the-password" not in hub.supervisor.drivers["cam-1"].last_error
 
 
-def soap(text: str, status: int = 200) -> Handler:
-    """A camera's answer to one operation, as is."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=text.encode(), status=status, content_type="application/soap+xml")
-
-    return handler
-
-
-ENVELOPE = f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {_DECLARATIONS}><s:Body>'
-TRUNCATED = ENVELOPE + '<tptz:GetPresetsResponse><tptz:Preset token="p1"><tt:Name>Ent'
-
-
 @pytest.mark.parametrize(
     ("operation", "function", "points"),
     [
@@ -184,7 +173,7 @@ TRUNCATED = ENVELOPE + '<tptz:GetPresetsResponse><tptz:Preset token="p1"><tt:Nam
 async def test_an_optional_function_that_answers_badly_fails_alone_and_is_retried(
     camera: SimulatedCamera, tmp_path: Path, operation: str, function: str, points: tuple[str, ...]
 ) -> None:
-    camera.misbehave(operation, soap(TRUNCATED))
+    camera.misbehave(operation, soap_reply(TRUNCATED_PRESETS))
     deployment = config(camera.port, extra=", capability_retry = 0.5")
     async with running_hub(deployment, tmp_path, plugins=[cameras, demo]) as hub:
         await wait_for_point(hub, f"{CAM}/online", lambda v: v.value is True)
@@ -215,17 +204,35 @@ async def test_an_optional_function_that_answers_badly_fails_alone_and_is_retrie
 async def test_a_401_with_a_generic_fault_is_a_config_error_with_the_slow_retry(
     camera: SimulatedCamera, tmp_path: Path
 ) -> None:
-    generic = (
-        ENVELOPE + "<s:Fault><s:Code><s:Value>s:Sender</s:Value></s:Code><s:Reason>"
-        '<s:Text xml:lang="en">Unauthorized</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>'
-    )
-    camera.misbehave("GetDeviceInformation", soap(generic, status=401))
+    camera.misbehave("GetDeviceInformation", soap_reply(GENERIC_FAULT, status=401))
     async with running_hub(config(camera.port), tmp_path, plugins=[cameras, demo]) as hub:
         await wait_for_point(
             hub, f"{CAM}/model", lambda v: str(v.quality) == "bad(config_error)", timeout=10
         )
         driver = hub.supervisor.drivers["cam-1"]
         assert driver.next_attempt_in >= 60 and "refused the credentials" in driver.last_error
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_a_camera_asking_for_basic_over_http_gets_it_only_if_the_config_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: bool
+) -> None:
+    monkeypatch.setenv("CITYVISOR_TEST_CAMERA_PASSWORD", PASSWORD)
+    extra = ", allow_basic_over_http = true" if allowed else ""
+    async with (
+        SimulatedCamera(username="cityvisor", password=PASSWORD, snapshot_auth="basic") as sim,
+        running_hub(config(sim.port, extra=extra), tmp_path, plugins=[cameras, demo]) as hub,
+    ):
+        await wait_for_point(hub, f"{CAM}/online", lambda v: v.value is True)
+        snapshots = CameraServices.of(hub).snapshots
+        if allowed:
+            assert (await snapshots.get("cam-1")).jpeg[:2] == b"\xff\xd8"
+        else:
+            with pytest.raises(CameraAuthError, match="set allow_basic_over_http = true"):
+                await snapshots.get("cam-1")
+            assert sim.requests["snapshot"] == 0
+        # Either way the camera itself is fine.
+        assert hub.points.value(f"{CAM}/model").quality.is_good
 
 
 async def test_a_camera_that_goes_away_raises_its_alarm_and_recovers_alone(

@@ -61,7 +61,7 @@ from xml.sax.saxutils import escape, quoteattr
 import anyio
 from aiohttp import web
 
-__all__ = ["Preset", "SimulatedCamera", "main", "run_cameras"]
+__all__ = ["ENVELOPE_START", "Preset", "SimulatedCamera", "envelope", "main", "run_cameras"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,15 @@ NS = {
     "wsu": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd",
 }
 _DECLARATIONS = " ".join(f'xmlns:{prefix}="{uri}"' for prefix, uri in NS.items())
+
+ENVELOPE_START = f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {_DECLARATIONS}><s:Body>'
+"""Every reply up to its ``<s:Body>``, all prefixes declared (for :meth:`SimulatedCamera.misbehave`)."""
+
+
+def envelope(body: str) -> str:
+    """A whole SOAP 1.2 reply around ``body``, with every prefix of :data:`NS` declared."""
+    return f"{ENVELOPE_START}{body}</s:Body></s:Envelope>"
+
 
 UNAUTHENTICATED = frozenset({"GetSystemDateAndTime"})
 """Operations a camera answers without credentials (the client needs the clock first)."""
@@ -343,10 +352,7 @@ class SimulatedCamera:
 
     @staticmethod
     def _reply(content: str, status: int = 200) -> web.Response:
-        text = (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {_DECLARATIONS}>'
-            f"<s:Body>{content}</s:Body></s:Envelope>"
-        )
+        text = envelope(content)
         return web.Response(
             text=text, status=status, content_type="application/soap+xml", charset="utf-8"
         )
