@@ -168,6 +168,7 @@ async def test_a_wrong_password_is_a_config_error_with_an_alarm_and_no_retry_sto
         ("GetPresets", "ptz_presets", ("presets", "preset")),
         ("GetStatus", "ptz_status", ("preset",)),
         ("CreatePullPointSubscription", "events", ("motion", "tamper")),
+        ("PullMessages", "events", ("motion", "tamper")),
     ],
 )
 async def test_an_optional_function_that_answers_badly_fails_alone_and_is_retried(
