@@ -277,12 +277,13 @@ def _bounded_transport(base: type) -> type:
 
     A reply with HTTP 200 must be well-formed XML: zeep parses in recovery
     mode, which turns a truncated reply into a silently shorter one (half a
-    preset list). It also turns an HTTP 401 into a fault with code
-    ``http:401`` before zeep parses the body: cameras answer a wrong password with a 401 and a generic
-    fault (no ``ter:NotAuthorized``) or an HTML page, and it must read as a
-    credentials problem either way. A fault (not another exception) keeps
-    the library's own fallback working: it retries an unauthenticated
-    ``GetSystemDateAndTime`` with credentials when that one is refused.
+    preset list). An HTTP 401 becomes a fault with code ``http:401`` before
+    zeep parses the body: cameras answer a wrong password with a 401 and a
+    generic fault (no ``ter:NotAuthorized``) or an HTML page, and it must
+    read as a credentials problem either way. A fault (not another
+    exception) keeps the library's own fallback working: it retries an
+    unauthenticated ``GetSystemDateAndTime`` with credentials when that one
+    is refused.
     """
     import lxml.etree
     import zeep.exceptions
