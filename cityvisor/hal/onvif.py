@@ -7,8 +7,9 @@ A cameras plugin needs this module only, never ``onvif`` or ``zeep`` itself:
   WS-Security UsernameToken is signed in the camera's time, finds its
   services (``GetServices``, falling back to ``GetCapabilities``) and checks
   the credentials with ``GetDeviceInformation``. Then: media profiles,
-  stream and snapshot URIs, the snapshot itself (HTTP Digest), PTZ presets
-  (list, go to, status) and events.
+  stream and snapshot URIs, the snapshot itself (authenticated as the
+  camera's challenge asks: Digest MD5 or SHA-256, or Basic where allowed),
+  PTZ presets (list, go to, status) and events.
 * :meth:`OnvifClient.events` runs a PullPoint subscription (motion,
   tampering, digital inputs) under the caller's task group: it long-polls
   ``PullMessages``, renews the subscription at 80 % of its lifetime and
@@ -18,10 +19,19 @@ A cameras plugin needs this module only, never ``onvif`` or ``zeep`` itself:
   see docs/families/cameras.md).
 * Every call runs under a timeout; failures become :class:`CameraError`
   subclasses, which are :class:`~cityvisor.core.devices.DeviceError`: a
-  wrong password is :class:`CameraAuthError` (reason ``config_error``,
+  wrong password (``ter:NotAuthorized``, or any HTTP 401, whatever fault
+  comes with it) is :class:`CameraAuthError` (reason ``config_error``,
   retried only after ``auth_retry_after`` seconds: no retry storm); an
-  unreachable or silent camera is ``comm_failure``; a SOAP fault the camera
-  sends for a valid request is ``device_failure``.
+  unreachable or silent camera is ``comm_failure``; an answer that is not
+  the one asked for is a :class:`CameraAnswerError` (``device_failure``):
+  a SOAP fault (:class:`CameraFaultError`) or a reply that cannot be read
+  (:class:`CameraReplyError`: truncated or odd XML, a value of the wrong
+  type, a body over its limit). The camera is there: a caller may take
+  such a failure of an optional call (PTZ, events) as that function's
+  alone.
+* Every body read from the camera is streamed and bounded
+  (:func:`cityvisor.hal.http.read_body`): ``SOAP_BODY_LIMIT`` for SOAP
+  replies, ``snapshot_limit`` for pictures.
 
 Credentials never leave this module: they are not in ``repr``, not in error
 messages or logs, and URIs are returned without ``user:password@``.
@@ -32,11 +42,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -46,11 +56,15 @@ from anyio.lowlevel import RunVar
 
 from cityvisor.core.devices import DeviceError
 
+from .http import ChallengeAuth, InsecureChallengeError, ResponseTooLargeError, read_body
+
 __all__ = [
+    "CameraAnswerError",
     "CameraAuthError",
     "CameraError",
     "CameraEvent",
     "CameraFaultError",
+    "CameraReplyError",
     "DeviceInformation",
     "MediaProfile",
     "OnvifClient",
@@ -61,8 +75,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 AUTH_RETRY_AFTER = 300.0
 """Seconds before a camera that refused our credentials is tried again."""
+
+SOAP_BODY_LIMIT = 2 * 2**20
+"""Bytes a SOAP reply may have (a camera's longest, GetProfiles or PullMessages, is tens of kB)."""
+
+SNAPSHOT_LIMIT = 4 * 2**20
+"""Bytes a snapshot may have unless the client is given another limit."""
 
 CONCURRENT_CONNECTS = 4
 """Handshakes in flight at once (per event loop): a hub starting 200 cameras would
@@ -99,12 +121,23 @@ class CameraAuthError(CameraError):
         super().__init__(message, reason="config_error", retry_after=retry_after)
 
 
-class CameraFaultError(CameraError):
+class CameraAnswerError(CameraError):
+    """The camera answered, but not with what was asked: that function failed, not the camera."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="device_failure")
+
+
+class CameraFaultError(CameraAnswerError):
     """The camera answered a request with a SOAP fault (an unknown preset, a refused order)."""
 
     def __init__(self, message: str, subcode: str = "") -> None:
-        super().__init__(message, reason="device_failure")
+        super().__init__(message)
         self.subcode = subcode
+
+
+class CameraReplyError(CameraAnswerError):
+    """The camera's reply could not be read: truncated or odd XML, wrong types, over its limit."""
 
 
 # --------------------------------------------------------------------------- values
@@ -226,8 +259,76 @@ def _onvif() -> ModuleType:
             if handler not in handlers:
                 root.removeHandler(handler)
         root.setLevel(level)
+        # Every service the library creates (update_xaddrs makes its own) builds
+        # its transport from this module-level name: ours reads bounded bodies.
+        onvif.client.AsyncTransportProtocolErrorHandler = _bounded_transport(
+            onvif.client.AsyncTransportProtocolErrorHandler
+        )
         _library = onvif.client
     return _library
+
+
+_HTTP_401 = "http:401"
+"""The code of the fault the transport raises for an HTTP 401 (whatever the body said)."""
+
+
+def _bounded_transport(base: type) -> type:
+    """The library's SOAP transport, reading every reply through :func:`read_body`.
+
+    A reply with HTTP 200 must be well-formed XML: zeep parses in recovery
+    mode, which turns a truncated reply into a silently shorter one (half a
+    preset list). An HTTP 401 becomes a fault with code ``http:401`` before
+    zeep parses the body: cameras answer a wrong password with a 401 and a
+    generic fault (no ``ter:NotAuthorized``) or an HTML page, and it must
+    read as a credentials problem either way. A fault (not another
+    exception) keeps the library's own fallback working: it retries an
+    unauthenticated ``GetSystemDateAndTime`` with credentials when that one
+    is refused.
+    """
+    import lxml.etree
+    import zeep.exceptions
+
+    strict = lxml.etree.XMLParser(resolve_entities=False, no_network=True)
+
+    def well_formed(response: aiohttp.ClientResponse, content: bytes) -> bytes:
+        if response.status == 200:
+            lxml.etree.fromstring(content, strict)  # raises XMLSyntaxError, read as a bad reply
+        return content
+
+    class BoundedTransport(base):  # type: ignore[misc, valid-type]
+        async def _post_internal(
+            self, address: str, message: str | bytes, headers: dict[str, str]
+        ) -> tuple[aiohttp.ClientResponse, bytes]:
+            headers = dict(headers or {})
+            headers.setdefault("Content-Type", 'text/xml; charset="utf-8"')
+            data = message.encode("utf-8") if isinstance(message, str) else message
+            response = await self._send("POST", address, data=data, headers=headers)
+            return response, well_formed(response, await read_body(response, SOAP_BODY_LIMIT))
+
+        async def get(
+            self,
+            address: str,
+            params: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None,
+        ) -> Any:
+            response = await self._send("GET", address, params=params, headers=headers or {})
+            return self._aiohttp_to_requests_response(
+                response, await read_body(response, SOAP_BODY_LIMIT)
+            )
+
+        async def _send(self, method: str, address: str, **options: Any) -> Any:
+            try:
+                response = await self.session.request(
+                    method, address, proxy=self.proxy, timeout=self._client_timeout, **options
+                )
+            except RuntimeError as error:  # the session was closed under us: a lost connection
+                raise aiohttp.ClientConnectionError(str(error)) from error
+            if response.status == 401:
+                response.close()
+                raise zeep.exceptions.Fault("HTTP 401 Unauthorized", code=_HTTP_401)
+            return response
+
+    return BoundedTransport
 
 
 # --------------------------------------------------------------------------- the client
@@ -243,9 +344,12 @@ class OnvifClient:
             profiles = await camera.profiles()
             jpeg = await camera.snapshot(profiles[0].token)
 
-    ``timeout`` bounds every request (seconds). Create a new client to
-    reconnect: :meth:`connect` reads the camera's clock again, which a
-    camera that rebooted may have changed.
+    ``timeout`` bounds every request (seconds). ``snapshot_limit`` bounds a
+    picture (bytes); ``allow_basic_over_http`` lets snapshots answer a Basic
+    challenge over plain HTTP (the password then crosses the network in
+    clear; refused by default). Create a new client to reconnect:
+    :meth:`connect` reads the camera's clock again, which a camera that
+    rebooted may have changed.
     """
 
     def __init__(
@@ -257,11 +361,17 @@ class OnvifClient:
         *,
         timeout: float = 10.0,
         auth_retry_after: float = AUTH_RETRY_AFTER,
+        snapshot_limit: int = SNAPSHOT_LIMIT,
+        allow_basic_over_http: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
         self.auth_retry_after = auth_retry_after
+        self.snapshot_limit = snapshot_limit
+        self.allow_basic_over_http = allow_basic_over_http
+        self.snapshot_auth: ChallengeAuth | None = None
+        """How snapshots authenticate (its ``scheme`` says what the camera asked for)."""
         self._username = username
         self._password = password
         self._camera: Any = None
@@ -271,6 +381,8 @@ class OnvifClient:
         self._snapshot_uris: dict[str, str] = {}
         self.clock_offset = 0.0
         """Seconds the camera's clock is ahead of ours (WS-Security timestamps follow it)."""
+        self.unreadable_events = 0
+        """Event messages skipped because they could not be read."""
 
     def __repr__(self) -> str:
         return f"<OnvifClient {self.host}:{self.port}>"
@@ -300,10 +412,15 @@ class OnvifClient:
                 no_cache=True,  # the WSDLs are local files: no cache database in the user's home
                 adjust_time=True,  # sign tokens in the camera's time (GetSystemDateAndTime)
             )
-            # Snapshots keep one Digest middleware per camera: after the first
-            # challenge it authenticates pre-emptively (one request per image, not two).
+            # Snapshots keep one authentication middleware per camera: after the
+            # first challenge it authenticates pre-emptively (one request per image).
+            self.snapshot_auth = ChallengeAuth(
+                self._username,
+                self._password,
+                allow_basic_over_http=self.allow_basic_over_http,
+            )
             self._snapshots = aiohttp.ClientSession(
-                middlewares=(aiohttp.DigestAuthMiddleware(self._username, self._password),),
+                middlewares=(self.snapshot_auth,),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
         try:
@@ -312,7 +429,10 @@ class OnvifClient:
             limiter = anyio.CapacityLimiter(CONCURRENT_CONNECTS)
             _connects.set(limiter)
         async with limiter:
-            with self._errors("GetServices"), anyio.fail_after(self.timeout * 3):
+            # The clock, then the services (GetServices, else GetCapabilities): up to
+            # three requests, each allowed ``timeout``.
+            deadline = self.timeout * 3
+            with self._errors("GetServices", deadline), anyio.fail_after(deadline):
                 await self._camera.update_xaddrs()
         self.services = dict(self._camera.xaddrs)
         diff = self._camera.dt_diff
@@ -343,9 +463,14 @@ class OnvifClient:
         return self._camera
 
     @contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
-        """Turn whatever the library raises into a :class:`CameraError` that names no secret."""
+    def _errors(self, operation: str, deadline: float | None = None) -> Iterator[None]:
+        """Turn whatever the library raises into a :class:`CameraError` that names no secret.
+
+        ``deadline`` is what the timeout message names when the caller allows
+        more than ``timeout`` (the connection's several requests).
+        """
         library = _onvif()
+        import lxml.etree
         import zeep.exceptions
 
         where = f"{operation} on {self.host}:{self.port}"
@@ -355,7 +480,11 @@ class OnvifClient:
             raise
         except zeep.exceptions.Fault as fault:
             subcodes = [getattr(c, "localname", str(c)) for c in (fault.subcodes or [])]
-            if "NotAuthorized" in subcodes or "FailedAuthentication" in str(fault.code):
+            if (
+                fault.code == _HTTP_401
+                or "NotAuthorized" in subcodes
+                or "FailedAuthentication" in str(fault.code)
+            ):
                 raise CameraAuthError(
                     f"{where}: the camera refused the credentials",
                     retry_after=self.auth_retry_after,
@@ -366,41 +495,74 @@ class OnvifClient:
             raise CameraAuthError(
                 f"{where}: the camera refused the credentials", retry_after=self.auth_retry_after
             ) from None
+        except InsecureChallengeError as error:
+            raise CameraAuthError(f"{where}: {error}", retry_after=self.auth_retry_after) from None
         except (TimeoutError, library.ONVIFTimeoutError):
-            raise CameraError(f"{where}: no answer within {self.timeout:g} s") from None
+            within = self.timeout if deadline is None else deadline
+            raise CameraError(f"{where}: no answer within {within:g} s") from None
+        except zeep.exceptions.TransportError as error:
+            if error.status_code == 401:
+                raise CameraAuthError(
+                    f"{where}: the camera refused the credentials",
+                    retry_after=self.auth_retry_after,
+                ) from None
+            # The camera answered, with an HTTP error and no SOAP fault.
+            raise CameraReplyError(f"{where}: HTTP {error.status_code}") from None
+        except ResponseTooLargeError as error:
+            raise CameraReplyError(f"{where}: {error}") from None
         except (
-            OSError,
-            aiohttp.ClientError,
-            zeep.exceptions.TransportError,
-            zeep.exceptions.XMLSyntaxError,
-            library.ONVIFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            LookupError,
+            lxml.etree.LxmlError,
+            zeep.exceptions.Error,
         ) as error:
+            # The camera answered something we cannot read (zeep's XMLSyntaxError,
+            # lxml's "Invalid tag name", a number that is not one, a missing field).
+            message = _without_userinfo(str(error))[:200]
+            raise CameraReplyError(
+                f"{where}: the camera's reply could not be read ({type(error).__name__}: {message})"
+            ) from None
+        except (OSError, aiohttp.ClientError, library.ONVIFError) as error:
             # The library's messages may quote a URI; keep only the error's type
             # and strip any userinfo from what is left.
             message = _without_userinfo(str(error))
             raise CameraError(f"{where}: {type(error).__name__}: {message}") from None
 
     async def _call(
-        self, service: str, operation: str, params: Mapping[str, Any] | None = None
+        self,
+        service: str,
+        operation: str,
+        params: Mapping[str, Any] | None = None,
+        parse: Callable[[Any], T] | None = None,
     ) -> Any:
+        """One request; ``parse`` turns the reply into values under the same error handling."""
         camera = self._require()
         with self._errors(operation):
             with anyio.fail_after(self.timeout):
                 proxy = await _service(camera.create_onvif_service, service)
-                return await getattr(proxy, operation)(dict(params) if params else None)
+                result = await getattr(proxy, operation)(dict(params) if params else None)
+            return result if parse is None else parse(result)
 
     # -- device ------------------------------------------------------------------
 
     async def device_information(self) -> DeviceInformation:
         """Manufacturer, model, firmware, serial number (``GetDeviceInformation``)."""
-        info = await self._call("devicemgmt", "GetDeviceInformation")
-        return DeviceInformation(
-            manufacturer=str(info.Manufacturer or ""),
-            model=str(info.Model or ""),
-            firmware=str(info.FirmwareVersion or ""),
-            serial=str(info.SerialNumber or ""),
-            hardware_id=str(info.HardwareId or ""),
+
+        def parse(info: Any) -> DeviceInformation:
+            return DeviceInformation(
+                manufacturer=str(info.Manufacturer or ""),
+                model=str(info.Model or ""),
+                firmware=str(info.FirmwareVersion or ""),
+                serial=str(info.SerialNumber or ""),
+                hardware_id=str(info.HardwareId or ""),
+            )
+
+        information: DeviceInformation = await self._call(
+            "devicemgmt", "GetDeviceInformation", parse=parse
         )
+        return information
 
     def supports(self, service: str) -> bool:
         """True if the camera announced the service (``"ptz"``, ``"events"``, ``"media"``)."""
@@ -415,42 +577,35 @@ class OnvifClient:
 
     async def profiles(self) -> list[MediaProfile]:
         """The camera's media profiles, main stream first as the camera lists them."""
-        result = await self._call("media", "GetProfiles")
-        profiles = []
-        for profile in result or []:
-            encoder = getattr(profile, "VideoEncoderConfiguration", None)
-            resolution = getattr(encoder, "Resolution", None)
-            profiles.append(
-                MediaProfile(
-                    token=str(profile.token),
-                    name=str(getattr(profile, "Name", "") or profile.token),
-                    encoding=str(getattr(encoder, "Encoding", "") or ""),
-                    width=int(getattr(resolution, "Width", 0) or 0),
-                    height=int(getattr(resolution, "Height", 0) or 0),
-                    ptz=getattr(profile, "PTZConfiguration", None) is not None,
-                )
-            )
+        profiles: list[MediaProfile] = await self._call("media", "GetProfiles", parse=_profiles)
         return profiles
 
     async def stream_uri(self, profile: str, protocol: str = "RTSP") -> str:
         """The profile's stream URI (RTSP unicast), without credentials."""
-        result = await self._call(
+        uri: str = await self._call(
             "media",
             "GetStreamUri",
             {
                 "StreamSetup": {"Stream": "RTP-Unicast", "Transport": {"Protocol": protocol}},
                 "ProfileToken": profile,
             },
+            parse=_uri,
         )
-        return strip_credentials(getattr(result, "Uri", None))
+        return uri
 
     async def snapshot_uri(self, profile: str) -> str:
         """The profile's snapshot URI, without credentials."""
-        result = await self._call("media", "GetSnapshotUri", {"ProfileToken": profile})
-        return strip_credentials(getattr(result, "Uri", None))
+        uri: str = await self._call(
+            "media", "GetSnapshotUri", {"ProfileToken": profile}, parse=_uri
+        )
+        return uri
 
     async def snapshot(self, profile: str) -> bytes:
-        """A JPEG of the profile's current picture (HTTP Digest, as the camera asks)."""
+        """A JPEG of the profile's current picture, at most ``snapshot_limit`` bytes.
+
+        Authenticated as the camera's challenge asks (:class:`~cityvisor.hal.http.ChallengeAuth`);
+        the body is streamed and given up past the limit (:class:`CameraReplyError`).
+        """
         self._require()
         uri = self._snapshot_uris.get(profile) or await self.snapshot_uri(profile)
         self._snapshot_uris[profile] = uri
@@ -469,26 +624,15 @@ class OnvifClient:
                     raise CameraFaultError(
                         f"snapshot on {self.host}:{self.port}: HTTP {response.status}"
                     )
-                return await response.read()
+                return await read_body(response, self.snapshot_limit)
 
     # -- PTZ ---------------------------------------------------------------------
 
     async def presets(self, profile: str) -> list[PtzPreset]:
         """The PTZ presets of a profile (``GetPresets``)."""
-        result = await self._call("ptz", "GetPresets", {"ProfileToken": profile})
-        presets = []
-        for preset in result or []:
-            position = getattr(preset, "PTZPosition", None)
-            pan, tilt, zoom = _vector(position)
-            presets.append(
-                PtzPreset(
-                    token=str(preset.token),
-                    name=str(getattr(preset, "Name", "") or preset.token),
-                    pan=pan,
-                    tilt=tilt,
-                    zoom=zoom,
-                )
-            )
+        presets: list[PtzPreset] = await self._call(
+            "ptz", "GetPresets", {"ProfileToken": profile}, parse=_presets
+        )
         return presets
 
     async def goto_preset(self, profile: str, preset: str) -> None:
@@ -497,11 +641,10 @@ class OnvifClient:
 
     async def ptz_status(self, profile: str) -> PtzStatus:
         """Where the head is and whether it moves (``GetStatus``)."""
-        result = await self._call("ptz", "GetStatus", {"ProfileToken": profile})
-        pan, tilt, zoom = _vector(getattr(result, "Position", None))
-        move = getattr(result, "MoveStatus", None)
-        states = {str(getattr(move, axis, "") or "").upper() for axis in ("PanTilt", "Zoom")}
-        return PtzStatus(pan, tilt, zoom, "MOVING" in states, getattr(result, "UtcTime", None))
+        status: PtzStatus = await self._call(
+            "ptz", "GetStatus", {"ProfileToken": profile}, parse=_ptz_status
+        )
+        return status
 
     # -- events ------------------------------------------------------------------
 
@@ -563,7 +706,13 @@ class OnvifClient:
                 with self._errors("PullMessages"), anyio.fail_after(pull_timeout + self.timeout):
                     result = await pullpoint.PullMessages(request)
                 for message in getattr(result, "NotificationMessage", None) or []:
-                    event = _event(message)
+                    try:
+                        event = _event(message)
+                    except (ValueError, TypeError, AttributeError) as error:
+                        # One odd message is that message's loss, not the subscription's.
+                        self.unreadable_events += 1
+                        log.warning("%r: an event could not be read (%s)", self, error)
+                        continue
                     if event is not None:
                         await send.send(event)
 
@@ -607,6 +756,61 @@ def _lifetime(result: Any, default: float) -> float:
         except TypeError:  # one naive, one aware: the camera's clock format is broken
             pass
     return default
+
+
+def _uri(result: Any) -> str:
+    uri = getattr(result, "Uri", None)
+    if uri is not None and not isinstance(uri, str):
+        raise TypeError(f"Uri is a {type(uri).__name__}, not text")
+    return strip_credentials(uri)
+
+
+def _profiles(result: Any) -> list[MediaProfile]:
+    profiles = []
+    for profile in result or []:
+        encoder = getattr(profile, "VideoEncoderConfiguration", None)
+        resolution = getattr(encoder, "Resolution", None)
+        profiles.append(
+            MediaProfile(
+                token=str(profile.token),
+                name=str(getattr(profile, "Name", "") or profile.token),
+                encoding=str(getattr(encoder, "Encoding", "") or ""),
+                width=int(getattr(resolution, "Width", 0) or 0),
+                height=int(getattr(resolution, "Height", 0) or 0),
+                ptz=getattr(profile, "PTZConfiguration", None) is not None,
+            )
+        )
+    return profiles
+
+
+def _presets(result: Any) -> list[PtzPreset]:
+    presets = []
+    for preset in result or []:
+        if preset.token is None:
+            raise ValueError("a preset without a token")
+        pan, tilt, zoom = _vector(getattr(preset, "PTZPosition", None))
+        presets.append(
+            PtzPreset(
+                token=str(preset.token),
+                name=str(getattr(preset, "Name", "") or preset.token),
+                pan=pan,
+                tilt=tilt,
+                zoom=zoom,
+            )
+        )
+    return presets
+
+
+def _ptz_status(result: Any) -> PtzStatus:
+    if result is None:
+        raise ValueError("an empty PTZ status")
+    pan, tilt, zoom = _vector(getattr(result, "Position", None))
+    move = getattr(result, "MoveStatus", None)
+    states = {str(getattr(move, axis, "") or "").upper() for axis in ("PanTilt", "Zoom")}
+    when = getattr(result, "UtcTime", None)
+    return PtzStatus(
+        pan, tilt, zoom, "MOVING" in states, when if isinstance(when, dt.datetime) else None
+    )
 
 
 def _vector(position: Any) -> tuple[float | None, float | None, float | None]:

@@ -162,9 +162,12 @@ class LineFilter:
 
     Feed it what the port delivered; it returns the good frames' bytes. A
     frame whose rest does not arrive in time (0.1 s plus twice its
-    transmission time at ``baudrate``) is truncated. After a bad frame the
-    search for the next SOM resumes from the byte after the bad one, so a
-    good frame that follows garbage is still found.
+    transmission time at ``baudrate``) is truncated; so is one inside which a
+    whole, intact frame begins before its announced end: a header announcing
+    40 bytes with 3 behind it costs that one reply, not the next ones held
+    until its deadline. After a bad frame the search for the next SOM resumes
+    from the byte after the bad one, so a good frame that follows garbage is
+    still found.
     """
 
     def __init__(self, addresses: frozenset[int] = frozenset(), *, baudrate: int = 9600) -> None:
@@ -198,7 +201,14 @@ class LineFilter:
                 self._drop(1)
                 continue
             if len(self._buffer) < length:
-                break
+                resumed = self._next_whole_frame()
+                if resumed is None:
+                    break
+                # The frame announced more than came: a reply began inside it, so
+                # the line moved on. Give it up now, not at its deadline.
+                counters.truncated += 1
+                self._drop(resumed)
+                continue
             frame = bytes(self._buffer[:length])
             if not _frame_is_intact(frame):
                 counters.bad_crc += 1
@@ -216,6 +226,24 @@ class LineFilter:
         if self._buffer and self._since is None:
             self._since = now  # a new frame has begun: its own clock starts
         return bytes(good)
+
+    def _next_whole_frame(self) -> int | None:
+        """Where a whole, intact frame starts after the first byte of the buffer, if one does.
+
+        Only a frame that is complete and passes its check counts: a SOM byte
+        and a plausible header are common inside payloads (card data,
+        ciphertext), a good CRC over a whole frame is not.
+        """
+        buffer = self._buffer
+        start = buffer.find(SOM, 1)
+        while 0 < start <= len(buffer) - MIN_FRAME:
+            length = buffer[start + 2] | buffer[start + 3] << 8
+            if MIN_FRAME <= length <= len(buffer) - start and _frame_is_intact(
+                bytes(buffer[start : start + length])
+            ):
+                return start
+            start = buffer.find(SOM, start + 1)
+        return None
 
     @property
     def pending(self) -> bool:

@@ -8,20 +8,31 @@ conform to the WSDLs the library ships.
 from __future__ import annotations
 
 import io
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import aiohttp
 import anyio
 import pytest
+from aiohttp import web
 
 from cityvisor.hal.onvif import (
+    SOAP_BODY_LIMIT,
     CameraAuthError,
     CameraError,
     CameraFaultError,
+    CameraReplyError,
     OnvifClient,
     strip_credentials,
 )
-from cityvisor.hal.sim.camera import SimulatedCamera
+from cityvisor.hal.sim.camera import SimulatedCamera, envelope
+from tests.hal.http_peers import (
+    GENERIC_FAULT,
+    TRUNCATED_PRESETS,
+    endless_server,
+    endless_soap,
+    soap_reply,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -209,3 +220,145 @@ def test_strip_credentials() -> None:
     assert strip_credentials("rtsp://u:p@10.0.0.1:554/a?b=c") == "rtsp://10.0.0.1:554/a?b=c"
     assert strip_credentials("http://10.0.0.1/x") == "http://10.0.0.1/x"
     assert strip_credentials(None) == ""
+
+
+# --------------------------------------------------------------------------- cameras off the book
+
+BROKEN_PRESETS = {
+    "truncated": TRUNCATED_PRESETS,
+    "undeclared prefix": (
+        '<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope">'
+        "<s:Body><tptz:GetPresetsResponse/></s:Body></s:Envelope>"
+    ),
+    "not soap": "<html><body>Internal error</body></html>",
+    "empty": "",
+    "invalid tag name": envelope(  # what zeep makes of an xsi:type with a space in it
+        '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="tt:a b">'
+        "<tt:Name>x</tt:Name></tptz:Preset></tptz:GetPresetsResponse>"
+    ),
+    "odd type": envelope(
+        '<tptz:GetPresetsResponse><tptz:Preset token="p1" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="tt:">'
+        "<tt:Name>x</tt:Name></tptz:Preset></tptz:GetPresetsResponse>"
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_PRESETS)
+async def test_a_reply_that_cannot_be_read_is_a_reply_error_and_the_camera_still_answers(
+    camera: SimulatedCamera, broken: str
+) -> None:
+    async with client(camera) as onvif:
+        camera.misbehave("GetPresets", soap_reply(BROKEN_PRESETS[broken]))
+        with pytest.raises(CameraReplyError) as error:
+            await onvif.presets("Profile_1")
+        assert error.value.reason == "device_failure"
+        assert f"GetPresets on {camera.host}:{camera.port}: " in str(error.value)
+        assert "could not be read" in str(error.value)
+        assert (await onvif.device_information()).serial == camera.serial
+        camera.misbehave("GetPresets", None)
+        assert [p.name for p in await onvif.presets("Profile_1")]
+
+
+async def test_a_soap_reply_that_never_ends_is_given_up_at_its_limit(
+    camera: SimulatedCamera,
+) -> None:
+    async with client(camera) as onvif:
+        camera.misbehave("GetStatus", endless_soap)
+        with pytest.raises(CameraReplyError, match=f"ran past the limit of {SOAP_BODY_LIMIT}"):
+            await onvif.ptz_status("Profile_1")
+        assert (await onvif.device_information()).serial == camera.serial
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(GENERIC_FAULT, "application/soap+xml"), ("<html>401 Unauthorized</html>", "text/html")],
+)
+async def test_a_401_is_a_credentials_problem_whatever_fault_comes_with_it(
+    camera: SimulatedCamera, body: str, content_type: str
+) -> None:
+    camera.misbehave("GetDeviceInformation", soap_reply(body, 401, content_type))
+    onvif = OnvifClient(
+        camera.host, camera.port, "cityvisor", PASSWORD, timeout=5, auth_retry_after=120
+    )
+    with pytest.raises(CameraAuthError) as error:
+        async with onvif:
+            pass
+    assert error.value.reason == "config_error" and error.value.retry_after == 120
+    assert "refused the credentials" in str(error.value)
+
+
+async def test_a_silent_camera_is_reported_with_the_real_deadline(
+    camera: SimulatedCamera,
+) -> None:
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    camera.misbehave("GetSystemDateAndTime", silent)
+    onvif = OnvifClient(camera.host, camera.port, "cityvisor", PASSWORD, timeout=0.2)
+    with anyio.fail_after(5), pytest.raises(CameraError) as error:
+        async with onvif:
+            pass
+    assert error.value.reason == "comm_failure"
+    assert "no answer within 0.6 s" in str(error.value)  # three requests of 0.2 s each
+
+
+@pytest.mark.parametrize("auth", ["digest", "digest-sha256"])
+async def test_snapshots_follow_the_digest_algorithm_the_camera_asks_for(auth: str) -> None:
+    async with (
+        SimulatedCamera(username="cityvisor", password=PASSWORD, snapshot_auth=auth) as sim,
+        client(sim) as onvif,
+    ):
+        for _ in range(2):
+            assert (await onvif.snapshot("Profile_1"))[:2] == b"\xff\xd8"
+        assert onvif.snapshot_auth is not None and onvif.snapshot_auth.scheme == "digest"
+    assert sim.requests["snapshot"] == 2 and sim.requests["snapshot_challenge"] == 1
+
+
+async def test_snapshot_basic_over_plain_http_is_a_config_error_unless_allowed() -> None:
+    async with SimulatedCamera(
+        username="cityvisor", password=PASSWORD, snapshot_auth="basic"
+    ) as sim:
+        async with client(sim) as onvif:
+            with pytest.raises(CameraAuthError) as error:
+                await onvif.snapshot("Profile_1")
+            assert error.value.reason == "config_error"
+            assert "allow_basic_over_http" in str(error.value) and PASSWORD not in str(error.value)
+        assert sim.requests["snapshot"] == 0
+        allowed = OnvifClient(
+            sim.host, sim.port, "cityvisor", PASSWORD, timeout=5, allow_basic_over_http=True
+        )
+        async with allowed:
+            for _ in range(2):
+                assert (await allowed.snapshot("Profile_1"))[:2] == b"\xff\xd8"
+        assert sim.requests["snapshot"] == 2
+
+
+async def test_a_snapshot_that_never_ends_stops_at_the_limit_in_bounded_memory(
+    camera: SimulatedCamera,
+) -> None:
+    limit = 4 * 2**20
+    async with endless_server() as url:
+        uri = f"<trt:MediaUri><tt:Uri>{url}/snapshot.jpg</tt:Uri></trt:MediaUri>"
+        camera.misbehave(
+            "GetSnapshotUri",
+            soap_reply(envelope(f"<trt:GetSnapshotUriResponse>{uri}</trt:GetSnapshotUriResponse>")),
+        )
+        onvif = OnvifClient(
+            camera.host, camera.port, "cityvisor", PASSWORD, timeout=5, snapshot_limit=limit
+        )
+        async with onvif:
+            await onvif.snapshot_uri("Profile_1")  # the WSDLs and the URI, before measuring
+            tracemalloc.start()
+            try:
+                baseline = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                with pytest.raises(CameraReplyError, match=f"ran past the limit of {limit}"):
+                    await onvif.snapshot("Profile_1")
+                peak = tracemalloc.get_traced_memory()[1] - baseline
+            finally:
+                tracemalloc.stop()
+    print(f"endless snapshot, limit {limit} B: peak {peak} B ({peak - limit} B over the limit)")
+    assert peak < limit + 768 * 1024

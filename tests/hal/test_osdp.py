@@ -94,6 +94,25 @@ def test_the_line_filter_passes_good_replies_and_counts_what_it_drops() -> None:
     assert line.counters.frames == 3 and line.counters.errors == 5
 
 
+def test_a_frame_announcing_more_than_comes_is_given_up_when_a_whole_reply_follows() -> None:
+    line = LineFilter(frozenset({1}), baudrate=9600)
+    truncated = b"\x53\x81\x28\x00\x04\x40\x00"  # announces 40 bytes; 3 follow the header
+    good = frame(1, b"\x40")
+    # The reply right behind it is passed at once, not at the 40-byte frame's deadline.
+    assert line.feed(truncated + good, 0.0) == good
+    assert line.counters.truncated == 1 and not line.pending
+    # A reply arriving in pieces behind it is passed as soon as its last byte is in.
+    assert line.feed(truncated + good[:5], 1.0) == b""
+    assert line.feed(good[5:], 1.001) == good
+    assert line.counters.truncated == 2 and line.counters.frames == 2
+    # A SOM and a plausible header inside a long frame's payload do not cut it short.
+    payload = b"\x40" + b"\x53\x81\x09\x00\x04\x60" + bytes(30)
+    long = frame(1, payload)
+    assert line.feed(long[:20], 2.0) == b""
+    assert line.feed(long[20:], 2.01) == long
+    assert line.counters.truncated == 2 and line.counters.frames == 3
+
+
 # --------------------------------------------------------------------------- over a serial line
 
 

@@ -23,7 +23,7 @@ from cityvisor.core.commands import CommandRequest
 from cityvisor.core.config import check_config, load_config
 from cityvisor.core.hub import Hub
 from cityvisor.core.plugins import make_plugin_manager
-from cityvisor.core.points import PointValue, QualityStatus
+from cityvisor.core.points import PointValue, QualityStatus, now_ms
 from cityvisor.core.users import Role, User
 from cityvisor.hal.sim.osdp_reader import ReaderLine, SimulatedReader
 from cityvisor.plugins.access.rights import pseudonym, pseudonym_key
@@ -311,6 +311,34 @@ async def test_garbage_on_the_line_is_counted_and_the_doors_carry_on(
         readers["door-b"].present_card("1:1")
         await wait_sim(readers["door-b"], lambda r: r.relay_pulses == 1)
         assert all(value(hub, door, "online").value for door in DOORS)
+
+
+async def test_truncated_frames_ahead_of_replies_cost_no_restart_and_no_alarm(
+    tmp_path: Path, osdp_line: OsdpLine
+) -> None:
+    # A header announcing 40 bytes with 3 behind it, put on the line right
+    # ahead of a real reply, 20 times over about five seconds.
+    truncated = b"\x53\x81\x28\x00\x04\x40\x00"
+    async with city(tmp_path, osdp_line) as (hub, readers):
+        await online(hub)
+        restarts = {door: hub.supervisor.drivers[door].restarts for door in DOORS}
+        start = now_ms()
+        for _ in range(20):
+            readers["door-a"].line.inject_before_replies(truncated)
+            await anyio.sleep(0.25)
+        await anyio.sleep(2)  # a reader taken offline would show within this window
+        lost = [
+            entry
+            for door in DOORS
+            for entry in await hub.store.query_journal(
+                kinds=["alarm"], alarm=f"{door}:communication_lost", since=start
+            )
+        ]
+        assert lost == []
+        assert {door: hub.supervisor.drivers[door].restarts for door in DOORS} == restarts
+        assert all(value(hub, door, "online").value for door in DOORS)
+        errors = value(hub, "door-a", "line_errors").value or 0
+        assert errors >= 20  # every truncated frame was seen and counted
 
 
 async def test_a_reader_with_another_key_stays_offline_with_a_config_error(

@@ -16,11 +16,13 @@ from aiohttp import web
 from cityvisor.core.commands import CommandOutcome, CommandRequest
 from cityvisor.core.hub import Hub
 from cityvisor.core.users import Role, User
+from cityvisor.hal.onvif import CameraAuthError
 from cityvisor.hal.sim.camera import SimulatedCamera
 from cityvisor.plugins import cameras, demo
 from cityvisor.plugins.cameras.evidence import CameraServices
 from cityvisor.plugins.cameras.snapshots import SnapshotCache
 from cityvisor.testing import running_hub, wait_for_alarm, wait_for_point
+from tests.hal.http_peers import GENERIC_FAULT, TRUNCATED_PRESETS, soap_reply
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +31,9 @@ OPERATOR = User("olivia", Role.OPERATOR)
 CAM = "centre/cameras/cam-1"
 
 
-def config(port: int, *, password: str = "${CITYVISOR_TEST_CAMERA_PASSWORD}") -> str:
+def config(
+    port: int, *, password: str = "${CITYVISOR_TEST_CAMERA_PASSWORD}", extra: str = ""
+) -> str:
     return f"""
 [site]
 name = "Testville"
@@ -49,7 +53,7 @@ name = "Nord"
 id = "cam-1"
 type = "cameras.camera"
 zone = "centre"
-config = {{ host = "127.0.0.1", port = {port}, username = "cityvisor", password = "{password}", timeout = 3 }}
+config = {{ host = "127.0.0.1", port = {port}, username = "cityvisor", password = "{password}", timeout = 3{extra} }}
 
 [[devices]]
 id = "tank-1"
@@ -156,6 +160,80 @@ async def test_a_wrong_password_is_a_config_error_with_an_alarm_and_no_retry_sto
         assert camera.requests["unauthorized"] == refused
         assert hub.supervisor.drivers["cam-1"].next_attempt_in >= 60
         assert "not-the-password" not in hub.supervisor.drivers["cam-1"].last_error
+
+
+@pytest.mark.parametrize(
+    ("operation", "function", "points"),
+    [
+        ("GetPresets", "ptz_presets", ("presets", "preset")),
+        ("GetStatus", "ptz_status", ("preset",)),
+        ("CreatePullPointSubscription", "events", ("motion", "tamper")),
+        ("PullMessages", "events", ("motion", "tamper")),
+    ],
+)
+async def test_an_optional_function_that_answers_badly_fails_alone_and_is_retried(
+    camera: SimulatedCamera, tmp_path: Path, operation: str, function: str, points: tuple[str, ...]
+) -> None:
+    camera.misbehave(operation, soap_reply(TRUNCATED_PRESETS))
+    deployment = config(camera.port, extra=", capability_retry = 0.5")
+    async with running_hub(deployment, tmp_path, plugins=[cameras, demo]) as hub:
+        await wait_for_point(hub, f"{CAM}/online", lambda v: v.value is True)
+        unavailable = await wait_for_point(hub, f"{CAM}/unavailable", lambda v: bool(v.value))
+        assert str(unavailable.value).startswith(f"{function}: {operation} on 127.0.0.1:")
+        assert "the camera's reply could not be read (XMLSyntaxError" in str(unavailable.value)
+        for name in points:
+            await wait_for_point(
+                hub, f"{CAM}/{name}", lambda v: str(v.quality) == "bad(device_failure)"
+            )
+        # The rest of the camera works: identity, stream, snapshots.
+        assert hub.points.value(f"{CAM}/model").quality.is_good
+        assert hub.points.value(f"{CAM}/stream_uri").quality.is_good
+        assert (await CameraServices.of(hub).snapshots.get("cam-1")).jpeg[:2] == b"\xff\xd8"
+        if function == "ptz_presets":
+            refused = await execute(hub, "cam-1", "goto_preset", preset="Street")
+            assert "the presets are unavailable: GetPresets on" in refused.detail
+
+        camera.misbehave(operation, None)  # the camera answers properly again
+        await wait_for_point(hub, f"{CAM}/unavailable", lambda v: v.value == "", timeout=10)
+        for name in points:
+            await wait_for_point(hub, f"{CAM}/{name}", lambda v: v.quality.is_good, timeout=10)
+        assert hub.points.value(f"{CAM}/presets").value == "Home, Entrance, Street"
+        assert hub.supervisor.drivers["cam-1"].restarts == 0
+        assert not hub.alarms.get("cam-1:communication_lost").active
+
+
+async def test_a_401_with_a_generic_fault_is_a_config_error_with_the_slow_retry(
+    camera: SimulatedCamera, tmp_path: Path
+) -> None:
+    camera.misbehave("GetDeviceInformation", soap_reply(GENERIC_FAULT, status=401))
+    async with running_hub(config(camera.port), tmp_path, plugins=[cameras, demo]) as hub:
+        await wait_for_point(
+            hub, f"{CAM}/model", lambda v: str(v.quality) == "bad(config_error)", timeout=10
+        )
+        driver = hub.supervisor.drivers["cam-1"]
+        assert driver.next_attempt_in >= 60 and "refused the credentials" in driver.last_error
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_a_camera_asking_for_basic_over_http_gets_it_only_if_the_config_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: bool
+) -> None:
+    monkeypatch.setenv("CITYVISOR_TEST_CAMERA_PASSWORD", PASSWORD)
+    extra = ", allow_basic_over_http = true" if allowed else ""
+    async with (
+        SimulatedCamera(username="cityvisor", password=PASSWORD, snapshot_auth="basic") as sim,
+        running_hub(config(sim.port, extra=extra), tmp_path, plugins=[cameras, demo]) as hub,
+    ):
+        await wait_for_point(hub, f"{CAM}/online", lambda v: v.value is True)
+        snapshots = CameraServices.of(hub).snapshots
+        if allowed:
+            assert (await snapshots.get("cam-1")).jpeg[:2] == b"\xff\xd8"
+        else:
+            with pytest.raises(CameraAuthError, match="set allow_basic_over_http = true"):
+                await snapshots.get("cam-1")
+            assert sim.requests["snapshot"] == 0
+        # Either way the camera itself is fine.
+        assert hub.points.value(f"{CAM}/model").quality.is_good
 
 
 async def test_a_camera_that_goes_away_raises_its_alarm_and_recovers_alone(

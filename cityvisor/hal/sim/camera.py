@@ -10,7 +10,9 @@ onvif-zeep-async ships:
   ``GetCapabilities``;
 - media: ``GetProfiles``, ``GetStreamUri``, ``GetSnapshotUri``, and the
   snapshot itself: a JPEG showing the camera's name and time, behind HTTP
-  Digest authentication (RFC 7616, MD5, ``qop=auth``);
+  Digest authentication (RFC 7616, ``qop=auth``, MD5 or with
+  ``snapshot_auth="digest-sha256"`` SHA-256) or, with
+  ``snapshot_auth="basic"``, HTTP Basic;
 - PTZ: ``GetPresets``, ``GotoPreset`` (the head travels for
   ``ptz_travel_time`` seconds), ``GetStatus``;
 - events: ``CreatePullPointSubscription``, ``PullMessages`` (long poll),
@@ -24,6 +26,11 @@ UsernameToken digest, ``Base64(SHA1(nonce + created + password))``, and a
 SOAP 1.2 fault a real camera sends (``env:Sender`` / ``ter:NotAuthorized``,
 HTTP 400). Every XML prefix used is declared on the envelope: zeep rejects
 replies that use undeclared ones.
+
+:meth:`SimulatedCamera.misbehave` replaces the answer to one operation (or
+to ``snapshot``) with whatever a test's handler sends: truncated or odd
+XML, a generic fault with HTTP 401, a body that never ends. It is how the
+client is tested against cameras that do not follow the book.
 
 ``requests`` counts what reached the camera, by operation, plus
 ``snapshot`` (images served), ``unauthorized`` (refused requests) and
@@ -46,7 +53,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -54,7 +61,7 @@ from xml.sax.saxutils import escape, quoteattr
 import anyio
 from aiohttp import web
 
-__all__ = ["Preset", "SimulatedCamera", "main", "run_cameras"]
+__all__ = ["ENVELOPE_START", "Preset", "SimulatedCamera", "envelope", "main", "run_cameras"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,15 @@ NS = {
 }
 _DECLARATIONS = " ".join(f'xmlns:{prefix}="{uri}"' for prefix, uri in NS.items())
 
+ENVELOPE_START = f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {_DECLARATIONS}><s:Body>'
+"""Every reply up to its ``<s:Body>``, all prefixes declared (for :meth:`SimulatedCamera.misbehave`)."""
+
+
+def envelope(body: str) -> str:
+    """A whole SOAP 1.2 reply around ``body``, with every prefix of :data:`NS` declared."""
+    return f"{ENVELOPE_START}{body}</s:Body></s:Envelope>"
+
+
 UNAUTHENTICATED = frozenset({"GetSystemDateAndTime"})
 """Operations a camera answers without credentials (the client needs the clock first)."""
 
@@ -83,6 +99,12 @@ TOKEN_WINDOW = 300.0
 MAX_SUBSCRIPTIONS = 16
 MAX_QUEUED_EVENTS = 256
 REALM = "cityvisor-sim"
+
+SNAPSHOT_AUTH = {"digest": "MD5", "digest-sha256": "SHA-256", "basic": ""}
+"""How the snapshot URI authenticates: Digest's algorithm by name, or Basic."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+"""What :meth:`SimulatedCamera.misbehave` is given: an aiohttp handler."""
 
 MOTION = "tns1:VideoSource/MotionAlarm"
 TAMPER = "tns1:VideoSource/GlobalSceneChange/ImagingService"
@@ -153,7 +175,11 @@ class SimulatedCamera:
         clock_offset: float = 0.0,
         image_size: tuple[int, int] = (320, 180),
         uri_credentials: bool = False,
+        snapshot_auth: str = "digest",
     ) -> None:
+        if snapshot_auth not in SNAPSHOT_AUTH:
+            raise ValueError(f"snapshot_auth is one of {', '.join(SNAPSHOT_AUTH)}")
+        self.snapshot_auth = snapshot_auth
         self.name = name
         self.username = username
         self.password = password
@@ -183,6 +209,18 @@ class SimulatedCamera:
         self._frame: tuple[int, bytes] | None = None
         self._frame_lock = anyio.Lock()
         self._runner: web.AppRunner | None = None
+        self._misbehaviour: dict[str, Handler] = {}
+
+    def misbehave(self, operation: str, handler: Handler | None) -> None:
+        """Answer ``operation`` (``"GetPresets"``, ``"snapshot"``...) with ``handler``; None restores.
+
+        The handler gets the aiohttp request and returns the response as
+        is: no envelope is added, no credentials are checked.
+        """
+        if handler is None:
+            self._misbehaviour.pop(operation, None)
+        else:
+            self._misbehaviour[operation] = handler
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -282,7 +320,7 @@ class SimulatedCamera:
 
     # -- SOAP ----------------------------------------------------------------
 
-    async def _soap(self, request: web.Request) -> web.Response:
+    async def _soap(self, request: web.Request) -> web.StreamResponse:
         self.requests["http"] += 1
         try:
             try:
@@ -295,6 +333,9 @@ class SimulatedCamera:
             operation = body[0]
             name = operation.tag.rpartition("}")[2]
             self.requests[name] += 1
+            misbehaviour = self._misbehaviour.get(name)
+            if misbehaviour is not None:
+                return await misbehaviour(request)  # type: ignore[return-value]
             if name not in UNAUTHENTICATED:
                 self._authenticate(envelope)
             handler = getattr(self, "_op_" + _snake(name), None)
@@ -311,10 +352,7 @@ class SimulatedCamera:
 
     @staticmethod
     def _reply(content: str, status: int = 200) -> web.Response:
-        text = (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope {_DECLARATIONS}>'
-            f"<s:Body>{content}</s:Body></s:Envelope>"
-        )
+        text = envelope(content)
         return web.Response(
             text=text, status=status, content_type="application/soap+xml", charset="utf-8"
         )
@@ -618,26 +656,52 @@ class SimulatedCamera:
 
     # -- snapshot (HTTP Digest) ----------------------------------------------------
 
-    async def _snapshot(self, request: web.Request) -> web.Response:
+    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
         self.requests["http"] += 1
-        if not self._digest_ok(request):
+        misbehaviour = self._misbehaviour.get("snapshot")
+        if misbehaviour is not None:
+            return await misbehaviour(request)
+        authorised = self._basic_ok(request) if self.snapshot_auth == "basic" else None
+        if authorised is None:
+            authorised = self._digest_ok(request)
+        if not authorised:
             self.requests["snapshot_challenge"] += 1
-            nonce = secrets.token_hex(16)
-            self._nonces[nonce] = time.monotonic()
-            while len(self._nonces) > 256:
-                self._nonces.popitem(last=False)
-            challenge = f'Digest realm="{REALM}", qop="auth", nonce="{nonce}", algorithm=MD5'
+            if self.snapshot_auth == "basic":
+                challenge = f'Basic realm="{REALM}"'
+            else:
+                nonce = secrets.token_hex(16)
+                self._nonces[nonce] = time.monotonic()
+                while len(self._nonces) > 256:
+                    self._nonces.popitem(last=False)
+                algorithm = SNAPSHOT_AUTH[self.snapshot_auth]
+                challenge = (
+                    f'Digest realm="{REALM}", qop="auth", nonce="{nonce}", algorithm={algorithm}'
+                )
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
         if request.query.get("profile") not in {p[0] for p in self.PROFILES}:
             return web.Response(status=404, text="no such profile")
         self.requests["snapshot"] += 1
         return web.Response(body=await self.frame(), content_type="image/jpeg")
 
+    def _basic_ok(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            given = base64.b64decode(header[6:], validate=True)
+        except ValueError:
+            return False
+        expected = f"{self.username}:{self.password}".encode()
+        return secrets.compare_digest(given, expected)
+
     def _digest_ok(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
-        if not header.startswith("Digest "):
+        if not header.startswith("Digest ") or self.snapshot_auth == "basic":
             return False
+        algorithm = SNAPSHOT_AUTH[self.snapshot_auth]
         fields = {k: v1 or v2 for k, v1, v2 in _DIGEST_FIELD.findall(header[7:])}
+        if fields.get("algorithm", "MD5").upper() != algorithm:
+            return False  # a client that ignored the algorithm asked for
         issued = self._nonces.get(fields.get("nonce", ""))
         if (
             issued is None
@@ -645,14 +709,15 @@ class SimulatedCamera:
             or fields.get("username") != self.username
         ):
             return False
-        ha1 = _md5(f"{self.username}:{REALM}:{self.password}")
-        ha2 = _md5(f"{request.method}:{fields.get('uri', '')}")
+        digest = _sha256 if algorithm == "SHA-256" else _md5
+        ha1 = digest(f"{self.username}:{REALM}:{self.password}")
+        ha2 = digest(f"{request.method}:{fields.get('uri', '')}")
         if fields.get("qop") == "auth":
-            expected = _md5(
+            expected = digest(
                 f"{ha1}:{fields['nonce']}:{fields.get('nc', '')}:{fields.get('cnonce', '')}:auth:{ha2}"
             )
         else:
-            expected = _md5(f"{ha1}:{fields['nonce']}:{ha2}")
+            expected = digest(f"{ha1}:{fields['nonce']}:{ha2}")
         return secrets.compare_digest(expected, fields.get("response", ""))
 
     async def frame(self) -> bytes:
@@ -677,6 +742,10 @@ def _snake(name: str) -> str:
 
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _fault(fault: SoapFaultError) -> str:

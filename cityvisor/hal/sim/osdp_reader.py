@@ -31,6 +31,7 @@ import signal
 import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,7 +70,7 @@ class _Inbox(osdp.Channel):
         return chunk
 
     def write(self, buf: bytes) -> int:
-        return self.line._write(buf)
+        return self.line._reply(buf)
 
     def flush(self) -> None:
         pass
@@ -278,6 +279,7 @@ class ReaderLine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pty: tuple[int, int] | None = None
+        self._prefixes: deque[bytes] = deque()  # the line thread's only
 
     @classmethod
     def on_new_pty(cls, *, baudrate: int = 9600) -> ReaderLine:
@@ -304,6 +306,16 @@ class ReaderLine:
     def inject(self, data: bytes) -> None:
         """Put raw bytes on the line between two frames: noise, a corrupted frame."""
         self._order(None, self._write, data)
+
+    def inject_before_replies(self, data: bytes, count: int = 1) -> None:
+        """Put ``data`` on the line just ahead of each of the next ``count`` replies.
+
+        What a reader with a failing transmitter or a second talker does: a
+        truncated frame (a header announcing 40 bytes, 3 following) arrives
+        right before a real reply, so a control panel that waits for the 40
+        bytes holds the real reply behind it.
+        """
+        self._order(None, self._prefixes.extend, [bytes(data)] * count)
 
     def start(self) -> None:
         """Open the port and start answering."""
@@ -380,6 +392,13 @@ class ReaderLine:
             return bytes(self._serial.read(4096))
         except (BlockingIOError, OSError, serial.SerialException):
             return b""
+
+    def _reply(self, data: bytes) -> int:
+        """A reader's reply on the line, behind what :meth:`inject_before_replies` queued."""
+        if not (self._prefixes and data):
+            return self._write(data)
+        prefix = self._prefixes.popleft()
+        return max(0, self._write(prefix + data) - len(prefix))
 
     def _write(self, data: bytes) -> int:
         try:

@@ -1,6 +1,10 @@
 """CCTV cameras over ONVIF: identity, streams, PTZ presets, motion and tamper, snapshots.
 
-The device type below is the datasheet. Beyond it the plugin gives alarms
+The device type below is the datasheet. Optional functions (PTZ presets,
+PTZ status, events) fail alone: a camera that answers one of them badly
+stays online, that function's points go bad (``device_failure``), the
+``unavailable`` point says which function and why, and it is tried again
+every ``capability_retry`` seconds. Beyond it the plugin gives alarms
 their evidence (the snapshot of the moment an alarm of a watched device
 rises, :mod:`.evidence`) and the browser its snapshots, fetched server-side
 and shared for a second (:mod:`.snapshots`). See docs/families/cameras.md.
@@ -8,6 +12,7 @@ and shared for a second (:mod:`.snapshots`). See docs/families/cameras.md.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import anyio
@@ -25,7 +30,15 @@ from cityvisor import (
     reaches,
     string,
 )
-from cityvisor.hal.onvif import CameraError, CameraEvent, OnvifClient, PtzPreset
+from cityvisor.core.points import Quality
+from cityvisor.hal.onvif import (
+    SNAPSHOT_LIMIT,
+    CameraAnswerError,
+    CameraError,
+    CameraEvent,
+    OnvifClient,
+    PtzPreset,
+)
 
 from .evidence import KEY, CameraServices
 
@@ -49,6 +62,14 @@ class CameraConfig(DeviceConfig):
     """Seconds allowed for each request to the camera."""
     evidence_days: float = pydantic.Field(30.0, gt=0, le=30)
     """Days alarm snapshots are kept (French law allows one month of CCTV images at most)."""
+    snapshot_max_bytes: int = pydantic.Field(SNAPSHOT_LIMIT, ge=64 * 1024, le=SNAPSHOT_LIMIT)
+    """Largest snapshot accepted (bytes, 4 MiB at most: the snapshot cache's limit per
+    picture); a longer answer is cut off there and refused."""
+    allow_basic_over_http: bool = False
+    """Answer a snapshot URI's HTTP Basic challenge over plain HTTP (the password crosses
+    the network in clear). Off: such a camera's snapshots fail with a config error."""
+    capability_retry: float = pydantic.Field(60.0, gt=0)
+    """Seconds before an optional function that answered badly (PTZ, events) is tried again."""
 
 
 class Camera(DeviceType):
@@ -70,6 +91,13 @@ class Camera(DeviceType):
     tamper = point(bool, doc={"fr": "Sabotage", "en": "Tampering"})
     watch = point(bool, doc={"fr": "Veille bâtiment fermé", "en": "Closed-building watch"})
     watched_motion = point(bool, doc={"fr": "Mouvement sous veille", "en": "Motion while watched"})
+    unavailable = point(
+        str,
+        doc={
+            "fr": "Fonctions indisponibles (et pourquoi)",
+            "en": "Functions unavailable (and why)",
+        },
+    )
 
     tampering = alarm(
         "tamper",
@@ -95,6 +123,7 @@ class Camera(DeviceType):
         self._watch: bool = self.config.watch  # type: ignore[attr-defined]
         self._motion = False
         self._moved = anyio.Event()
+        self._unavailable: dict[str, str] = {}
 
     @command(
         preset=string(max_length=64, doc={"fr": "Nom de la préposition", "en": "Preset name"}),
@@ -103,6 +132,11 @@ class Camera(DeviceType):
     )
     async def goto_preset(self, preset: str) -> None:
         """Turn the camera to a stored preset; done when it stands there."""
+        if "ptz_presets" in self._unavailable:
+            raise CameraError(
+                f"the presets are unavailable: {self._unavailable['ptz_presets']}",
+                reason="device_failure",
+            )
         target = self._presets.get(preset)
         if target is None:
             raise ValueError(f"no preset {preset!r} (presets: {', '.join(self._presets)})")
@@ -140,7 +174,13 @@ class Camera(DeviceType):
         config: CameraConfig = self.config  # type: ignore[assignment]
         password = config.password.get_secret_value()
         async with OnvifClient(
-            config.host, config.port, config.username, password, timeout=config.timeout
+            config.host,
+            config.port,
+            config.username,
+            password,
+            timeout=config.timeout,
+            snapshot_limit=config.snapshot_max_bytes,
+            allow_basic_over_http=config.allow_basic_over_http,
         ) as camera:
             info = await camera.device_information()
             profiles = await camera.profiles()
@@ -152,7 +192,8 @@ class Camera(DeviceType):
             profile = profile or profiles[0]
             self._profile = profile.token
             ptz = profile.ptz and camera.supports("ptz")
-            self._presets = {p.name: p for p in await camera.presets(profile.token)} if ptz else {}
+            self._presets = {}
+            self._unavailable = {}
             self.publish(
                 {
                     "manufacturer": info.manufacturer,
@@ -162,32 +203,90 @@ class Camera(DeviceType):
                         f"{p.name} {p.width}x{p.height} {p.encoding}" for p in profiles
                     ),
                     "stream_uri": await camera.stream_uri(profile.token),
-                    "presets": ", ".join(self._presets),
+                    "presets": "",
                     "motion": False,
                     "tamper": False,
                     "watch": self._watch,
                     "watched_motion": False,
+                    "unavailable": "",
                 }
             )
+            if ptz:
+                await self._load_presets(camera)
             self._client = camera
             try:
                 async with anyio.create_task_group() as tg:
                     if ptz:
                         tg.start_soon(self._follow_head, camera)
+                        tg.start_soon(self._retry_presets, camera)
                     await self._follow_events(camera, task_status)
             finally:
                 self._client = None
 
+    # -- optional functions: each fails alone ------------------------------------
+
+    def _degrade(self, function: str, error: CameraAnswerError, points: tuple[str, ...]) -> None:
+        """One function answered badly: its points go bad, ``unavailable`` says why."""
+        if self._unavailable.get(function) != str(error):
+            self.log.warning("camera %s: %s unavailable (%s)", self.id, function, error)
+        self._unavailable[function] = str(error)
+        self.mark(Quality.bad("device_failure"), points)
+        self._publish_unavailable()
+
+    def _restore(self, function: str) -> None:
+        if self._unavailable.pop(function, None) is not None:
+            self.log.info("camera %s: %s available again", self.id, function)
+            self._publish_unavailable()
+
+    def _publish_unavailable(self) -> None:
+        text = "; ".join(f"{name}: {why}" for name, why in sorted(self._unavailable.items()))
+        self.publish({"unavailable": text})
+
+    async def _load_presets(self, camera: OnvifClient) -> None:
+        try:
+            presets = await camera.presets(self._profile)
+        except CameraAnswerError as error:
+            self._degrade("ptz_presets", error, ("presets", "preset"))
+            return
+        self._presets = {p.name: p for p in presets}
+        self.publish({"presets": ", ".join(self._presets)})
+        self._restore("ptz_presets")
+        self._moved.set()  # read where the head stands now, against the presets just read
+
+    async def _retry_presets(self, camera: OnvifClient) -> None:
+        retry: float = self.config.capability_retry  # type: ignore[attr-defined]
+        while True:
+            await anyio.sleep(retry)
+            if "ptz_presets" in self._unavailable:
+                await self._load_presets(camera)
+
     async def _follow_events(self, camera: OnvifClient, task_status: TaskStatus[None]) -> None:
-        if not camera.supports("events"):
-            task_status.started()
-            while True:  # nothing to long-poll: ask now and then, to notice the camera leaving
-                await anyio.sleep(15)
-                await camera.device_information()
-        async with camera.events() as events:
-            task_status.started()
-            async for event in events:
-                self._on_event(event)
+        """Follow the camera's events; a subscription that answers badly is retried later."""
+        retry: float = self.config.capability_retry  # type: ignore[attr-defined]
+        started = False
+        while True:
+            if camera.supports("events"):
+                try:
+                    async with camera.events() as events:
+                        self._restore("events")
+                        if not started:
+                            task_status.started()
+                            started = True
+                        async for event in events:
+                            self._on_event(event)
+                except Exception as exc:
+                    error = _answer_error(exc)
+                    if error is None:
+                        raise  # the camera itself failed: the supervisor restarts the driver
+                    self._degrade("events", error, ("motion", "tamper", "watched_motion"))
+            if not started:
+                task_status.started()
+                started = True
+            # Nothing to long-poll (or not now): ask now and then, to notice the camera leaving.
+            with anyio.move_on_after(retry if camera.supports("events") else math.inf):
+                while True:
+                    await anyio.sleep(min(15.0, retry))
+                    await camera.device_information()
 
     def _on_event(self, event: CameraEvent) -> None:
         if event.kind == "motion":
@@ -203,12 +302,28 @@ class Camera(DeviceType):
                 await self._moved.wait()
             self._moved = anyio.Event()
             for _ in range(120):  # at most 30 s of travel
-                status = await camera.ptz_status(self._profile)
+                try:
+                    status = await camera.ptz_status(self._profile)
+                except CameraAnswerError as error:
+                    self._degrade("ptz_status", error, ("preset",))
+                    await anyio.sleep(self.config.capability_retry)  # type: ignore[attr-defined]
+                    self._moved.set()  # then try again
+                    break
+                self._restore("ptz_status")
+                if "ptz_presets" in self._unavailable:
+                    break  # where the head stands means nothing without the presets
                 at = next((p.name for p in self._presets.values() if p.matches(status)), "")
                 self.publish({"preset": at})
                 if not status.moving:
                     break
                 await anyio.sleep(0.25)
+
+
+def _answer_error(error: BaseException) -> CameraAnswerError | None:
+    """The :class:`CameraAnswerError` that ``error`` is, or is alone in a group of; else None."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error if isinstance(error, CameraAnswerError) else None
 
 
 def _not_running() -> CameraServices:

@@ -29,6 +29,7 @@ import anyio
 from aiohttp import web
 
 from cityvisor.core.points import now_ms
+from cityvisor.hal.onvif import SNAPSHOT_LIMIT
 
 if TYPE_CHECKING:
     from .evidence import CameraServices
@@ -68,7 +69,7 @@ class SnapshotCache:
         *,
         max_age: float = 1.0,
         max_bytes: int = 64 * 2**20,
-        max_image: int = 4 * 2**20,
+        max_image: int = SNAPSHOT_LIMIT,
     ) -> None:
         self._fetch = fetch
         self.max_age = max_age
