@@ -360,6 +360,50 @@ async def test_a_stopped_agent_is_unreachable_then_recovers(tmp_path: Path, snmp
         await wait_for_alarm(hub, "sw:communication_lost", lambda a: not a.active, WAIT)
 
 
+async def test_a_v3_switch_swapped_for_a_spare_with_a_new_engine_id_is_reached_again(
+    tmp_path: Path,
+) -> None:
+    # Two snmpd with their own persistent directories, so their own engine IDs, and the
+    # same user and keys (the spare is configured like the switch it replaces), one
+    # after the other on the same port.
+    first = Snmpd(tmp_path / "switch")
+    spare = Snmpd(tmp_path / "spare", port=first.port)
+    listen = f"127.0.0.1:{free_udp_port()}"
+    config = hub_config(on_snmpd(first, "sw", version="v3", ports=[LO], trap_listen=listen))
+    credentials = UsmCredentials(first.user, first.auth_key, first.priv_key)
+    name = f"net/switches/sw/p{LO}/name"
+    await anyio.to_thread.run_sync(first.start)
+    try:
+        async with running_hub(config, tmp_path, plugins=[switches]) as hub:
+            await polled(hub, "sw")
+            async with SnmpManager() as manager:
+                old_id = await manager.client("127.0.0.1", first.port, credentials=credentials).engine_id()  # fmt: skip
+            await anyio.to_thread.run_sync(first.stop)
+            await wait_for_alarm(hub, "sw:communication_lost", lambda a: a.active, WAIT)
+            await anyio.to_thread.run_sync(spare.start)
+            async with SnmpManager() as manager:
+                new_id = await manager.client("127.0.0.1", spare.port, credentials=credentials).engine_id()  # fmt: skip
+            assert new_id != old_id
+            await wait_for_alarm(hub, "sw:communication_lost", lambda a: not a.active, 3 * WAIT)
+            await wait_for_point(hub, name, good(lambda v: v == "lo"), timeout=WAIT)
+            lost = hub.alarms.get("sw:communication_lost")
+            assert (lost.counts["raised"], lost.counts["cleared"]) == (1, 1)
+            # The spare's v3 traps, signed with its own engine ID, are accepted too.
+            link_down = [LINK_DOWN, f"{IF_INDEX}.{LO}", "i", str(LO), f"{IF_OPER_STATUS}.{LO}", "i", "2"]  # fmt: skip
+            v3 = ["-v3", "-e", new_id.hex(), "-u", spare.user, "-l", "authPriv", "-a", "SHA"]
+            v3 += ["-A", spare.auth_key, "-x", "AES", "-X", spare.priv_key, f"udp:{listen}", "0"]
+            oper = f"net/switches/sw/p{LO}/oper_status"
+            seen: list[Any] = []  # the next poll sets lo back up: record what the trap did
+            hub.points.add_listener(lambda p, new: seen.append(new.value) if p.id == oper else None)
+            await anyio.to_thread.run_sync(lambda: snmptrap(*v3, *link_down))
+            with anyio.fail_after(WAIT):
+                while 2 not in seen:  # noqa: ASYNC110  (a listener, not an event, records it)
+                    await anyio.sleep(0.05)
+    finally:
+        await anyio.to_thread.run_sync(first.stop)
+        await anyio.to_thread.run_sync(spare.stop)
+
+
 async def test_wrong_credentials_are_a_config_error_and_an_alarm_not_a_retry_storm(
     tmp_path: Path, snmpd: Snmpd
 ) -> None:

@@ -242,7 +242,22 @@ class Switch(DeviceType):
         manager = self.resources.get("snmp.manager", snmp.SnmpManager)
         agent = {"host": config.host, "port": config.port}
         options: dict[str, Any] = {"timeout": config.timeout, "retries": config.retries, **agent}
-        self._client = self._writer = manager.client(credentials=config.credentials, **options)
+        # v3: an engine of this run's own, so that a switch swapped for a spare (a new
+        # engine ID) is discovered afresh when its timeouts restart the driver.
+        dedicated = config.version == "v3"
+        client = manager.client(credentials=config.credentials, dedicated=dedicated, **options)
+        self._client = self._writer = client
+        try:
+            await self._run(manager, options, task_status)
+        finally:
+            self._client = self._writer = None
+            client.close()
+
+    async def _run(
+        self, manager: snmp.SnmpManager, options: dict[str, Any], task_status: TaskStatus[None]
+    ) -> None:
+        config, client = self.config, self._client
+        assert client is not None
         if config.version == "v2c":
             writer = CommunityCredentials(config.write_community)
             self._writer = (
@@ -255,7 +270,7 @@ class Switch(DeviceType):
         }
         # Online is "the agent answers": one GET, so that a hub of many switches starts
         # at once. Credentials the agent refuses fail here: bad(config_error).
-        await self._client.get(snmp.SYS_UPTIME)
+        await client.get(snmp.SYS_UPTIME)
         async with anyio.create_task_group() as tg:
             traps = await self._trap_stream()
             if traps is not None:
@@ -348,7 +363,9 @@ class Switch(DeviceType):
         return {key: value for key, value in status.items() if value is not None}
 
     async def _set_admin(self, port: str, status: IfAdminStatus) -> None:
-        if self._client is None or self._writer is None:
+        if self._client is None:
+            raise DeviceError(f"{self.id} is not connected")
+        if self._writer is None:
             raise DeviceError("no write_community in the config", reason="config_error")
         index = int(port.removeprefix("p"))
         await self._writer.set_admin_status(index, status)
