@@ -632,6 +632,7 @@ class ModbusEndpoint:
         self._link = _Backoff(self.settings.min_backoff, self.settings.max_backoff)
         self._units: dict[int, _Backoff] = {}
         self._timeouts = 0
+        self._reopened = False
         self._refs = 0
 
     def __repr__(self) -> str:
@@ -838,10 +839,12 @@ class ModbusEndpoint:
 
     def _link_answered(self) -> None:
         """A reply came: the connection works again (called only while it was failing)."""
+        self._reopened = False
         failures = self._link.succeeded()
-        log.info("modbus %s: answering again after %d failed attempts", self.address, failures)
+        if failures:
+            log.info("modbus %s: answering again after %d failed attempts", self.address, failures)
 
-    def unit_backoff(self, unit: int) -> _Backoff:
+    def _unit_backoff(self, unit: int) -> _Backoff:
         """The backoff of one unit behind this endpoint (kept as long as the endpoint)."""
         backoff = self._units.get(unit)
         if backoff is None:
@@ -881,12 +884,14 @@ class ModbusEndpoint:
         """Count a timeout; after ``max_timeouts`` in a row, drop the connection."""
         self._timeouts += 1
         if self._timeouts >= self.settings.max_timeouts:
-            log.warning(
+            # Said once until something answers again, not at every reopening.
+            log.log(
+                logging.DEBUG if self._reopened else logging.WARNING,
                 "modbus %s: %d timeouts in a row, reopening the connection",
                 self.address,
                 self._timeouts,
             )
-            self._timeouts = 0
+            self._reopened = True
             self.close()
 
     def _net_caught(self, unit: int, function_code: int, address: int) -> ModbusTimeoutError:
@@ -962,7 +967,7 @@ class ModbusEndpoint:
             if self._paced:
                 self._last_end = anyio.current_time()
         self._timeouts = 0
-        if self._link.failures:
+        if self._link.failures or self._reopened:
             self._link_answered()
         if response.isError() or response.function_code != function_code:
             raise self._refusal(response, unit, function_code, address)
@@ -1007,7 +1012,7 @@ class ModbusEndpoint:
                     if self._paced:
                         self._last_end = anyio.current_time()
                 self._timeouts = 0
-                if self._link.failures:
+                if self._link.failures or self._reopened:
                     self._link_answered()
                 if response.isError() or response.function_code != function_code:
                     replies.append(self._refusal(response, unit, function_code, address))
@@ -1170,8 +1175,8 @@ class ModbusDevice:
         self.specs: dict[str, RegisterSpec] = profile.resolve(members)
         """Every point of the device, by relative id."""
         self.plan = ReadPlan.for_profile(profile, members, only=only)
-        self.backoff = endpoint.unit_backoff(unit)
-        """The unit's backoff: counts the polls it did not answer, reset by an answer."""
+        # The unit's backoff: counts the polls it did not answer, reset by an answer.
+        self._backoff = endpoint._unit_backoff(unit)
         self._subplans: dict[tuple[str, ...], ReadPlan] = {}
         self._decoded: dict[int, tuple[list[Any], dict[str, Any]]] = {}
 
@@ -1235,10 +1240,10 @@ class ModbusDevice:
             decoded[index] = (raw, values)
             result.update(values)
         if result.answered:
-            if self.backoff.failures:
-                self.backoff.succeeded()
+            if self._backoff.failures:
+                self._backoff.succeeded()
         else:
-            self.backoff.failed()
+            self._backoff.failed()
         return result
 
     @property

@@ -804,3 +804,32 @@ async def test_an_unreachable_endpoint_backs_off_exponentially_up_to_the_cap() -
         await anyio.sleep(caught.value.retry_after or 0)
     assert delays == pytest.approx([0.01, 0.02, 0.04, 0.04, 0.04])
     assert endpoint.requests_sent == 0
+
+
+async def test_the_backoff_outlives_the_endpoints_users_and_only_an_answer_resets_it(
+    pool: ModbusPool, settings: ModbusSettings, lighting_profile: Profile
+) -> None:
+    async def failed_attempts(port: int, count: int) -> list[float | None]:
+        """Borrow the endpoint afresh for each attempt, as a restarted driver does."""
+        delays = []
+        for _ in range(count):
+            async with pool.tcp(HOST, port) as endpoint:
+                cabinet = endpoint.device(1, lighting_profile, {"circuit": 1})
+                with pytest.raises(ModbusConnectionError) as caught:
+                    await cabinet.poll()
+            delays.append(caught.value.retry_after)
+            await anyio.sleep(caught.value.retry_after or 0)
+        return delays
+
+    steps = [settings.min_backoff * 2**n for n in range(3)]
+    # Refused: the count goes on from one user to the next.
+    assert await failed_attempts(free_port(), 3) == pytest.approx(steps)
+    # Accepted then closed at once: a connection that opens is no success either.
+    async with rogue_server("close") as port:
+        assert await failed_attempts(port, 3) == pytest.approx(steps)
+        assert not pool.endpoints  # nobody uses it, yet it keeps its count
+    # An answer resets it: the next failure waits the minimum again.
+    sim = LightingSimulator(HOST, port, cabinets=1, circuits=1, tick=0.02)
+    async with sim, pool.tcp(HOST, port) as endpoint:
+        assert not (await endpoint.device(1, lighting_profile, {"circuit": 1}).poll()).bad
+    assert await failed_attempts(port, 1) == pytest.approx(steps[:1])
