@@ -547,13 +547,14 @@ class PollResult(dict[str, Any]):
         failure, busy...) is reachable but useless: its driver raises the
         device's fault alarm instead of its communication alarm.
         """
-        failed = self.failed
-        if not failed or not self.errors or sum(map(len, failed.values())) < len(self):
+        failed, errors = self.failed, self.errors
+        if not failed or not errors or sum(map(len, failed.values())) < len(self):
             return None
-        for error in self.errors:
-            if isinstance(error, ModbusExceptionError):
-                return error
-        return None
+        if not all(isinstance(error, ModbusExceptionError) for error in errors):
+            return None  # a timeout or a garbled reply among them: not the device's answer
+        first = errors[0]
+        assert isinstance(first, ModbusExceptionError)
+        return first
 
 
 # --------------------------------------------------------------------------- endpoint
