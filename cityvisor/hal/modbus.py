@@ -198,7 +198,8 @@ class ModbusConnectionError(ModbusError, DeviceError):
     A :class:`~cityvisor.core.devices.DeviceError` with reason
     ``comm_failure``: raised out of a driver's ``run()``, it makes the
     supervisor mark the device's points bad and restart it. ``retry_after``
-    is the time left before the endpoint will try to connect again.
+    is the time left before the endpoint (or the unit) is worth trying
+    again: the supervisor waits that, not a backoff of its own.
     """
 
     quality = Quality.bad("comm_failure")
@@ -255,9 +256,11 @@ class ModbusSettings:
     """Seconds between the end of one request and the start of the next
     (slow gateways and RS-485 lines need a pause)."""
     min_backoff: float = 0.2
-    """Seconds before the first reconnection attempt after a failed one."""
+    """Seconds before the first retry after a failure: a connection refused,
+    lost or closed, or a poll of a unit without a single valid answer."""
     max_backoff: float = 30.0
-    """The cap of the reconnection backoff, which doubles at each failure."""
+    """The cap of that backoff, which doubles at each failure in a row and
+    starts over only when the equipment answers."""
     max_timeouts: int = 3
     """Consecutive timeouts after which the connection is closed and reopened
     (a half-open TCP connection answers nothing, ever)."""
@@ -582,6 +585,10 @@ class ModbusEndpoint:
     opened, requests raise :class:`ModbusConnectionError` and the next
     attempt waits ``min_backoff * 2**n`` seconds (at most ``max_backoff``):
     the same endpoint recovers by itself when the equipment comes back.
+    Each unit has such a backoff too, for the polls it does not answer. The
+    counts survive the endpoint's users (the pool keeps the endpoint), so a
+    restarted driver does not start over at the minimum; only an answer
+    resets them, never a connection that opens and then says nothing.
 
     Who gets the wire, and for how long:
 

@@ -88,6 +88,13 @@ class ModbusDeviceType(DeviceType):
 
     ``Config`` must be a :class:`ModbusConfig`. Override :meth:`received` to
     derive points of your own from each poll.
+
+    Besides ``online``, each such type has a ``device_fault`` point, the
+    exception the unit answers every read with (``exception 4
+    (server_device_failure)``, empty while it answers normally), and a
+    ``device_fault`` alarm (high, procedure COMM-02) once that lasted its
+    on-delay (10 s): the unit is reachable, so ``communication_lost`` stays
+    clear, but useless.
     """
 
     Config = ModbusConfig
@@ -136,7 +143,13 @@ class ModbusDeviceType(DeviceType):
         return super().members(per)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll the device every ``period`` and publish every point the profile maps."""
+        """Poll the device every ``period`` and publish every point the profile maps.
+
+        Started (online) after the first poll that got a valid answer; a
+        connection that opens and then gives only timeouts or undecodable
+        replies raises :class:`~cityvisor.hal.modbus.ModbusConnectionError`
+        with the endpoint's backoff, and the device stays offline.
+        """
         config: ModbusConfig = self.config  # type: ignore[assignment]
         kinds = {spec.per for spec in self.point_specs.values() if spec.per}
         members = {kind: self.members(kind) for kind in kinds}
