@@ -34,7 +34,7 @@ async def test_the_lighting_cabinet_conforms_against_its_simulator():
         {"host": "127.0.0.1", "port": port, "circuits": 2, "period": 0.2},
         lambda: LightingSimulator(port=port, cabinets=1, circuits=2, tick=0.1),
     )
-    assert report.points == 1 + 5 + 6 * 2  # online, cabinet points, six per circuit
+    assert report.points == 2 + 5 + 6 * 2  # online, device_fault, cabinet points, six per circuit
     assert report.online_after is not None
     assert report.bad_after is not None
     assert report.recovered_after is not None

@@ -688,8 +688,17 @@ class Alarm:
 
     @property
     def message(self) -> Mapping[str, str]:
-        """What the operator reads, ``{"fr": ..., "en": ...}``."""
-        return self.spec.message
+        """What the operator reads, ``{"fr": ..., "en": ...}``.
+
+        ``{value}`` in a message stands for the point's value (the exception a
+        device answers with); it is left out while the value is empty.
+        """
+        message = self.spec.message
+        if not any("{value}" in m for m in message.values()):
+            return message
+        value = "" if self.value is None else str(self.value)
+        filled = {lang: m.replace("{value}", value) for lang, m in message.items()}
+        return filled if value else {lang: m.rstrip(" :") for lang, m in filled.items()}
 
     @property
     def procedure(self) -> str | None:

@@ -446,6 +446,8 @@ class DriverState:
     last_reason: str = ""
     next_attempt_in: float = 0.0
     history: list[str] = field(default_factory=list)
+    failing: int = 0
+    """Failed attempts since the driver was last online (0 while it is)."""
 
 
 class Supervisor:
@@ -457,6 +459,14 @@ class Supervisor:
     again after ``min_backoff * 2**n`` seconds (capped at ``max_backoff``,
     with jitter). A driver that stayed up for ``stable_after`` seconds starts
     over from the minimum backoff.
+
+    A failure that says when to retry (:class:`DeviceError` ``retry_after``,
+    the HAL's own backoff, which survives restarts) is retried then, and does
+    not count towards this backoff: the two never stack, and an outage of
+    refused connections does not leave a long backoff for the next failure.
+
+    One warning when a device goes offline (and when the reason changes),
+    one info line when it is back; the retries in between are debug lines.
     """
 
     def __init__(
@@ -498,6 +508,7 @@ class Supervisor:
     async def _supervise(self, state: DriverState) -> None:
         device = state.device
         attempt = 0
+        state_key: tuple[str, type] | None = None  # the last failure's reason and kind
         while True:
             started_at = anyio.current_time()
             error: BaseException | None = None
@@ -509,6 +520,13 @@ class Supervisor:
                         raise DeviceError(
                             f"no answer within {self.start_timeout:g} s", reason="comm_failure"
                         )
+                    if state.failing:
+                        device.log.info(
+                            "device %s online again after %d failed attempts",
+                            device.id,
+                            state.failing,
+                        )
+                        state.failing = 0
                     self._set_online(state, True)
                 # run() returned: a driver is expected to run forever.
                 error = DeviceError("driver returned", reason="device_failure")
@@ -517,23 +535,30 @@ class Supervisor:
             except Exception as exc:  # a driver's failure must never reach the hub
                 error = _root_cause(exc)
             # Cancellation (shutdown) leaves the points as they are: only failures mark them.
-            self._set_online(state, False, getattr(error, "reason", "comm_failure"))
+            reason = getattr(error, "reason", "comm_failure")
+            self._set_online(state, False, reason)
             if anyio.current_time() - started_at >= self.stable_after:
                 attempt = 0
             delay = self._backoff(attempt, error)
-            attempt += 1
+            if getattr(error, "retry_after", None) is None:
+                attempt += 1
+            news = not state.failing or (reason, type(error)) != state_key
+            state_key = (reason, type(error))
+            state.failing += 1
             state.failures += 1
             state.restarts += 1
             state.last_error = f"{type(error).__name__}: {error}"
-            state.last_reason = getattr(error, "reason", "comm_failure")
+            state.last_reason = reason
             state.next_attempt_in = delay
             state.history = [*state.history[-9:], state.last_error]
-            device.log.warning(
-                "device %s failed (%s); next attempt in %.1f s",
+            crash = not isinstance(error, DeviceError | OSError)
+            device.log.log(
+                logging.WARNING if news or crash else logging.DEBUG,
+                "device %s failed (%s); retrying with backoff, next attempt in %.1f s",
                 device.id,
                 state.last_error,
                 delay,
-                exc_info=not isinstance(error, DeviceError | OSError),
+                exc_info=crash,
             )
             await anyio.sleep(delay)
 

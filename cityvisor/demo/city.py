@@ -490,6 +490,18 @@ PROCEDURES = [
         ),
     ),
     _procedure(
+        "COMM-02",
+        ("Défaut de l'équipement", "Device fault"),
+        (
+            "Noter le code que l'équipement renvoie (dans le texte de l'alarme).",
+            "Note the code the equipment answers with (in the alarm's text).",
+        ),
+        (
+            "La liaison fonctionne : envoyer le technicien de l'équipement, pas le réseau.",
+            "The link works: send the equipment's technician, not the network's.",
+        ),
+    ),
+    _procedure(
         "LIGHT-02",
         ("Armoire d'éclairage ouverte", "Lighting cabinet open"),
         (

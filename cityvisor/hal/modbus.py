@@ -99,7 +99,7 @@ log = logging.getLogger(__name__)
 
 
 class _TimeoutsAreQualities(logging.Filter):
-    """Drop pymodbus's ERROR line for each request it timed out.
+    """Drop pymodbus's ERROR line for each request it timed out, and each failed connection.
 
     The endpoint leaves the per-request timeout to pymodbus, which logs every
     one; here a timeout is a point quality (``comm_failure:timeout``), and the
@@ -116,8 +116,11 @@ class _TimeoutsAreQualities(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
         if not message.startswith("Repeating...."):
-            self._dropping = message.startswith("No response received after")
+            self._dropping = message.startswith(self.DROPPED)
         return not self._dropping
+
+    DROPPED = ("No response received after", "Failed to connect")
+    """Messages the endpoint reports itself, once per outage rather than once per attempt."""
 
 
 logging.getLogger("pymodbus.logging").addFilter(_TimeoutsAreQualities())
@@ -195,7 +198,8 @@ class ModbusConnectionError(ModbusError, DeviceError):
     A :class:`~cityvisor.core.devices.DeviceError` with reason
     ``comm_failure``: raised out of a driver's ``run()``, it makes the
     supervisor mark the device's points bad and restart it. ``retry_after``
-    is the time left before the endpoint will try to connect again.
+    is the time left before the endpoint (or the unit) is worth trying
+    again: the supervisor waits that, not a backoff of its own.
     """
 
     quality = Quality.bad("comm_failure")
@@ -252,15 +256,51 @@ class ModbusSettings:
     """Seconds between the end of one request and the start of the next
     (slow gateways and RS-485 lines need a pause)."""
     min_backoff: float = 0.2
-    """Seconds before the first reconnection attempt after a failed one."""
+    """Seconds before the first retry after a failure: a connection refused,
+    lost or closed, or a poll of a unit without a single valid answer."""
     max_backoff: float = 30.0
-    """The cap of the reconnection backoff, which doubles at each failure."""
+    """The cap of that backoff, which doubles at each failure in a row and
+    starts over only when the equipment answers."""
     max_timeouts: int = 3
     """Consecutive timeouts after which the connection is closed and reopened
     (a half-open TCP connection answers nothing, ever)."""
     unreachable_after: int = 3
     """Consecutive polls of a unit without any answer after which
     :meth:`ModbusDevice.poll_every` gives up with :class:`ModbusConnectionError`."""
+
+
+class _Backoff:
+    """Capped exponential backoff that only a success resets.
+
+    An endpoint keeps one for its connection and one per unit, and the pool
+    keeps the endpoint between its users: a driver restarted after a failure
+    finds the count where it left it, so retries slow down instead of
+    starting over at the minimum after every restart.
+    """
+
+    __slots__ = ("failures", "max_delay", "min_delay", "next_at")
+
+    def __init__(self, min_delay: float, max_delay: float) -> None:
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.failures = 0
+        self.next_at = -float("inf")
+
+    def failed(self) -> float:
+        """Count a failure; the delay before the next attempt."""
+        self.failures += 1
+        delay = min(self.max_delay, self.min_delay * 2.0 ** min(self.failures - 1, 60))
+        self.next_at = anyio.current_time() + delay
+        return delay
+
+    def remaining(self) -> float:
+        """Seconds left before the next attempt (0 when it may happen now)."""
+        return max(0.0, self.next_at - anyio.current_time())
+
+    def succeeded(self) -> int:
+        """Start over from the minimum; how many failures there had been."""
+        failures, self.failures, self.next_at = self.failures, 0, -float("inf")
+        return failures
 
 
 # --------------------------------------------------------------------------- read plans
@@ -489,17 +529,42 @@ class PollResult(dict[str, Any]):
 
     @property
     def answered(self) -> bool:
-        """True if the unit answered at least one request (even with an exception)."""
-        return (
-            any(
-                not (isinstance(v, Quality) and v.reason.startswith("comm_failure"))
-                for v in self.values()
-            )
-            or not self
-        )
+        """True if the unit answered at least one request validly (even with an exception).
+
+        Timeouts and replies that are not Modbus (garbage, truncated frames,
+        a reply to another request) are not answers: a unit that gives only
+        those is as good as gone.
+        """
+        failed = self.failed
+        if not failed:
+            return True
+        if sum(map(len, failed.values())) < len(self):
+            return True
+        return any(not q.reason.startswith("comm_failure") for q in failed)
+
+    @property
+    def device_fault(self) -> ModbusExceptionError | None:
+        """The exception the unit answered when it refused every point of the poll, else None.
+
+        A unit that answers every request with an exception (server device
+        failure, busy...) is reachable but useless: its driver raises the
+        device's fault alarm instead of its communication alarm.
+        """
+        failed, errors = self.failed, self.errors
+        if not failed or not errors or sum(map(len, failed.values())) < len(self):
+            return None
+        if not all(isinstance(error, ModbusExceptionError) for error in errors):
+            return None  # a timeout or a garbled reply among them: not the device's answer
+        first = errors[0]
+        assert isinstance(first, ModbusExceptionError)
+        return first
 
 
 # --------------------------------------------------------------------------- endpoint
+
+# A retry this close to its time is made (after the wait), not refused: the
+# supervisor sleeps exactly the retry_after it was given, give or take the clock.
+_ON_TIME = 0.05
 
 # What a request can raise besides a ModbusError: pymodbus's errors and our guards'.
 _PYMODBUS_FAILURES = (
@@ -520,6 +585,10 @@ class ModbusEndpoint:
     opened, requests raise :class:`ModbusConnectionError` and the next
     attempt waits ``min_backoff * 2**n`` seconds (at most ``max_backoff``):
     the same endpoint recovers by itself when the equipment comes back.
+    Each unit has such a backoff too, for the polls it does not answer. The
+    counts survive the endpoint's users (the pool keeps the endpoint), so a
+    restarted driver does not start over at the minimum; only an answer
+    resets them, never a connection that opens and then says nothing.
 
     Who gets the wire, and for how long:
 
@@ -566,9 +635,12 @@ class ModbusEndpoint:
         # Pacing needs the clock around every request; without it, skip the clock.
         self._paced = self.settings.min_interval > 0
         self._last_end = -float("inf")
-        self._failures = 0
-        self._next_attempt = -float("inf")
+        # The connection's backoff, and each unit's (see _Backoff): only an
+        # answer resets them, not a connection that opens and then says nothing.
+        self._link = _Backoff(self.settings.min_backoff, self.settings.max_backoff)
+        self._units: dict[int, _Backoff] = {}
         self._timeouts = 0
+        self._reopened = False
         self._refs = 0
 
     def __repr__(self) -> str:
@@ -734,40 +806,70 @@ class ModbusEndpoint:
             client = self._client = self._make_client()
         if client.connected:
             return client
-        wait = self._next_attempt - anyio.current_time()
-        if wait > 0:
+        wait = self._link.remaining()
+        if wait > _ON_TIME:
             raise ModbusConnectionError(
                 f"{self.address} is unreachable; next attempt in {wait:.1f} s",
                 retry_after=wait,
             )
+        if wait > 0:  # a retry that comes when told to, give or take the clock
+            await anyio.sleep(wait)
         opened = False
         self._wire_timeout(client, self.settings.connect_timeout)
         with anyio.move_on_after(self.settings.connect_timeout):
             opened = await client.connect()
         if opened and client.connected:
-            if self._failures:
-                log.info("modbus %s: reconnected after %d failures", self.address, self._failures)
             self._wire_timeout(client, self.settings.timeout)
-            self._failures = 0
             self._timeouts = 0
             self.connections += 1
             return client
         client.close()
-        self._failures += 1
-        delay = min(
-            self.settings.max_backoff, self.settings.min_backoff * 2 ** (self._failures - 1)
-        )
-        self._next_attempt = anyio.current_time() + delay
-        log.warning(
-            "modbus %s: cannot connect (attempt %d); next attempt in %.1f s",
+        delay = self._link_failed("cannot connect")
+        raise ModbusConnectionError(f"cannot connect to {self.address}", retry_after=delay)
+
+    def _link_failed(self, what: str) -> float:
+        """Count a failure of the connection; the delay before the next attempt.
+
+        One warning when the endpoint starts failing, not one per retry: the
+        retries of an outage are debug lines.
+        """
+        delay = self._link.failed()
+        level = logging.WARNING if self._link.failures == 1 else logging.DEBUG
+        log.log(
+            level,
+            "modbus %s: %s (attempt %d); retrying with backoff, next attempt in %.1f s",
             self.address,
-            self._failures,
+            what,
+            self._link.failures,
             delay,
         )
-        raise ModbusConnectionError(f"cannot connect to {self.address}", retry_after=delay)
+        return delay
+
+    def _link_answered(self) -> None:
+        """A reply came: the connection works again (called only while it was failing)."""
+        self._reopened = False
+        failures = self._link.succeeded()
+        if failures:
+            log.info("modbus %s: answering again after %d failed attempts", self.address, failures)
+
+    def _unit_backoff(self, unit: int) -> _Backoff:
+        """The backoff of one unit behind this endpoint (kept as long as the endpoint)."""
+        backoff = self._units.get(unit)
+        if backoff is None:
+            backoff = self._units[unit] = _Backoff(
+                self.settings.min_backoff, self.settings.max_backoff
+            )
+        return backoff
+
+    def retry_after(self, unit: int) -> float:
+        """Seconds before it is worth trying ``unit`` again (its backoff or the connection's)."""
+        backoff = self._units.get(unit)
+        unit_wait = backoff.remaining() if backoff is not None else 0.0
+        return max(self._link.remaining(), unit_wait)
 
     def close(self) -> None:
         """Close the connection (the next request opens it again)."""
+        self._timeouts = 0
         if self._client is not None:
             self._client.close()
 
@@ -790,12 +892,14 @@ class ModbusEndpoint:
         """Count a timeout; after ``max_timeouts`` in a row, drop the connection."""
         self._timeouts += 1
         if self._timeouts >= self.settings.max_timeouts:
-            log.warning(
+            # Said once until something answers again, not at every reopening.
+            log.log(
+                logging.DEBUG if self._reopened else logging.WARNING,
                 "modbus %s: %d timeouts in a row, reopening the connection",
                 self.address,
                 self._timeouts,
             )
-            self._timeouts = 0
+            self._reopened = True
             self.close()
 
     def _net_caught(self, unit: int, function_code: int, address: int) -> ModbusTimeoutError:
@@ -820,11 +924,12 @@ class ModbusEndpoint:
     def _failure(self, exc: Exception, unit: int, function_code: int, address: int) -> ModbusError:
         """The ModbusError for what pymodbus (or our guards) raised out of a request."""
         if isinstance(exc, _ConnectionLostError):
-            return ModbusConnectionError(
-                f"{self.address}: connection lost during a request to unit {unit}"
-            )
+            what = f"connection lost during a request to unit {unit}"
+            delay = self._link_failed(what)
+            return ModbusConnectionError(f"{self.address}: {what}", retry_after=delay)
         if isinstance(exc, ConnectionException):
-            return ModbusConnectionError(f"{self.address}: {exc}")
+            delay = self._link_failed(str(exc))
+            return ModbusConnectionError(f"{self.address}: {exc}", retry_after=delay)
         if isinstance(exc, _MalformedFrameError):
             return ModbusMalformedReplyError(f"unit {unit}: undecodable reply: {exc}")
         if "No response" in str(exc):  # pymodbus's per-request timeout
@@ -870,6 +975,8 @@ class ModbusEndpoint:
             if self._paced:
                 self._last_end = anyio.current_time()
         self._timeouts = 0
+        if self._link.failures or self._reopened:
+            self._link_answered()
         if response.isError() or response.function_code != function_code:
             raise self._refusal(response, unit, function_code, address)
         return response
@@ -913,6 +1020,8 @@ class ModbusEndpoint:
                     if self._paced:
                         self._last_end = anyio.current_time()
                 self._timeouts = 0
+                if self._link.failures or self._reopened:
+                    self._link_answered()
                 if response.isError() or response.function_code != function_code:
                     replies.append(self._refusal(response, unit, function_code, address))
                     continue
@@ -1074,6 +1183,8 @@ class ModbusDevice:
         self.specs: dict[str, RegisterSpec] = profile.resolve(members)
         """Every point of the device, by relative id."""
         self.plan = ReadPlan.for_profile(profile, members, only=only)
+        # The unit's backoff: counts the polls it did not answer, reset by an answer.
+        self._backoff = endpoint._unit_backoff(unit)
         self._subplans: dict[tuple[str, ...], ReadPlan] = {}
         self._decoded: dict[int, tuple[list[Any], dict[str, Any]]] = {}
 
@@ -1136,7 +1247,17 @@ class ModbusDevice:
                 continue
             decoded[index] = (raw, values)
             result.update(values)
+        if result.answered:
+            if self._backoff.failures:
+                self._backoff.succeeded()
+        else:
+            self._backoff.failed()
         return result
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds before it is worth polling the unit again (see :class:`ModbusEndpoint`)."""
+        return self.endpoint.retry_after(self.unit)
 
     async def read(self, *point_ids: str) -> PollResult:
         """Read only some points (their plan is computed on first use, then kept)."""
@@ -1185,7 +1306,8 @@ class ModbusDevice:
             if silent >= self.endpoint.settings.unreachable_after:
                 raise ModbusConnectionError(
                     f"unit {self.unit} at {self.endpoint.address} has not answered "
-                    f"for {silent} polls"
+                    f"for {silent} polls",
+                    retry_after=self.retry_after,
                 )
             yield result
             next_at += period
@@ -1214,7 +1336,7 @@ class ModbusPool:
     @property
     def endpoints(self) -> Mapping[TcpAddress | SerialAddress, ModbusEndpoint]:
         """The endpoints in use, by address."""
-        return dict(self._endpoints)
+        return {address: e for address, e in self._endpoints.items() if e._refs}
 
     @contextlib.asynccontextmanager
     async def endpoint(
@@ -1226,7 +1348,9 @@ class ModbusPool:
         endpoint keeps the settings of its first user.
         """
         endpoint = self._endpoints.get(address)
-        if endpoint is None:
+        if endpoint is None or (
+            not endpoint._refs and settings is not None and settings != endpoint.settings
+        ):
             endpoint = ModbusEndpoint(address, settings or self.settings)
             self._endpoints[address] = endpoint
         endpoint._refs += 1
@@ -1235,9 +1359,9 @@ class ModbusPool:
         finally:
             endpoint._refs -= 1
             if endpoint._refs == 0:
+                # Closed, but kept: a driver restarted after a failure must find
+                # the backoff where it left it (the pool holds one per address).
                 endpoint.close()
-                if self._endpoints.get(address) is endpoint:
-                    del self._endpoints[address]
 
     def tcp(
         self, host: str, port: int = 502, *, settings: ModbusSettings | None = None

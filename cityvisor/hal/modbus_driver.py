@@ -39,10 +39,11 @@ import anyio
 import pydantic
 from anyio.abc import TaskStatus
 
-from cityvisor.core.devices import DeviceConfig, DeviceError, DeviceType
+from cityvisor.core.alarms import alarm
+from cityvisor.core.devices import DeviceConfig, DeviceError, DeviceType, point
 from cityvisor.core.points import DataType, Quality
 
-from .modbus import ModbusDevice, ModbusPool, PollResult
+from .modbus import ModbusConnectionError, ModbusDevice, ModbusPool, PollResult
 from .modbus_profile import Profile, RegisterSpec, load_profile
 
 __all__ = ["ModbusConfig", "ModbusDeviceType", "shared_profile"]
@@ -87,11 +88,37 @@ class ModbusDeviceType(DeviceType):
 
     ``Config`` must be a :class:`ModbusConfig`. Override :meth:`received` to
     derive points of your own from each poll.
+
+    Besides ``online``, each such type has a ``device_fault`` point, the
+    exception the unit answers every read with (``exception 4
+    (server_device_failure)``, empty while it answers normally), and a
+    ``device_fault`` alarm (high, procedure COMM-02) once that lasted its
+    on-delay (10 s): the unit is reachable, so ``communication_lost`` stays
+    clear, but useless.
     """
 
     Config = ModbusConfig
     modbus: ModbusDevice | None = None
     """The unit while the driver runs (None while it is disconnected)."""
+
+    device_fault = point(
+        str,
+        doc={
+            "fr": "Défaut signalé par l'équipement (vide : aucun)",
+            "en": "Fault the device answers with (empty: none)",
+        },
+    )
+    # The device answers, but only to refuse: communication works and says the
+    # equipment does not. Its own alarm, after a delay that a busy moment rides out.
+    device_fault_alarm = alarm(
+        "device_fault",
+        not_equals="",
+        priority="high",
+        on_delay=10.0,
+        message={"fr": "Défaut de l'équipement : {value}", "en": "Device fault: {value}"},
+        procedure="COMM-02",
+        name="device_fault",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,6 +127,7 @@ class ModbusDeviceType(DeviceType):
         # A type that derives points in received() sees every value of every poll;
         # the others are offered only what changed (see publish_poll).
         self._every_value = type(self).received is not ModbusDeviceType.received
+        self._fault: str | None = None
 
     @property
     def profile(self) -> Profile:
@@ -115,7 +143,13 @@ class ModbusDeviceType(DeviceType):
         return super().members(per)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll the device every ``period`` and publish every point the profile maps."""
+        """Poll the device every ``period`` and publish every point the profile maps.
+
+        Started (online) after the first poll that got a valid answer; a
+        connection that opens and then gives only timeouts or undecodable
+        replies raises :class:`~cityvisor.hal.modbus.ModbusConnectionError`
+        with the endpoint's backoff, and the device stays offline.
+        """
         config: ModbusConfig = self.config  # type: ignore[assignment]
         kinds = {spec.per for spec in self.point_specs.values() if spec.per}
         members = {kind: self.members(kind) for kind in kinds}
@@ -129,9 +163,19 @@ class ModbusDeviceType(DeviceType):
             self.modbus = endpoint.device(config.unit, self.profile, members, only=mapped)
             self._names = self._label_names(self.modbus.specs)
             self._published = {}  # the supervisor marked every point bad: publish them all
+            self._fault = None
             try:
                 async with contextlib.aclosing(self.modbus.poll_every(config.period)) as polls:
-                    self.publish_poll(await anext(polls))  # raises if the device is unreachable
+                    first = await anext(polls)  # raises if the connection cannot be used
+                    if not first.answered:
+                        # Online means "the device answers": a connection that opens and
+                        # then says nothing (or nothing valid) is no better than none.
+                        why = first.errors[0] if first.errors else "no reply"
+                        raise ModbusConnectionError(
+                            f"unit {config.unit} at {endpoint.address} gave no valid answer: {why}",
+                            retry_after=self.modbus.retry_after,
+                        )
+                    self.publish_poll(first)
                     task_status.started()
                     async for result in polls:
                         self.publish_poll(result)
@@ -181,6 +225,12 @@ class ModbusDeviceType(DeviceType):
             self.publish(changed)
         for quality, relatives in failed.items():
             self.mark(quality, relatives)
+        # Every point refused by the device itself: say so, with the exception it gave.
+        fault = result.device_fault
+        text = "" if fault is None else f"exception {fault.code} ({fault.name})"
+        if text != self._fault:
+            self._fault = text
+            self.publish({"device_fault": text})
 
     def _label_names(self, specs: Mapping[str, RegisterSpec]) -> dict[str, dict[int, str]]:
         # The profile's labels say what the vendor's numbers mean; the point's own

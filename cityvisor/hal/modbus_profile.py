@@ -358,6 +358,10 @@ class PointEntry(pydantic.BaseModel):
     """The member kind the point repeats for (a key of ``[members]``)."""
     stride: int | None = pydantic.Field(None, ge=0)
     """Address distance between members for this point (overrides the group's)."""
+    bit_stride: int | None = pydantic.Field(None, ge=1, le=16)
+    """Bit distance between members whose bits share a register: member n's bit
+    (from 0) is ``bit + n * bit_stride``, carried into the next register past
+    bit 15. The point's ``stride`` then defaults to 0."""
     unit: str = ""
     labels: list[str] | None = None
     """Names of an enum's values, from 0 (documentation and simulators)."""
@@ -473,12 +477,17 @@ class Profile(pydantic.BaseModel):
                 )
             if entry.per is None and entry.stride is not None:
                 raise ProfileError(self.source, f"{key}.stride", "stride needs per")
+            if entry.bit_stride is not None and (entry.per is None or entry.bit is None):
+                raise ProfileError(
+                    self.source,
+                    f"{key}.bit_stride",
+                    "bit_stride is for a bit of a register repeated per member: it needs bit and per",
+                )
             width = 1 if entry.table.is_bit else vtype.width
             last = entry.address + width - 1
             if entry.per is not None:
                 group = self.members[entry.per]
-                stride = group.stride if entry.stride is None else entry.stride
-                last += stride * (group.max - 1)
+                last = self._member_address(entry, group.max - 1)[0] + width - 1
             if last > 0xFFFF:
                 raise ProfileError(
                     self.source, f"{key}.address", "the point (or its last member) ends past 65535"
@@ -543,13 +552,25 @@ class Profile(pydantic.BaseModel):
                     f"points.{name}.per",
                     f"say how many {entry.per}s the device has (members={{{entry.per!r}: n}})",
                 )
-            group = self.members[entry.per]
-            stride = group.stride if entry.stride is None else entry.stride
             for index, member in enumerate(names[entry.per]):
-                specs[f"{member}/{name}"] = self._spec(entry, entry.address + index * stride)
+                specs[f"{member}/{name}"] = self._spec(entry, *self._member_address(entry, index))
         return specs
 
-    def _spec(self, entry: PointEntry, address: int) -> RegisterSpec:
+    def _member_address(self, entry: PointEntry, index: int) -> tuple[int, int | None]:
+        """The address and bit of member ``index`` (from 0) of a per-member point."""
+        assert entry.per is not None
+        group = self.members[entry.per]
+        if entry.stride is not None:
+            stride = entry.stride
+        else:  # bits packed by bit_stride share their registers, whatever the group's stride
+            stride = 0 if entry.bit_stride is not None else group.stride
+        address = entry.address + index * stride
+        if entry.bit_stride is None or entry.bit is None:
+            return address, entry.bit
+        carry, bit = divmod(entry.bit + index * entry.bit_stride, 16)
+        return address + carry, bit
+
+    def _spec(self, entry: PointEntry, address: int, bit: int | None = None) -> RegisterSpec:
         vtype = entry.value_type
         scaling = None
         if vtype is not ValueType.BOOL and (entry.scale != 1.0 or entry.offset != 0.0):
@@ -558,7 +579,7 @@ class Profile(pydantic.BaseModel):
             table=entry.table,
             address=address,
             type=vtype,
-            bit=entry.bit,
+            bit=entry.bit if bit is None else bit,
             scaling=scaling,
             word_order=entry.word_order or self.info.word_order,
             byte_order=entry.byte_order or self.info.byte_order,

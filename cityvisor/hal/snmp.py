@@ -433,6 +433,14 @@ class SnmpManager:
     same user name (a city migrating passwords switch by switch) get separate
     engines instead of overwriting each other.
 
+    An SNMPv3 engine also remembers each agent's engine ID (and boots and
+    time) once it has discovered them, for minutes: a switch swapped for a
+    spare answers with a new engine ID that a long-lived shared engine keeps
+    getting wrong (the agent drops every request). A client that asks for a
+    ``dedicated`` engine gets its own, for as long as the client lives: a
+    driver that takes one per run rediscovers the agent each time it
+    restarts, which is what its timeouts make it do.
+
     Use it as an async context manager; engines belong to the event loop
     they were created on::
 
@@ -443,6 +451,7 @@ class SnmpManager:
 
     def __init__(self) -> None:
         self._engines: list[tuple[SnmpEngine, dict[str, UsmCredentials]]] = []
+        self._dedicated: list[SnmpEngine] = []
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -459,15 +468,23 @@ class SnmpManager:
     def close(self) -> None:
         """Close every engine's socket. Clients of this manager stop working."""
         self._closed = True
-        for engine, _users in self._engines:
+        for engine in [*(engine for engine, _users in self._engines), *self._dedicated]:
             if engine.transport_dispatcher is not None:
                 engine.close_dispatcher()
         self._engines.clear()
+        self._dedicated.clear()
 
     @property
     def engine_count(self) -> int:
-        """How many engines (UDP sockets) the manager has opened."""
-        return len(self._engines)
+        """How many engines (UDP sockets) the manager has open: shared ones and dedicated ones."""
+        return len(self._engines) + len(self._dedicated)
+
+    def _release(self, engine: SnmpEngine) -> None:
+        """Close a dedicated engine (its client is closed)."""
+        if engine in self._dedicated:
+            self._dedicated.remove(engine)
+            if engine.transport_dispatcher is not None:
+                engine.close_dispatcher()
 
     def engine_for(self, credentials: Credentials) -> SnmpEngine:
         """The engine a client with these credentials should use (created on first need)."""
@@ -495,10 +512,23 @@ class SnmpManager:
         retries: int = 1,
         max_repetitions: int = 25,
         use_bulk: bool = True,
+        dedicated: bool = False,
     ) -> SnmpClient:
-        """A client for the agent at ``host:port`` on a shared engine (see :class:`SnmpClient`)."""
-        return SnmpClient(
-            self.engine_for(credentials),
+        """A client for the agent at ``host:port`` (see :class:`SnmpClient`).
+
+        On a shared engine, or with ``dedicated`` on an engine of its own that
+        :meth:`SnmpClient.close` closes: its discovery of the agent's engine
+        ID lasts only as long as the client.
+        """
+        if dedicated:
+            if self._closed:
+                raise RuntimeError("this SnmpManager is closed")
+            engine = SnmpEngine()
+            self._dedicated.append(engine)
+        else:
+            engine = self.engine_for(credentials)
+        client = SnmpClient(
+            engine,
             host,
             port,
             credentials=credentials,
@@ -507,6 +537,9 @@ class SnmpManager:
             max_repetitions=max_repetitions,
             use_bulk=use_bulk,
         )
+        if dedicated:
+            client._on_close = lambda: self._release(engine)
+        return client
 
 
 class SnmpClient:
@@ -556,6 +589,7 @@ class SnmpClient:
         #: Whether the agent has ever answered this client.
         self.answered = False
         self._target: UdpTransportTarget | None = None
+        self._on_close: Callable[[], None] | None = None
         self._auth = (
             CommunityData(credentials.community)
             if isinstance(credentials, CommunityCredentials)
@@ -569,6 +603,12 @@ class SnmpClient:
     def agent(self) -> str:
         """``host:port``, for messages."""
         return f"{self.host}:{self.port}"
+
+    def close(self) -> None:
+        """Close the client's dedicated engine, if it has one (a shared engine stays open)."""
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
     async def _transport(self) -> UdpTransportTarget:
         if self._target is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import pytest
 from anyio.abc import TaskStatus
@@ -119,6 +121,51 @@ async def test_a_config_error_waits_retry_after_instead_of_storming():
         tg.cancel_scope.cancel()
     assert device.attempts_here == 1
     assert supervisor.drivers["misconfigured"].next_attempt_in == 60.0
+
+
+class Scripted(DeviceType):
+    """Fails with the HAL's retry_after a number of times, then comes up and is lost."""
+
+    family = "test"
+    Config = FlakyConfig
+    value = point(float)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        config: FlakyConfig = self.config  # type: ignore[assignment]
+        self.attempts_here = getattr(self, "attempts_here", 0) + 1
+        if self.attempts_here <= config.fail_times:
+            raise DeviceError("connection refused", retry_after=config.retry_after)
+        task_status.started()
+        await anyio.sleep(0.02)
+        raise DeviceError("connection lost")
+
+
+async def test_retries_the_hal_times_neither_stack_nor_inflate_the_backoff(
+    caplog: pytest.LogCaptureFixture,
+):
+    db = PointDB()
+    supervisor = Supervisor(db, min_backoff=0.05, max_backoff=10.0)
+    device = make(db, Scripted, "refusing", fail_times=20, retry_after=0.005)
+    supervisor.add(device)
+    state = supervisor.drivers["refusing"]
+    with caplog.at_level(logging.DEBUG, logger="cityvisor.device.test"):
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            await wait_value(db, device.point_id("online"), lambda v: v.value is True)
+            await wait_value(db, device.point_id("online"), lambda v: v.value is False)
+            # 20 refusals retried when the HAL said, then one loss: the first step of the
+            # supervisor's own backoff, not the 21st.
+            assert state.restarts == 21
+            assert state.next_attempt_in <= 0.05
+            tg.cancel_scope.cancel()
+    lines = [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "cityvisor.device.test"
+    ]
+    loud = [m for level, m in lines if level >= logging.INFO]
+    # Offline (refused), back online, offline again (another reason): three lines, not 21.
+    assert len(loud) == 3, loud
+    assert "connection refused" in loud[0] and "online again after 20" in loud[1]
+    assert "connection lost" in loud[2]
 
 
 async def test_a_driver_that_never_signals_ready_times_out():

@@ -130,9 +130,12 @@ def rogue_reply(mode: str, tid: int, unit: int, function: int, count: int) -> by
     - ``bad_byte_count``: a complete frame whose byte count exceeds its data;
     - ``short``: a well-formed reply with fewer registers than asked;
     - ``wrong_function``: a well-formed reply to another function;
-    - ``garbage``: bytes that are not a Modbus/TCP frame at all.
+    - ``garbage``: bytes that are not a Modbus/TCP frame at all;
+    - ``exception``: a well-formed exception response, code 4 (server device
+      failure), to every request.
 
-    (The server itself also knows ``hangup``: close the connection on a request.)
+    (The server itself also knows ``hangup``: close the connection on a
+    request, and ``close``: close every connection as soon as it is accepted.)
     """
     data = b"".join(struct.pack(">H", i) for i in range(count))
     if mode == "silent":
@@ -149,11 +152,13 @@ def rogue_reply(mode: str, tid: int, unit: int, function: int, count: int) -> by
         return _mbap(tid, unit, bytes([other, 2 * count]) + data)
     if mode == "garbage":
         return b"\xde\xad\xbe\xef\x13\x37 not modbus at all"
+    if mode == "exception":
+        return _mbap(tid, unit, bytes([function | 0x80, 4]))
     raise ValueError(mode)
 
 
 @contextlib.asynccontextmanager
-async def rogue_server(mode: str) -> AsyncIterator[int]:
+async def rogue_server(mode: str, port: int = 0) -> AsyncIterator[int]:
     """A raw TCP server that answers Modbus requests wrongly; yields its port.
 
     Written with anyio sockets, not pymodbus, so it can send what pymodbus
@@ -163,6 +168,8 @@ async def rogue_server(mode: str) -> AsyncIterator[int]:
     async def handle(stream: anyio.abc.SocketStream) -> None:
         reader = BufferedByteReceiveStream(stream)
         async with stream:
+            if mode == "close":
+                return
             with contextlib.suppress(
                 anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError
             ):
@@ -177,7 +184,7 @@ async def rogue_server(mode: str) -> AsyncIterator[int]:
                     if reply is not None:
                         await stream.send(reply)
 
-    listener = await anyio.create_tcp_listener(local_host=HOST, local_port=0)
+    listener = await anyio.create_tcp_listener(local_host=HOST, local_port=port)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     async with listener, anyio.create_task_group() as group:
         group.start_soon(listener.serve, handle)

@@ -34,6 +34,7 @@ from cityvisor.hal.modbus import (
     load_profile,
 )
 from cityvisor.hal.sim.lighting import LightingSimulator
+from cityvisor.hal.sim.modbus_server import ModbusSimulator
 from tests.hal.modbus_fixtures import HOST, free_port, rogue_server
 
 pytestmark = pytest.mark.anyio
@@ -206,6 +207,19 @@ GOOD_HEAD = '[profile]\nname = "t"\n'
         ('[points.x]\ntable = "input"\naddress = 70000\n', "points.x.address"),
         ('[points.x]\ntable = "coil"\naddress = 0\nscale = 2.0\n', "points.x.scale"),
         ('[points.x]\ntable = "input"\naddress = 65535\ntype = "u32"\n', "points.x.address"),
+        (
+            '[points.x]\ntable = "input"\naddress = 0\nbit = 0\nbit_stride = 1\n',
+            "points.x.bit_stride",
+        ),
+        (
+            '[members.c]\n[points.x]\ntable = "input"\naddress = 0\nper = "c"\nbit_stride = 1\n',
+            "points.x.bit_stride",
+        ),
+        (
+            '[members.c]\nmax = 64\n[points.x]\ntable = "input"\naddress = 65535\nper = "c"\n'
+            "bit = 0\nbit_stride = 1\n",
+            "points.x.address",
+        ),
     ],
 )
 def test_profile_errors_name_the_file_and_the_key(tmp_path: Path, body: str, key: str) -> None:
@@ -215,6 +229,71 @@ def test_profile_errors_name_the_file_and_the_key(tmp_path: Path, body: str, key
         load_profile(path)
     assert str(path) in str(caught.value)
     assert caught.value.key == key
+
+
+SHARED_BITS = """
+[profile]
+name = "shared_bits"
+
+[members.circuit]
+prefix = "c"
+max = 8
+stride = 8
+
+[points.level]
+per = "circuit"
+table = "holding"
+address = 0
+
+[points.on]
+per = "circuit"
+table = "holding"
+address = 100
+bit = 0
+bit_stride = 1      # c1 bit 0, c2 bit 1... of holding 100
+
+[points.fault]
+per = "circuit"
+table = "input"
+address = 200
+bit = 2
+bit_stride = 4      # c1 bit 2, c2 bit 6, c3 bit 10, c4 bit 14, c5 bit 2 of 201...
+"""
+
+
+def test_each_circuit_can_have_its_own_bit_of_one_shared_register() -> None:
+    specs = Profile.from_toml(SHARED_BITS).resolve({"circuit": 5})
+    assert [(specs[f"c{n}/on"].address, specs[f"c{n}/on"].bit) for n in (1, 2, 5)] == [
+        (100, 0),
+        (100, 1),
+        (100, 4),
+    ]
+    fault = [(specs[f"c{n}/fault"].address, specs[f"c{n}/fault"].bit) for n in range(1, 6)]
+    assert fault == [(200, 2), (200, 6), (200, 10), (200, 14), (201, 2)]
+    assert specs["c2/level"].address == 8  # the group's stride still applies to the others
+    # Five points, one register, one read.
+    blocks = [(b.table, b.address, b.count, len(b.points)) for b in ReadPlan(specs).blocks]
+    assert (Table.HOLDING, 100, 1, 5) in blocks
+
+
+async def test_circuits_sharing_a_register_are_read_and_written_bit_by_bit(
+    pool: ModbusPool,
+) -> None:
+    profile = Profile.from_toml(SHARED_BITS)
+    sim = ModbusSimulator(HOST, 0, profile=profile, units=[1], members={"circuit": 5})
+    async with sim, pool.tcp(HOST, sim.port) as endpoint:
+        cabinet = endpoint.device(1, profile, {"circuit": 5})
+        await cabinet.write("c3/on", True)
+        await cabinet.write("c1/on", True)
+        assert await sim.raw(1, Table.HOLDING, 100) == [0b101]
+        await cabinet.write("c3/on", False)
+        assert await sim.raw(1, Table.HOLDING, 100) == [0b001]
+        await sim.set(1, "c5/fault", True)
+        await sim.set(1, "c2/fault", True)
+        result = await cabinet.poll()
+        assert [result[f"c{n}/on"] for n in range(1, 6)] == [True, False, False, False, False]
+        assert [result[f"c{n}/fault"] for n in range(1, 6)] == [False, True, False, False, True]
+        assert await sim.raw(1, Table.INPUT, 200, 2) == [1 << 6, 1 << 2]
 
 
 def test_a_profile_that_is_not_toml_says_so(tmp_path: Path) -> None:
@@ -725,3 +804,32 @@ async def test_an_unreachable_endpoint_backs_off_exponentially_up_to_the_cap() -
         await anyio.sleep(caught.value.retry_after or 0)
     assert delays == pytest.approx([0.01, 0.02, 0.04, 0.04, 0.04])
     assert endpoint.requests_sent == 0
+
+
+async def test_the_backoff_outlives_the_endpoints_users_and_only_an_answer_resets_it(
+    pool: ModbusPool, settings: ModbusSettings, lighting_profile: Profile
+) -> None:
+    async def failed_attempts(port: int, count: int) -> list[float | None]:
+        """Borrow the endpoint afresh for each attempt, as a restarted driver does."""
+        delays = []
+        for _ in range(count):
+            async with pool.tcp(HOST, port) as endpoint:
+                cabinet = endpoint.device(1, lighting_profile, {"circuit": 1})
+                with pytest.raises(ModbusConnectionError) as caught:
+                    await cabinet.poll()
+            delays.append(caught.value.retry_after)
+            await anyio.sleep(caught.value.retry_after or 0)
+        return delays
+
+    steps = [settings.min_backoff * 2**n for n in range(3)]
+    # Refused: the count goes on from one user to the next.
+    assert await failed_attempts(free_port(), 3) == pytest.approx(steps)
+    # Accepted then closed at once: a connection that opens is no success either.
+    async with rogue_server("close") as port:
+        assert await failed_attempts(port, 3) == pytest.approx(steps)
+        assert not pool.endpoints  # nobody uses it, yet it keeps its count
+    # An answer resets it: the next failure waits the minimum again.
+    sim = LightingSimulator(HOST, port, cabinets=1, circuits=1, tick=0.02)
+    async with sim, pool.tcp(HOST, port) as endpoint:
+        assert not (await endpoint.device(1, lighting_profile, {"circuit": 1}).poll()).bad
+    assert await failed_attempts(port, 1) == pytest.approx(steps[:1])

@@ -520,3 +520,18 @@ async def test_many_simulated_switches_in_one_process(snmp: SnmpManager) -> None
             client = snmp.client(*switch.address, credentials=CommunityCredentials("public"))
             assert len(await client.walk_table([IF_OPER_STATUS])) == 48
     assert snmp.engine_count == 1  # every v2c client shared one socket
+
+
+async def test_a_dedicated_engine_lives_as_long_as_its_client(
+    snmp: SnmpManager, snmpd: Snmpd
+) -> None:
+    credentials = UsmCredentials(snmpd.user, snmpd.auth_key, snmpd.priv_key)
+    shared = snmp.client("127.0.0.1", snmpd.port, credentials=credentials)
+    own = snmp.client("127.0.0.1", snmpd.port, credentials=credentials, dedicated=True)
+    assert own.engine is not shared.engine and snmp.engine_count == 2
+    assert (await own.get(SYS_UPTIME))[SYS_UPTIME] is not None
+    own.close()
+    own.close()  # closing twice is harmless
+    assert snmp.engine_count == 1
+    shared.close()  # a shared engine stays with the manager
+    assert (await shared.get(SYS_UPTIME))[SYS_UPTIME] is not None

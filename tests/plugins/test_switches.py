@@ -29,6 +29,7 @@ from cityvisor.hal.snmp import (
     IF_INDEX,
     IF_OPER_STATUS,
     LINK_DOWN,
+    LINK_UP,
     SNMP_IN_BAD_COMMUNITY_NAMES,
     CommunityCredentials,
     SnmpManager,
@@ -274,6 +275,44 @@ async def test_link_traps_update_the_right_port_at_once(
             assert value(hub, f"net/switches/sw-sim/p{LO}/oper_status") == 1
 
 
+async def test_a_trap_with_values_of_the_wrong_type_applies_the_rest_and_counts_them(
+    tmp_path: Path, simulator: SimulatedSwitch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = on_simulator(simulator, poll_period=60)  # no poll comes to help: only traps
+    from_sim = ["--clientaddr=127.0.0.2", "-v2c", "-c", "public", f"udp:{sim['trap_listen']}", "0"]
+    base = "net/switches/sw-sim"
+    async with running_hub(hub_config(sim), tmp_path, plugins=[switches]) as hub:
+        await polled(hub, "sw-sim")
+        device = hub.supervisor.drivers["sw-sim"].device
+        # ifOperStatus as a string and ifAdminStatus as an OID, twice: the link state
+        # the trap itself means (down) applies, the two varbinds are ignored and counted.
+        wrong = [LINK_DOWN, f"{IF_INDEX}.5", "i", "5", f"{IF_OPER_STATUS}.5", "s", "down"]
+        wrong += [f"{IF_ADMIN_STATUS}.5", "o", "1.3.6.1.2.1"]
+        for _ in range(2):
+            await anyio.to_thread.run_sync(lambda: snmptrap(*from_sim, *wrong))
+        await wait_for_point(hub, f"{base}/p5/oper_status", good(lambda v: v == 2))
+        with anyio.fail_after(WAIT):
+            while device.bad_varbinds < 4:  # noqa: ASYNC110  (the second trap has no point to wait on)
+                await anyio.sleep(0.05)
+        assert value(hub, f"{base}/p5/admin_status") == 1  # as polled: the OID was no status
+        # ifOperStatus 42 is no link state: the point is bad, not 42.
+        nonsense = [LINK_UP, f"{IF_INDEX}.6", "i", "6", f"{IF_OPER_STATUS}.6", "i", "42"]
+        await anyio.to_thread.run_sync(lambda: snmptrap(*from_sim, *nonsense))
+        oper = await wait_for_point(hub, f"{base}/p6/oper_status", lambda v: v.quality.is_bad)
+        assert oper.quality == Quality.bad("device_failure:out_of_range")
+        assert oper.value == 1  # the last real value, flagged bad
+        # A later, valid trap makes it good again.
+        fine = [LINK_DOWN, f"{IF_INDEX}.6", "i", "6", f"{IF_OPER_STATUS}.6", "i", "2"]
+        await anyio.to_thread.run_sync(lambda: snmptrap(*from_sim, *fine))
+        await wait_for_point(hub, f"{base}/p6/oper_status", good(lambda v: v == 2))
+        # The driver never crashed: no restart, no communication alarm.
+        assert hub.supervisor.drivers["sw-sim"].restarts == 0
+        assert hub.alarms.get("sw-sim:communication_lost").counts["raised"] == 0
+        assert device.bad_varbinds == 5
+    logged = [r.getMessage() for r in caplog.records if "counted from now on" in r.getMessage()]
+    assert len(logged) == 3, logged  # once per column and kind of mistake
+
+
 async def test_rates_and_the_error_rate_alarm_follow_the_counters(
     tmp_path: Path, simulator: SimulatedSwitch
 ) -> None:
@@ -319,6 +358,50 @@ async def test_a_stopped_agent_is_unreachable_then_recovers(tmp_path: Path, snmp
             await anyio.to_thread.run_sync(snmpd.start)
         await wait_for_point(hub, name, good(lambda v: v == "lo"), timeout=WAIT)
         await wait_for_alarm(hub, "sw:communication_lost", lambda a: not a.active, WAIT)
+
+
+async def test_a_v3_switch_swapped_for_a_spare_with_a_new_engine_id_is_reached_again(
+    tmp_path: Path,
+) -> None:
+    # Two snmpd with their own persistent directories, so their own engine IDs, and the
+    # same user and keys (the spare is configured like the switch it replaces), one
+    # after the other on the same port.
+    first = Snmpd(tmp_path / "switch")
+    spare = Snmpd(tmp_path / "spare", port=first.port)
+    listen = f"127.0.0.1:{free_udp_port()}"
+    config = hub_config(on_snmpd(first, "sw", version="v3", ports=[LO], trap_listen=listen))
+    credentials = UsmCredentials(first.user, first.auth_key, first.priv_key)
+    name = f"net/switches/sw/p{LO}/name"
+    await anyio.to_thread.run_sync(first.start)
+    try:
+        async with running_hub(config, tmp_path, plugins=[switches]) as hub:
+            await polled(hub, "sw")
+            async with SnmpManager() as manager:
+                old_id = await manager.client("127.0.0.1", first.port, credentials=credentials).engine_id()  # fmt: skip
+            await anyio.to_thread.run_sync(first.stop)
+            await wait_for_alarm(hub, "sw:communication_lost", lambda a: a.active, WAIT)
+            await anyio.to_thread.run_sync(spare.start)
+            async with SnmpManager() as manager:
+                new_id = await manager.client("127.0.0.1", spare.port, credentials=credentials).engine_id()  # fmt: skip
+            assert new_id != old_id
+            await wait_for_alarm(hub, "sw:communication_lost", lambda a: not a.active, 3 * WAIT)
+            await wait_for_point(hub, name, good(lambda v: v == "lo"), timeout=WAIT)
+            lost = hub.alarms.get("sw:communication_lost")
+            assert (lost.counts["raised"], lost.counts["cleared"]) == (1, 1)
+            # The spare's v3 traps, signed with its own engine ID, are accepted too.
+            link_down = [LINK_DOWN, f"{IF_INDEX}.{LO}", "i", str(LO), f"{IF_OPER_STATUS}.{LO}", "i", "2"]  # fmt: skip
+            v3 = ["-v3", "-e", new_id.hex(), "-u", spare.user, "-l", "authPriv", "-a", "SHA"]
+            v3 += ["-A", spare.auth_key, "-x", "AES", "-X", spare.priv_key, f"udp:{listen}", "0"]
+            oper = f"net/switches/sw/p{LO}/oper_status"
+            seen: list[Any] = []  # the next poll sets lo back up: record what the trap did
+            hub.points.add_listener(lambda p, new: seen.append(new.value) if p.id == oper else None)
+            await anyio.to_thread.run_sync(lambda: snmptrap(*v3, *link_down))
+            with anyio.fail_after(WAIT):
+                while 2 not in seen:  # noqa: ASYNC110  (a listener, not an event, records it)
+                    await anyio.sleep(0.05)
+    finally:
+        await anyio.to_thread.run_sync(first.stop)
+        await anyio.to_thread.run_sync(spare.stop)
 
 
 async def test_wrong_credentials_are_a_config_error_and_an_alarm_not_a_retry_storm(

@@ -131,6 +131,12 @@ def _doc(fr: str, en: str) -> dict[str, str]:
 
 ADMIN = {s.value: s.name.lower() for s in IfAdminStatus}
 OPER = {s.value: s.name.lower() for s in IfOperStatus}
+OUT_OF_RANGE = Quality.bad("device_failure:out_of_range")
+"""The quality of a status the agent sent outside its enumeration (ifOperStatus 42)."""
+_STATUS = {
+    "admin_status": (snmp.IF_ADMIN_STATUS, ADMIN),
+    "oper_status": (snmp.IF_OPER_STATUS, OPER),
+}
 
 
 class Switch(DeviceType):
@@ -222,6 +228,9 @@ class Switch(DeviceType):
     _client: snmp.SnmpClient | None = None
     _writer: snmp.SnmpClient | None = None
     _rates: dict[int, list[snmp.CounterRate]] = {}
+    bad_varbinds: int = 0
+    """Values of the wrong type the agent sent (in traps or replies), ignored and counted."""
+    _bad_logged: frozenset[tuple[str, str]] = frozenset()
 
     def members(self, per: str) -> list[str]:
         """Ports are ``p<ifIndex>``, from the config: points exist before any discovery."""
@@ -233,7 +242,22 @@ class Switch(DeviceType):
         manager = self.resources.get("snmp.manager", snmp.SnmpManager)
         agent = {"host": config.host, "port": config.port}
         options: dict[str, Any] = {"timeout": config.timeout, "retries": config.retries, **agent}
-        self._client = self._writer = manager.client(credentials=config.credentials, **options)
+        # v3: an engine of this run's own, so that a switch swapped for a spare (a new
+        # engine ID) is discovered afresh when its timeouts restart the driver.
+        dedicated = config.version == "v3"
+        client = manager.client(credentials=config.credentials, dedicated=dedicated, **options)
+        self._client = self._writer = client
+        try:
+            await self._run(manager, options, task_status)
+        finally:
+            self._client = self._writer = None
+            client.close()
+
+    async def _run(
+        self, manager: snmp.SnmpManager, options: dict[str, Any], task_status: TaskStatus[None]
+    ) -> None:
+        config, client = self.config, self._client
+        assert client is not None
         if config.version == "v2c":
             writer = CommunityCredentials(config.write_community)
             self._writer = (
@@ -246,7 +270,7 @@ class Switch(DeviceType):
         }
         # Online is "the agent answers": one GET, so that a hub of many switches starts
         # at once. Credentials the agent refuses fail here: bad(config_error).
-        await self._client.get(snmp.SYS_UPTIME)
+        await client.get(snmp.SYS_UPTIME)
         async with anyio.create_task_group() as tg:
             traps = await self._trap_stream()
             if traps is not None:
@@ -276,7 +300,9 @@ class Switch(DeviceType):
             )
             values |= {f"{p}/name": row.get("name"), f"{p}/alias": row.get("alias")}
             values |= {f"{p}/in_rate": in_bps, f"{p}/out_rate": out_bps}
-            values |= self._status(index, row.get("admin_status"), row.get("oper_status"))
+            admin = self._checked(index, "admin_status", row.get("admin_status"))
+            oper = self._checked(index, "oper_status", row.get("oper_status"))
+            values |= self._status(index, admin, oper)
             if isinstance(speed := row.get("speed"), int):
                 values[f"{p}/speed"] = speed * 1e6  # ifHighSpeed counts Mbit/s
             if in_errors is not None and out_errors is not None:
@@ -284,23 +310,70 @@ class Switch(DeviceType):
                 values[f"{p}/error_rate_high"] = errors > self.config.error_rate_limit
         self.publish({key: value for key, value in values.items() if value is not None})
 
+    def _checked(self, index: int, name: str, value: Any) -> int | Quality | None:
+        """A status value the agent sent, checked against its enumeration.
+
+        An integer of the enumeration is the value. Anything but an integer
+        (a string for ifOperStatus, an OID for ifAdminStatus) is not a status
+        at all: counted, logged once per column and kind, and ignored (None),
+        so the rest of the trap or reply still applies. An integer outside
+        the enumeration (ifOperStatus 42) is the agent reporting nonsense: the
+        point is marked bad (:data:`OUT_OF_RANGE`), never shown as a value.
+        """
+        if value is None:
+            return None
+        column, labels = _STATUS[name]
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value in labels:
+                return value
+            problem = "out of range"
+        else:
+            problem = "of the wrong type"
+        self.bad_varbinds += 1
+        if (column, problem) not in self._bad_logged:
+            self._bad_logged = self._bad_logged | {(column, problem)}
+            self.log.warning(
+                "%s: %s.%d is %s (%r); ignored, and counted from now on without a log line",
+                self.id,
+                column,
+                index,
+                problem,
+                value,
+            )
+        return OUT_OF_RANGE if problem == "out of range" else None
+
     def _status(self, index: int, admin: Any, oper: Any) -> dict[str, Any]:
-        """A port's status points. A critical port is down when enabled but without link."""
+        """A port's status points. A critical port is down when enabled but without link.
+
+        ``admin`` and ``oper`` come from :meth:`_checked`: a status out of its
+        range marks its point bad here, and leaves ``critical_down`` as it was.
+        """
+        p = f"p{index}"
+        statuses = (("admin_status", admin), ("oper_status", oper))
+        bad = [f"{p}/{name}" for name, value in statuses if value is OUT_OF_RANGE]
+        if bad:
+            self.mark(OUT_OF_RANGE, bad)
+        if admin is OUT_OF_RANGE:
+            admin = None
+        if oper is OUT_OF_RANGE:
+            oper = None
         critical = index in self.config.critical_ports
         down = None if oper is None else critical and admin != 2 and oper != IfOperStatus.UP
-        p = f"p{index}"
         status = {f"{p}/admin_status": admin, f"{p}/oper_status": oper, f"{p}/critical_down": down}
         return {key: value for key, value in status.items() if value is not None}
 
     async def _set_admin(self, port: str, status: IfAdminStatus) -> None:
-        if self._client is None or self._writer is None:
+        if self._client is None:
+            raise DeviceError(f"{self.id} is not connected")
+        if self._writer is None:
             raise DeviceError("no write_community in the config", reason="config_error")
         index = int(port.removeprefix("p"))
         await self._writer.set_admin_status(index, status)
         # What the switch reads back, not what we asked for, is the command's feedback.
-        admin, oper = f"{snmp.IF_ADMIN_STATUS}.{index}", f"{snmp.IF_OPER_STATUS}.{index}"
-        now = await self._client.get(admin, oper)
-        self.publish(self._status(index, now[admin], now[oper]))
+        oids = _oids(index)
+        now = await self._client.get(*(oid for _name, oid in oids))
+        checked = (self._checked(index, name, now[oid]) for name, oid in oids)
+        self.publish(self._status(index, *checked))
 
     async def _trap_stream(self) -> ObjectReceiveStream[snmp.Notification] | None:
         config, client = self.config, self._client
@@ -332,14 +405,21 @@ class Switch(DeviceType):
                 if trap.trap_oid not in (snmp.LINK_DOWN, snmp.LINK_UP) or index not in self._rates:
                     continue
                 link = IfOperStatus.UP if trap.trap_oid == snmp.LINK_UP else IfOperStatus.DOWN
-                oper = trap.value(snmp.IF_OPER_STATUS) or link
-                admin = trap.value(snmp.IF_ADMIN_STATUS)
+                oper = self._checked(index, "oper_status", trap.value(snmp.IF_OPER_STATUS))
+                admin = self._checked(index, "admin_status", trap.value(snmp.IF_ADMIN_STATUS))
+                if oper is None:  # absent or unusable: the trap itself says which way
+                    oper = link
                 if admin is None:
                     admin = self.point(f"p{index}/admin_status").current.value
                 self.publish(self._status(index, admin, oper), source_ts=trap.received_at)
 
 
 PORT_POINTS = [name for name, spec in Switch.point_specs.items() if spec.per == "port"]
+
+
+def _oids(index: int) -> list[tuple[str, str]]:
+    """The status points of port ``index`` with their instance OIDs."""
+    return [(name, f"{column}.{index}") for name, (column, _labels) in _STATUS.items()]
 
 
 async def _ip_address(host: str) -> str:
