@@ -20,7 +20,6 @@ Timestamps are UTC epoch milliseconds (``int``) everywhere.
 from __future__ import annotations
 
 import enum
-import fnmatch
 import logging
 import math
 import re
@@ -31,6 +30,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .patterns import compile_pattern
 
 __all__ = [
     "Batch",
@@ -45,7 +46,6 @@ __all__ = [
     "Scaling",
     "Subscription",
     "UnknownPointError",
-    "glob_to_regex",
     "now_ms",
 ]
 
@@ -365,42 +365,6 @@ class Point:
 # --------------------------------------------------------------------------- subscriptions
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a point pattern: ``*`` matches within one level, ``**`` across levels.
-
-    >>> bool(glob_to_regex("dijon/lighting/**").match("dijon/lighting/cab-07/c1/level"))
-    True
-    >>> bool(glob_to_regex("*/lighting/*/c1/level").match("dijon/lighting/cab-07/c1/level"))
-    True
-    """
-    parts: list[str] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**", i):
-            # "a/**" also matches "a" itself; "**/b" matches "b".
-            if pattern.startswith("**/", i):
-                parts.append("(?:.*/)?")
-                i += 3
-                continue
-            if parts and parts[-1] == "/":
-                parts[-1] = "(?:/.*)?"
-            else:
-                parts.append(".*")
-            i += 2
-            continue
-        if char == "*":
-            parts.append("[^/]*")
-        elif char == "?":
-            parts.append("[^/]")
-        elif char == "/":
-            parts.append("/")
-        else:
-            parts.append(re.escape(char))
-        i += 1
-    return re.compile("".join(parts) + r"\Z")
-
-
 class Batch(NamedTuple):
     """Changes delivered to a subscriber in one go, oldest first."""
 
@@ -435,7 +399,7 @@ class Subscription:
     ) -> None:
         self._db = db
         self.patterns = tuple(patterns)
-        self._regexes = [glob_to_regex(p) for p in self.patterns]
+        self._compiled = [compile_pattern(p) for p in self.patterns]
         self.max_buffer = max_buffer
         self._send = send
         self._receive = receive
@@ -446,7 +410,7 @@ class Subscription:
 
     def matches(self, point_id: str) -> bool:
         """True if one of the patterns matches ``point_id``."""
-        return any(regex.match(point_id) for regex in self._regexes)
+        return any(pattern.matches(point_id) for pattern in self._compiled)
 
     def snapshot(self) -> list[PointValue]:
         """The current values of every point this subscription watches."""
@@ -607,19 +571,22 @@ class PointDB:
         return len(self._points)
 
     def points(self, pattern: str | None = None) -> Iterator[Point]:
-        """Every point, or those matching a glob pattern, in registration order."""
+        """Every point, or those matching a pattern (:mod:`cityvisor.core.patterns`).
+
+        :raises PatternError: the pattern is refused (too long, too many wildcards).
+        """
         if pattern is None:
             yield from self._points.values()
             return
-        if not any(c in pattern for c in "*?["):
-            point = self._points.get(pattern)
+        compiled = compile_pattern(pattern)
+        if compiled.exact is not None:
+            point = self._points.get(compiled.exact)
             if point is not None:
                 yield point
             return
-        regex = glob_to_regex(pattern)
-        for point_id, point in self._points.items():
-            if regex.match(point_id):
-                yield point
+        points = self._points
+        for point_id in compiled.filter(points):
+            yield points[point_id]
 
     def of_device(self, device_id: str) -> list[Point]:
         """The points of one device."""
@@ -754,6 +721,8 @@ class PointDB:
     def subscribe(self, *patterns: str, max_buffer: int = 16) -> Subscription:
         """Subscribe to the points matching any of ``patterns``.
 
+        :raises PatternError: a pattern is refused (:mod:`cityvisor.core.patterns`).
+
         ``max_buffer`` bounds the number of undelivered batches; past it the
         subscriber is re-synced instead of buffered. The first message is a
         :class:`Resync` with the current snapshot (``lost=0``), so a consumer
@@ -761,11 +730,19 @@ class PointDB:
         """
         if not patterns:
             raise ValueError("subscribe needs at least one pattern")
+        compiled = [compile_pattern(p) for p in patterns]  # a refused pattern raises here
         send, receive = anyio.create_memory_object_stream[Batch | Resync](max_buffer)
         sub = Subscription(self, patterns, max_buffer, send, receive)
         self._subscriptions.append(sub)
-        for point in self._points.values():
-            if sub.matches(point.id):
+        watched: set[str] = set()
+        for pattern in compiled:
+            if pattern.exact is not None:
+                watched.add(pattern.exact)
+            else:
+                watched.update(pattern.filter(self._points))
+        for point_id in watched:
+            point = self._points.get(point_id)
+            if point is not None:
                 point.subscribers = (*point.subscribers, sub)
         send.send_nowait(Resync(sub.snapshot(), 0))
         return sub
@@ -836,8 +813,3 @@ _PYTHON_TYPES: dict[DataType, type] = {
     DataType.STR: str,
     DataType.ENUM: int,
 }
-
-
-def match_any(patterns: Sequence[str], name: str) -> bool:
-    """True if ``name`` matches one of the shell-style ``patterns`` (tags, device ids)."""
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)

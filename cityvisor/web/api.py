@@ -21,7 +21,8 @@ from aiohttp import hdrs, web
 
 from ..core.alarms import Priority
 from ..core.commands import CommandRequest
-from ..core.points import Point, glob_to_regex, now_ms
+from ..core.patterns import MAX_LENGTH, MAX_WILDCARDS, PatternError, compile_pattern
+from ..core.points import Point, now_ms
 from ..core.store import JournalEntry, TrendBucket
 from ..core.users import User
 from . import metrics, openapi, ws
@@ -582,8 +583,9 @@ async def device(request: web.Request) -> web.StreamResponse:
     query=[
         Query(
             "pattern",
-            {"type": "string", "default": "**"},
-            "glob over point ids: * within a level, ** across levels",
+            {"type": "string", "default": "**", "maxLength": MAX_LENGTH},
+            "glob over point ids: * within a level, ** as a level: any levels; "
+            f"at most {MAX_WILDCARDS} wildcards",
         ),
         Query(
             "limit",
@@ -596,13 +598,13 @@ async def points(request: web.Request) -> web.StreamResponse:
     """Points whose id matches ``pattern`` (``centre/demo/**``), with value, quality
     and timestamps; ``truncated`` says when ``limit`` cut the list."""
     hub = _hub(request)
-    pattern = query_str(request, "pattern", max_length=500) or "**"
+    pattern = query_str(request, "pattern", max_length=MAX_LENGTH) or "**"
     limit = query_int(request, "limit", default=10_000, minimum=1, maximum=100_000)
     assert limit is not None
     try:
-        glob_to_regex(pattern)
-    except Exception:  # re.error: a pattern the compiler refuses
-        raise invalid([f"pattern {pattern[:60]!r} is not a valid glob"]) from None
+        compile_pattern(pattern)
+    except PatternError as error:
+        raise invalid([f"pattern: {error}"]) from None
     found: list[dict[str, Any]] = []
     truncated = False
     for point in hub.points.points(pattern):

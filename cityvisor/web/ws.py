@@ -41,6 +41,7 @@ import anyio
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.alarms import AlarmEvent, AlarmResync
+from ..core.patterns import PatternError, compile_pattern
 from ..core.points import Batch, PointValue, Resync, now_ms
 from .routing import ApiError
 
@@ -358,12 +359,16 @@ class Client:
     async def _subscribe(self, message: dict[str, Any]) -> None:
         problems = []
         points = message.get("points")
-        if points is not None and not (
-            isinstance(points, list)
-            and len(points) <= MAX_PATTERNS
-            and all(isinstance(p, str) and 0 < len(p) <= 200 for p in points)
-        ):
-            problems.append(f"points must be a list of at most {MAX_PATTERNS} glob patterns")
+        if points is not None:
+            if not isinstance(points, list) or len(points) > MAX_PATTERNS:
+                problems.append(f"points must be a list of at most {MAX_PATTERNS} glob patterns")
+            else:
+                for pattern in points:
+                    try:
+                        compile_pattern(pattern)
+                    except PatternError as error:
+                        problems.append(f"points: {error}")
+                        break
         alarms = message.get("alarms")
         if alarms is not None and not isinstance(alarms, bool):
             problems.append("alarms must be true or false")
