@@ -260,6 +260,21 @@ class WebSection(Section):
     """Bearer token that lets a Prometheus server read ``/metrics`` without a session
     (``metrics_token = "${CITYVISOR_METRICS_TOKEN}"``); empty: ``/metrics`` needs a
     logged-in session like every other page."""
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a connection may take to send a complete request head (request line
+    and headers), from its opening and again between two requests on a kept-alive
+    connection; past it the connection is closed (slow-loris: headers dripped to
+    hold connections open)."""
+    max_connections_per_address: int = Field(default=100, ge=0, le=100_000)
+    """Open connections allowed from one client address (HTTP and WebSocket); more
+    are answered 429 and closed. Behind a reverse proxy every client has the
+    proxy's address: raise it, or set ``0`` for no limit."""
+    ws_send_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a WebSocket client's send queue may stay full (the client reads
+    nothing) before it is closed (code 1013) and counted as dropped."""
+    ws_heartbeat: float = Field(default=10.0, ge=1, le=300)
+    """Seconds between two pings to an idle WebSocket client; a client that has not
+    answered within half of it is dropped (a client that reads nothing at all)."""
 
     @pydantic.field_validator("tile_url")
     @classmethod
