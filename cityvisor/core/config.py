@@ -56,6 +56,7 @@ __all__ = [
     "PluginsSection",
     "ProcedureEntry",
     "ResolvedDevice",
+    "SecuritySection",
     "SiteSection",
     "StoreSection",
     "UserEntry",
@@ -284,6 +285,17 @@ class WebSection(Section):
                 f"expected a URL template with {{z}}, {{x}} and {{y}}, got {_show(value)}"
             )
         return value
+
+
+class SecuritySection(Section):
+    """`[security]`: site-wide security policy."""
+
+    zone_reading: Literal["all", "own"] = "all"
+    """What a user limited to some zones may *read*: ``"all"``, every zone's devices,
+    points, alarms and journal (acting stays limited to their zones); ``"own"``, only
+    those of their zones, on every screen, API route, WebSocket feed and export (for
+    communes that are separate authorities). Admins and users of every zone (``*``)
+    read everything either way."""
 
 
 class PluginsSection(Section):
@@ -518,6 +530,7 @@ class Config(Section):
     site: SiteSection
     store: StoreSection = StoreSection()
     web: WebSection = WebSection()
+    security: SecuritySection = SecuritySection()
     plugins: PluginsSection = PluginsSection()
     zones: list[ZoneEntry] = []
     devices: list[DeviceEntry] = []
@@ -1097,6 +1110,7 @@ _SECTIONS: tuple[tuple[str, type[Section], bool], ...] = (
     ("site", SiteSection, False),
     ("store", StoreSection, False),
     ("web", WebSection, False),
+    ("security", SecuritySection, False),
     ("plugins", PluginsSection, False),
     ("zones", ZoneEntry, True),
     ("devices", DeviceEntry, True),

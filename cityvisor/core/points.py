@@ -396,9 +396,12 @@ class Subscription:
         max_buffer: int,
         send: MemoryObjectSendStream[Batch | Resync],
         receive: MemoryObjectReceiveStream[Batch | Resync],
+        only: Callable[[Point], bool] | None = None,
     ) -> None:
         self._db = db
         self.patterns = tuple(patterns)
+        self.only = only
+        """A further condition on the points watched (a reader's zones), or None."""
         self._compiled = [compile_pattern(p) for p in self.patterns]
         self.max_buffer = max_buffer
         self._send = send
@@ -411,6 +414,10 @@ class Subscription:
     def matches(self, point_id: str) -> bool:
         """True if one of the patterns matches ``point_id``."""
         return any(pattern.matches(point_id) for pattern in self._compiled)
+
+    def watches(self, point: Point) -> bool:
+        """True if ``point`` matches a pattern and the ``only`` condition."""
+        return self.matches(point.id) and (self.only is None or self.only(point))
 
     def snapshot(self) -> list[PointValue]:
         """The current values of every point this subscription watches."""
@@ -545,7 +552,7 @@ class PointDB:
         if point_id in self._points:
             raise ValueError(f"point {point_id!r} is already registered")
         point = Point(point_id, spec, device_id=device_id, zone=zone, family=family, member=member)
-        point.subscribers = tuple(s for s in self._subscriptions if s.matches(point_id))
+        point.subscribers = tuple(s for s in self._subscriptions if s.watches(point))
         self._points[point_id] = point
         return point
 
@@ -718,8 +725,17 @@ class PointDB:
 
     # -- subscriptions ----------------------------------------------------
 
-    def subscribe(self, *patterns: str, max_buffer: int = 16) -> Subscription:
-        """Subscribe to the points matching any of ``patterns``.
+    def subscribe(
+        self,
+        *patterns: str,
+        max_buffer: int = 16,
+        only: Callable[[Point], bool] | None = None,
+    ) -> Subscription:
+        """Subscribe to the points matching any of ``patterns`` (and ``only``, if given).
+
+        ``only`` is a further condition on each point, checked once when the
+        point is matched (now, or when it is registered later): the web server
+        uses it to limit a reader to the points of their zones.
 
         :raises PatternError: a pattern is refused (:mod:`cityvisor.core.patterns`).
 
@@ -732,7 +748,7 @@ class PointDB:
             raise ValueError("subscribe needs at least one pattern")
         compiled = [compile_pattern(p) for p in patterns]  # a refused pattern raises here
         send, receive = anyio.create_memory_object_stream[Batch | Resync](max_buffer)
-        sub = Subscription(self, patterns, max_buffer, send, receive)
+        sub = Subscription(self, patterns, max_buffer, send, receive, only)
         self._subscriptions.append(sub)
         watched: set[str] = set()
         for pattern in compiled:
@@ -742,7 +758,7 @@ class PointDB:
                 watched.update(pattern.filter(self._points))
         for point_id in watched:
             point = self._points.get(point_id)
-            if point is not None:
+            if point is not None and (only is None or only(point)):
                 point.subscribers = (*point.subscribers, sub)
         send.send_nowait(Resync(sub.snapshot(), 0))
         return sub

@@ -46,6 +46,7 @@ from ..core.alarms import AlarmEvent, AlarmResync
 from ..core.patterns import PatternError, compile_pattern
 from ..core.points import Batch, PointValue, Resync, now_ms
 from .routing import ApiError
+from .visibility import Visibility
 
 if TYPE_CHECKING:
     from ..core.hub import Hub
@@ -202,6 +203,8 @@ class Client:
         self.hub: Hub = state.hub
         self.ws = ws
         self.session = session
+        self.visibility = Visibility(state.hub, session.user)
+        """What this client may read (``[security] zone_reading``)."""
         self.transport = transport
         self.generation = 0
         self.patterns: tuple[str, ...] = ()
@@ -272,7 +275,9 @@ class Client:
         with scope:
             try:
                 async with self.hub.points.subscribe(
-                    *patterns, max_buffer=self.state.ws_buffer
+                    *patterns,
+                    max_buffer=self.state.ws_buffer,
+                    only=self.visibility.point_filter,
                 ) as subscription:
                     first = await subscription.receive()
                     assert isinstance(first, Resync)
@@ -286,6 +291,9 @@ class Client:
                 self._gone()
 
     async def _feed_alarms(self, scope: anyio.CancelScope) -> None:
+        if not self.visibility.everything:
+            await self._feed_zone_alarms(scope)
+            return
         manager = self.hub.alarms
         with scope:
             try:
@@ -320,9 +328,49 @@ class Client:
                             )
                         await self.send(text)
             except _SlowClientError:
-                self.drop(f"no alarm event taken within {self.state.send_timeout:g} s")
+                await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
                 self._gone()
+
+    async def _feed_zone_alarms(self, scope: anyio.CancelScope) -> None:
+        """The alarm feed of a reader limited to their zones: encoded for them alone."""
+        manager = self.hub.alarms
+        seen = self.visibility
+        with scope:
+            try:
+                async with manager.subscribe() as subscription:
+                    async for message in subscription:
+                        counts = manager.counts_by_priority(seen.zone_filter)
+                        if isinstance(message, AlarmResync):
+                            if message.lost:
+                                self.state.counters["ws_alarm_resyncs"] += 1
+                            shown = [a for a in message.alarms if seen.sees_alarm(a)]
+                            body = {"type": "alarms", "alarms": shown, "counts": counts}
+                            body["lost"] = message.lost
+                        else:
+                            assert isinstance(message, AlarmEvent)
+                            if not self._sees_event(message):
+                                continue
+                            body = {
+                                "type": "alarm",
+                                "event": message.transition.as_json(),
+                                "alarm": message.alarm,
+                                "counts": counts,
+                            }
+                        await self.send(_dumps(body))
+            except _SlowClientError:
+                await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
+            except ConnectionResetError:
+                self._gone()
+
+    def _sees_event(self, event: AlarmEvent) -> bool:
+        seen = self.visibility
+        if event.alarm is not None:
+            return seen.sees_alarm(event.alarm)
+        data = event.transition.data
+        if data.get("device_id"):
+            return seen.sees_device(data["device_id"])
+        return seen.sees_zone(data.get("zone"))
 
     async def _watch_session(self) -> None:
         """End the connection when the session ends (logout, expiry, password change)."""
