@@ -293,8 +293,8 @@ class SecuritySection(Section):
     zone_reading: Literal["all", "own"] = "all"
     """What a user limited to some zones may *read*: ``"all"``, every zone's devices,
     points, alarms and journal (acting stays limited to their zones); ``"own"``, only
-    those of their zones, on every screen, API route, WebSocket feed and export (for
-    communes that are separate authorities). Admins and users of every zone (``*``)
+    those of their zones, on every screen, API route and WebSocket feed (for communes
+    that are separate authorities; hidden things answer 404). Admins and users of every zone (``*``)
     read everything either way."""
 
 
