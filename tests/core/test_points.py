@@ -135,6 +135,24 @@ def test_listing_and_subscribing_use_the_same_patterns():
     sub.close()
 
 
+async def test_a_subscription_only_watches_the_points_its_condition_admits():
+    db = PointDB(batch_interval=0.01)
+    db.register("centre/f/d/level", PointSpec("level"), zone="centre")
+    db.register("nord/f/d/level", PointSpec("level"), zone="nord")
+    async with db.subscribe("**", only=lambda p: p.zone == "centre") as sub:
+        first = await sub.receive()
+        assert isinstance(first, Resync)
+        assert [v.id for v in first.snapshot] == ["centre/f/d/level"]
+        db.register("nord/f/e/level", PointSpec("level"), zone="nord")
+        db.register("centre/f/e/level", PointSpec("level"), zone="centre")
+        for point_id in ("nord/f/d/level", "nord/f/e/level", "centre/f/e/level"):
+            db.update(point_id, 1.0)
+        db.flush()
+        batch = await sub.receive()
+        assert isinstance(batch, Batch)
+        assert [v.id for v in batch.changes] == ["centre/f/e/level"]
+
+
 def test_a_refused_pattern_is_refused_before_anything_is_subscribed():
     db = PointDB()
     db.register("a/b", PointSpec("value", DataType.INT))
