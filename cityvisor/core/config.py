@@ -261,11 +261,11 @@ class WebSection(Section):
     """Bearer token that lets a Prometheus server read ``/metrics`` without a session
     (``metrics_token = "${CITYVISOR_METRICS_TOKEN}"``); empty: ``/metrics`` needs a
     logged-in session like every other page."""
-    header_timeout: float = Field(default=10.0, gt=0, le=300)
-    """Seconds a connection may take to send a complete request head (request line
-    and headers), from its opening and again between two requests on a kept-alive
-    connection; past it the connection is closed (slow-loris: headers dripped to
-    hold connections open)."""
+    read_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a client has to send a whole request (head and body): from the
+    connection's opening for the first, from its first byte for later ones; also how
+    long a kept-alive connection may idle. Past it the connection is closed (slow-loris:
+    headers or a body dripped to hold connections open)."""
     max_connections_per_address: int = Field(default=100, ge=0, le=100_000)
     """Open connections allowed from one client address (HTTP and WebSocket); more
     are answered 429 and closed. Behind a reverse proxy every client has the

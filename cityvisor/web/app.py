@@ -395,8 +395,8 @@ class WebServer:
             access_log=None,
             handle_signals=False,
             shutdown_timeout=2.0,
-            # Also the deadline for the next request head on a kept-alive connection.
-            keepalive_timeout=settings.header_timeout,
+            # How long a kept-alive connection may wait for its next request.
+            keepalive_timeout=settings.read_timeout,
         )
         await runner.setup()
         listening: asyncio.Server | None = None
@@ -404,7 +404,7 @@ class WebServer:
             assert runner.server is not None
             self.guard = ConnectionGuard(
                 runner.server,
-                header_timeout=settings.header_timeout,
+                read_timeout=settings.read_timeout,
                 max_per_address=settings.max_connections_per_address,
                 counters=self.state.counters,
             )

@@ -176,11 +176,11 @@ def render(state: WebState) -> str:
     )
     out.sample("cityvisor_http_connections_refused_total", counters["http_connections_refused"])
     out.family(
-        "cityvisor_http_header_timeouts_total",
+        "cityvisor_http_read_timeouts_total",
         "counter",
-        "Connections closed for not sending a complete request head in time.",
+        "Connections closed for not sending a whole request (head and body) in time.",
     )
-    out.sample("cityvisor_http_header_timeouts_total", counters["http_header_timeouts"])
+    out.sample("cityvisor_http_read_timeouts_total", counters["http_read_timeouts"])
     out.family("cityvisor_sessions", "gauge", "Sessions cached by the server (recently used).")
     out.sample("cityvisor_sessions", len(state.sessions))
     out.family("cityvisor_logins_total", "counter", "Login attempts by result.")

@@ -211,7 +211,7 @@ async def drip(host: str, port: int, closed: list[float], every: float = 0.2) ->
 
 async def test_slow_loris_connections_are_closed_at_the_header_deadline(env: Env):
     assert env.server.guard is not None
-    env.server.guard.header_timeout = 5.0
+    env.server.guard.read_timeout = 5.0
     env.server.guard.max_per_address = 0
     host, port = env.server.addresses[0][:2]
     closed: list[float] = []
@@ -226,9 +226,9 @@ async def test_slow_loris_connections_are_closed_at_the_header_deadline(env: Env
         assert status == 200 and took < 5.0
     assert len(closed) == 200
     assert max(closed) - started < 20.0  # each was cut about 5 s after it opened
-    assert env.state.counters["http_header_timeouts"] >= 200
+    assert env.state.counters["http_read_timeouts"] >= 200
     _, metrics = await client.get("/metrics")
-    counted = re.search(r"^cityvisor_http_header_timeouts_total (\d+)$", metrics, re.MULTILINE)
+    counted = re.search(r"^cityvisor_http_read_timeouts_total (\d+)$", metrics, re.MULTILINE)
     assert counted and int(counted.group(1)) >= 200
 
 
@@ -258,3 +258,69 @@ async def test_connections_from_one_address_are_capped_with_a_429(env: Env):
     assert status == 200
     _, metrics = await client.get("/metrics")
     assert "cityvisor_http_connections_refused_total 1" in metrics
+
+
+async def read_until_closed(stream, timeout: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, and when it closed."""
+    received = b""
+    with anyio.fail_after(timeout):
+        try:
+            while chunk := await stream.receive():
+                received += chunk
+        except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+            pass
+    return received, time.monotonic()
+
+
+async def test_a_dripped_body_is_cut_at_the_deadline_too(env: Env):
+    assert env.server.guard is not None
+    env.server.guard.read_timeout = 1.0
+    host, port = env.server.addresses[0][:2]
+    async with await anyio.connect_tcp(host, port) as stream:
+        started = time.monotonic()
+        await stream.send(
+            b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+
+        async def drip_body() -> None:
+            try:
+                for _ in range(100):
+                    await anyio.sleep(0.1)
+                    await stream.send(b" ")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drip_body)
+            _, closed = await read_until_closed(stream, 10)
+            tg.cancel_scope.cancel()
+    assert closed - started < 8.0
+    assert env.state.counters["http_read_timeouts"] == 1
+
+
+async def test_pipelined_and_kept_alive_requests_are_followed_one_by_one(env: Env):
+    assert env.server.guard is not None
+    env.server.guard.read_timeout = 1.5
+    host, port = env.server.addresses[0][:2]
+    login = json.dumps({"username": "victor", "password": "wrong password!"}).encode()
+    async with await anyio.connect_tcp(host, port) as stream:
+        # Two whole requests in one write, a body included: two answers, no cut.
+        await stream.send(
+            b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(login)}\r\n\r\n".encode()
+            + login
+            + b"GET /api/v1/site HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answers = b""
+        with anyio.fail_after(10):
+            while answers.count(b"HTTP/1.1 ") < 2:
+                answers += await stream.receive()
+        assert answers.startswith(b"HTTP/1.1 401 ") and b"HTTP/1.1 401 " in answers[12:]
+        # Well after the first deadline, a third request starts and never ends.
+        await anyio.sleep(1.0)
+        await stream.send(b"GET /api/v1/site HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        _, closed = await read_until_closed(stream, 10)
+    assert 1.0 < closed - started < 8.0
+    assert env.state.counters["http_read_timeouts"] == 1
