@@ -1323,6 +1323,9 @@ async def openapi_document(request: web.Request) -> web.StreamResponse:
 async def metrics_page(request: web.Request) -> web.StreamResponse:
     """Points, update rate, alarms by state and priority, command outcomes, driver
     restarts, WebSocket clients. Needs a session, or ``Authorization: Bearer`` with
-    the ``[web] metrics_token``."""
+    the ``[web] metrics_token``. With ``[security] zone_reading = "own"`` they cover
+    every zone (device ids included): only users who read everything see them."""
+    if "user" in request and not visibility(request).everything:
+        raise ApiError(403, "forbidden", "the metrics cover every zone: you read only yours")
     text = metrics.render(request.app[STATE])
     return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: metrics.CONTENT_TYPE})

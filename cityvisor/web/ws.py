@@ -291,80 +291,50 @@ class Client:
                 self._gone()
 
     async def _feed_alarms(self, scope: anyio.CancelScope) -> None:
-        if not self.visibility.everything:
-            await self._feed_zone_alarms(scope)
-            return
-        manager = self.hub.alarms
         with scope:
             try:
-                async with manager.subscribe() as subscription:
+                async with self.hub.alarms.subscribe() as subscription:
                     async for message in subscription:
-                        if isinstance(message, AlarmResync):
-                            if message.lost:
-                                self.state.counters["ws_alarm_resyncs"] += 1
-                            text = _alarm_texts.get(
-                                message,
-                                lambda m=message: _dumps(
-                                    {
-                                        "type": "alarms",
-                                        "alarms": m.alarms,
-                                        "counts": manager.counts_by_priority(),
-                                        "lost": m.lost,
-                                    }
-                                ),
-                            )
-                        else:
-                            assert isinstance(message, AlarmEvent)
-                            text = _alarm_texts.get(
-                                message,
-                                lambda m=message: _dumps(
-                                    {
-                                        "type": "alarm",
-                                        "event": m.transition.as_json(),
-                                        "alarm": m.alarm,
-                                        "counts": manager.counts_by_priority(),
-                                    }
-                                ),
-                            )
-                        await self.send(text)
+                        text = self._alarm_text(message)
+                        if text is not None:
+                            await self.send(text)
             except _SlowClientError:
                 await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
                 self._gone()
 
-    async def _feed_zone_alarms(self, scope: anyio.CancelScope) -> None:
-        """The alarm feed of a reader limited to their zones: encoded for them alone."""
-        manager = self.hub.alarms
+    def _alarm_text(self, message: AlarmResync | AlarmEvent) -> str | None:
+        """The message's JSON text for this client; None if it may not read it.
+
+        A client that reads everything shares the text with every other such
+        client; one limited to its zones gets its own (filtered, with its counts).
+        """
         seen = self.visibility
-        with scope:
-            try:
-                async with manager.subscribe() as subscription:
-                    async for message in subscription:
-                        counts = manager.counts_by_priority(seen.zone_filter)
-                        if isinstance(message, AlarmResync):
-                            if message.lost:
-                                self.state.counters["ws_alarm_resyncs"] += 1
-                            shown = [a for a in message.alarms if seen.sees_alarm(a)]
-                            body = {"type": "alarms", "alarms": shown, "counts": counts}
-                            body["lost"] = message.lost
-                        else:
-                            assert isinstance(message, AlarmEvent)
-                            if not self._sees_event(message):
-                                continue
-                            body = {
-                                "type": "alarm",
-                                "event": message.transition.as_json(),
-                                "alarm": message.alarm,
-                                "counts": counts,
-                            }
-                        await self.send(_dumps(body))
-            except _SlowClientError:
-                await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
-            except ConnectionResetError:
-                self._gone()
+        if isinstance(message, AlarmResync) and message.lost:
+            self.state.counters["ws_alarm_resyncs"] += 1
+        if isinstance(message, AlarmEvent) and not self._sees_event(message):
+            return None
+
+        def build(m: AlarmResync | AlarmEvent = message) -> str:
+            counts = self.hub.alarms.counts_by_priority(seen.zone_filter)
+            if isinstance(m, AlarmResync):
+                shown = m.alarms if seen.everything else [a for a in m.alarms if seen.sees_alarm(a)]
+                return _dumps({"type": "alarms", "alarms": shown, "counts": counts, "lost": m.lost})
+            return _dumps(
+                {
+                    "type": "alarm",
+                    "event": m.transition.as_json(),
+                    "alarm": m.alarm,
+                    "counts": counts,
+                }
+            )
+
+        return _alarm_texts.get(message, build) if seen.everything else build()
 
     def _sees_event(self, event: AlarmEvent) -> bool:
         seen = self.visibility
+        if seen.everything:
+            return True
         if event.alarm is not None:
             return seen.sees_alarm(event.alarm)
         data = event.transition.data

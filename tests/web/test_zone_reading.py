@@ -172,3 +172,15 @@ def test_a_wrong_zone_reading_names_the_file_the_key_and_the_choices(tmp_path: P
     message = str(raised.value)
     assert f"{path}: security.zone_reading:" in message
     assert "'all' or 'own'" in message or '"all" or "own"' in message, message
+
+
+async def test_the_metrics_covering_every_zone_are_for_those_who_read_everything(own: Env):
+    olivia, victor = await own.login("olivia"), await own.login("victor")
+    status, body = await olivia.get("/metrics")
+    assert status == 403 and "every zone" in body["message"]
+    status, _ = await victor.get("/metrics")
+    assert status == 200
+    scraper = own.client()
+    token = {"Authorization": "Bearer scrape-me-please-0123456789"}
+    status, _ = await scraper.get("/metrics", headers=token)
+    assert status == 200
