@@ -211,7 +211,7 @@ async def drip(host: str, port: int, closed: list[float], every: float = 0.2) ->
 
 async def test_slow_loris_connections_are_closed_at_the_header_deadline(env: Env):
     assert env.server.guard is not None
-    env.server.guard.read_timeout = 5.0
+    env.server.guard.read_timeout = 8.0
     env.server.guard.max_per_address = 0
     host, port = env.server.addresses[0][:2]
     closed: list[float] = []
@@ -220,12 +220,12 @@ async def test_slow_loris_connections_are_closed_at_the_header_deadline(env: Env
     async with anyio.create_task_group() as tg:
         for _ in range(200):
             tg.start_soon(drip, host, port, closed)
-        await wait_until(lambda: env.server.guard.connections >= 200, 4.5)
+        await wait_until(lambda: env.server.guard.connections >= 200, 7.5)
         # The hub keeps answering while 200 connections drip headers.
         took, status = await timed_get(client, "/api/v1/site")
         assert status == 200 and took < 5.0
     assert len(closed) == 200
-    assert max(closed) - started < 20.0  # each was cut about 5 s after it opened
+    assert max(closed) - started < 30.0  # each was cut about 8 s after it opened
     assert env.state.counters["http_read_timeouts"] >= 200
     _, metrics = await client.get("/metrics")
     counted = re.search(r"^cityvisor_http_read_timeouts_total (\d+)$", metrics, re.MULTILINE)
