@@ -110,3 +110,20 @@ def test_snmp_poll_benchmark_runs_quickly_and_prints_its_ratios():
     )
     assert re.search(r"hub: +cycle median +[\d.]+ s, CPU +[\d.]+% of one core", out)
     assert "0 driver restarts" in out
+
+
+def test_patterns_benchmark_runs_quickly_and_prints_its_ratios():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.patterns", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline: fnmatch regex, .*: \d+ ns/id", out)
+    hostile = re.findall(r"cityvisor, hostile .*: \d+ ns/id \(([\d.]+) x raw\)", out)
+    assert len(hostile) == 3, out
+    assert re.search(r"backtracking, one id of \d+ characters: [\d,]+ ms", out)

@@ -1182,11 +1182,16 @@ class AlarmManager:
     def _annunciated_json(self) -> list[dict[str, Any]]:
         return [a.as_json() for a in self.annunciated()]
 
-    def counts_by_priority(self) -> dict[str, dict[str, int]]:
-        """Annunciated and unacknowledged alarms per priority (the alarm banner)."""
+    def counts_by_priority(
+        self, zones: Callable[[str], bool] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Annunciated and unacknowledged alarms per priority (the alarm banner).
+
+        ``zones``: count only the alarms of the zones it accepts (a reader's zones).
+        """
         counts = {str(p): {"annunciated": 0, "unacked": 0} for p in Priority}
         for a in self._alarms.values():
-            if a.annunciated:
+            if a.annunciated and (zones is None or zones(a.zone)):
                 entry = counts[str(a.spec.priority)]
                 entry["annunciated"] += 1
                 entry["unacked"] += not a.acked
@@ -1883,8 +1888,15 @@ class AlarmManager:
 
     # ------------------------------------------------------------------ KPIs
 
-    def kpis(self, now_ms: int | None = None, period: float | None = None) -> dict[str, Any]:
+    def kpis(
+        self,
+        now_ms: int | None = None,
+        period: float | None = None,
+        zones: Callable[[str], bool] | None = None,
+    ) -> dict[str, Any]:
         """ISA-18.2 alarm-system performance figures, JSON-ready.
+
+        ``zones``: figures about the zones it accepts only (a reader's zones).
 
         - ``zones``: per zone, alarms raised in the current ``flood_window``,
           the same as a rate per 10 minutes, the flood state and time spent
@@ -1899,11 +1911,14 @@ class AlarmManager:
         period = self.kpi_horizon if period is None else period
         since = now - int(period * 1000)
         window_ms = int(self.flood_window * 1000)
-        zones: dict[str, dict[str, Any]] = {}
-        for zone, flood in sorted(self._flood.items()):
+        seen = zones or (lambda zone: True)
+        alarms = [a for a in self._alarms.values() if seen(a.zone)]
+        floods = {z: f for z, f in self._flood.items() if seen(z)}
+        per_zone: dict[str, dict[str, Any]] = {}
+        for zone, flood in sorted(floods.items()):
             recent = sum(1 for ts in flood.raises if ts > now - window_ms)
             in_flood_ms = flood.total_ms + (now - flood.since if flood.since is not None else 0)
-            zones[zone] = {
+            per_zone[zone] = {
                 "raised": recent,
                 "per_10_min": recent * 600.0 / self.flood_window,
                 "flood": flood.active,
@@ -1915,8 +1930,9 @@ class AlarmManager:
         while self._raise_log and self._raise_log[0][0] < horizon:
             self._raise_log.popleft()
         by_alarm: dict[str, list[int]] = {}
+        known = {a.id for a in alarms} if zones is not None else None
         for ts, alarm_id in self._raise_log:
-            if since <= ts <= now:
+            if since <= ts <= now and (known is None or alarm_id in known):
                 by_alarm.setdefault(alarm_id, []).append(ts)
         bad_actors = sorted(by_alarm.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:10]
         chatter_ms = int(self.chatter_window * 1000)
@@ -1928,7 +1944,7 @@ class AlarmManager:
         stale_ms = int(self.stale_after * 1000)
         stale = sorted(
             a.id
-            for a in self._alarms.values()
+            for a in alarms
             if a.annunciated
             and a.active
             and a.raised_at is not None
@@ -1938,18 +1954,18 @@ class AlarmManager:
             "ts": now,
             "flood_window_s": self.flood_window,
             "period_s": period,
-            "zones": zones,
-            "in_flood": sorted(z for z, f in self._flood.items() if f.active),
+            "zones": per_zone,
+            "in_flood": sorted(z for z, f in floods.items() if f.active),
             "bad_actors": [{"alarm": a, "raised": len(s)} for a, s in bad_actors],
             "chattering": chattering,
             "stale": stale,
-            "annunciated": sum(1 for a in self._alarms.values() if a.annunciated),
-            "unacked": sum(1 for a in self._alarms.values() if not a.acked),
-            "shelved": sum(1 for a in self._alarms.values() if a.shelved),
-            "suppressed": sum(1 for a in self._alarms.values() if a.suppressed),
-            "out_of_service": sum(1 for a in self._alarms.values() if a.out_of_service),
-            "maintenance": sum(1 for a in self._alarms.values() if a.maintenance),
-            "by_priority": self.counts_by_priority(),
+            "annunciated": sum(1 for a in alarms if a.annunciated),
+            "unacked": sum(1 for a in alarms if not a.acked),
+            "shelved": sum(1 for a in alarms if a.shelved),
+            "suppressed": sum(1 for a in alarms if a.suppressed),
+            "out_of_service": sum(1 for a in alarms if a.out_of_service),
+            "maintenance": sum(1 for a in alarms if a.maintenance),
+            "by_priority": self.counts_by_priority(zones),
         }
 
 

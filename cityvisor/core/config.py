@@ -56,6 +56,7 @@ __all__ = [
     "PluginsSection",
     "ProcedureEntry",
     "ResolvedDevice",
+    "SecuritySection",
     "SiteSection",
     "StoreSection",
     "UserEntry",
@@ -260,6 +261,21 @@ class WebSection(Section):
     """Bearer token that lets a Prometheus server read ``/metrics`` without a session
     (``metrics_token = "${CITYVISOR_METRICS_TOKEN}"``); empty: ``/metrics`` needs a
     logged-in session like every other page."""
+    read_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a client has to send a whole request (head and body): from the
+    connection's opening for the first, from its first byte for later ones; also how
+    long a kept-alive connection may idle. Past it the connection is closed (slow-loris:
+    headers or a body dripped to hold connections open)."""
+    max_connections_per_address: int = Field(default=100, ge=0, le=100_000)
+    """Open connections allowed from one client address (HTTP and WebSocket); more
+    are answered 429 and closed. Behind a reverse proxy every client has the
+    proxy's address: raise it, or set ``0`` for no limit."""
+    ws_send_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a WebSocket client's send queue may stay full (the client reads
+    nothing) before it is closed (code 1013) and counted as dropped."""
+    ws_heartbeat: float = Field(default=10.0, ge=1, le=300)
+    """Seconds between two pings to an idle WebSocket client; a client that has not
+    answered within half of it is dropped (a client that reads nothing at all)."""
 
     @pydantic.field_validator("tile_url")
     @classmethod
@@ -269,6 +285,17 @@ class WebSection(Section):
                 f"expected a URL template with {{z}}, {{x}} and {{y}}, got {_show(value)}"
             )
         return value
+
+
+class SecuritySection(Section):
+    """`[security]`: site-wide security policy."""
+
+    zone_reading: Literal["all", "own"] = "all"
+    """What a user limited to some zones may *read*: ``"all"``, every zone's devices,
+    points, alarms and journal (acting stays limited to their zones); ``"own"``, only
+    those of their zones, on every screen, API route and WebSocket feed (for communes
+    that are separate authorities; hidden things answer 404). Admins and users of every zone (``*``)
+    read everything either way."""
 
 
 class PluginsSection(Section):
@@ -503,6 +530,7 @@ class Config(Section):
     site: SiteSection
     store: StoreSection = StoreSection()
     web: WebSection = WebSection()
+    security: SecuritySection = SecuritySection()
     plugins: PluginsSection = PluginsSection()
     zones: list[ZoneEntry] = []
     devices: list[DeviceEntry] = []
@@ -1082,6 +1110,7 @@ _SECTIONS: tuple[tuple[str, type[Section], bool], ...] = (
     ("site", SiteSection, False),
     ("store", StoreSection, False),
     ("web", WebSection, False),
+    ("security", SecuritySection, False),
     ("plugins", PluginsSection, False),
     ("zones", ZoneEntry, True),
     ("devices", DeviceEntry, True),

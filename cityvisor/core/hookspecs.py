@@ -64,7 +64,10 @@ def cityvisor_web_routes(hub: Hub) -> Sequence[Any]:
     full paths: under ``/api/v1/`` for data, ``/plugins/<name>/`` for
     pages. Every route is behind the same session check as the core API:
     only logged-in users reach it; the handler finds the user in
-    ``request["user"]``.
+    ``request["user"]``. What a route shows must follow the site's reading
+    policy (``[security] zone_reading``): ask
+    ``cityvisor.web.visibility.visibility(request)`` (``sees_device``,
+    ``sees_zone``, ``sees_point``, ``sees_alarm``) and answer 404 for the rest.
 
     :param hub: the running hub (devices, points, alarms, command bus, store).
     :return: a list of ``aiohttp.web.RouteDef`` (``web.get(path, handler)``)

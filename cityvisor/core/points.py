@@ -20,7 +20,6 @@ Timestamps are UTC epoch milliseconds (``int``) everywhere.
 from __future__ import annotations
 
 import enum
-import fnmatch
 import logging
 import math
 import re
@@ -31,6 +30,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .patterns import compile_pattern
 
 __all__ = [
     "Batch",
@@ -45,7 +46,6 @@ __all__ = [
     "Scaling",
     "Subscription",
     "UnknownPointError",
-    "glob_to_regex",
     "now_ms",
 ]
 
@@ -365,42 +365,6 @@ class Point:
 # --------------------------------------------------------------------------- subscriptions
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a point pattern: ``*`` matches within one level, ``**`` across levels.
-
-    >>> bool(glob_to_regex("dijon/lighting/**").match("dijon/lighting/cab-07/c1/level"))
-    True
-    >>> bool(glob_to_regex("*/lighting/*/c1/level").match("dijon/lighting/cab-07/c1/level"))
-    True
-    """
-    parts: list[str] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**", i):
-            # "a/**" also matches "a" itself; "**/b" matches "b".
-            if pattern.startswith("**/", i):
-                parts.append("(?:.*/)?")
-                i += 3
-                continue
-            if parts and parts[-1] == "/":
-                parts[-1] = "(?:/.*)?"
-            else:
-                parts.append(".*")
-            i += 2
-            continue
-        if char == "*":
-            parts.append("[^/]*")
-        elif char == "?":
-            parts.append("[^/]")
-        elif char == "/":
-            parts.append("/")
-        else:
-            parts.append(re.escape(char))
-        i += 1
-    return re.compile("".join(parts) + r"\Z")
-
-
 class Batch(NamedTuple):
     """Changes delivered to a subscriber in one go, oldest first."""
 
@@ -432,10 +396,13 @@ class Subscription:
         max_buffer: int,
         send: MemoryObjectSendStream[Batch | Resync],
         receive: MemoryObjectReceiveStream[Batch | Resync],
+        only: Callable[[Point], bool] | None = None,
     ) -> None:
         self._db = db
         self.patterns = tuple(patterns)
-        self._regexes = [glob_to_regex(p) for p in self.patterns]
+        self.only = only
+        """A further condition on the points watched (a reader's zones), or None."""
+        self._compiled = [compile_pattern(p) for p in self.patterns]
         self.max_buffer = max_buffer
         self._send = send
         self._receive = receive
@@ -446,7 +413,11 @@ class Subscription:
 
     def matches(self, point_id: str) -> bool:
         """True if one of the patterns matches ``point_id``."""
-        return any(regex.match(point_id) for regex in self._regexes)
+        return any(pattern.matches(point_id) for pattern in self._compiled)
+
+    def watches(self, point: Point) -> bool:
+        """True if ``point`` matches a pattern and the ``only`` condition."""
+        return self.matches(point.id) and (self.only is None or self.only(point))
 
     def snapshot(self) -> list[PointValue]:
         """The current values of every point this subscription watches."""
@@ -581,7 +552,7 @@ class PointDB:
         if point_id in self._points:
             raise ValueError(f"point {point_id!r} is already registered")
         point = Point(point_id, spec, device_id=device_id, zone=zone, family=family, member=member)
-        point.subscribers = tuple(s for s in self._subscriptions if s.matches(point_id))
+        point.subscribers = tuple(s for s in self._subscriptions if s.watches(point))
         self._points[point_id] = point
         return point
 
@@ -607,19 +578,22 @@ class PointDB:
         return len(self._points)
 
     def points(self, pattern: str | None = None) -> Iterator[Point]:
-        """Every point, or those matching a glob pattern, in registration order."""
+        """Every point, or those matching a pattern (:mod:`cityvisor.core.patterns`).
+
+        :raises PatternError: the pattern is refused (too long, too many wildcards).
+        """
         if pattern is None:
             yield from self._points.values()
             return
-        if not any(c in pattern for c in "*?["):
-            point = self._points.get(pattern)
+        compiled = compile_pattern(pattern)
+        if compiled.exact is not None:
+            point = self._points.get(compiled.exact)
             if point is not None:
                 yield point
             return
-        regex = glob_to_regex(pattern)
-        for point_id, point in self._points.items():
-            if regex.match(point_id):
-                yield point
+        points = self._points
+        for point_id in compiled.filter(points):
+            yield points[point_id]
 
     def of_device(self, device_id: str) -> list[Point]:
         """The points of one device."""
@@ -751,8 +725,19 @@ class PointDB:
 
     # -- subscriptions ----------------------------------------------------
 
-    def subscribe(self, *patterns: str, max_buffer: int = 16) -> Subscription:
-        """Subscribe to the points matching any of ``patterns``.
+    def subscribe(
+        self,
+        *patterns: str,
+        max_buffer: int = 16,
+        only: Callable[[Point], bool] | None = None,
+    ) -> Subscription:
+        """Subscribe to the points matching any of ``patterns`` (and ``only``, if given).
+
+        ``only`` is a further condition on each point, checked once when the
+        point is matched (now, or when it is registered later): the web server
+        uses it to limit a reader to the points of their zones.
+
+        :raises PatternError: a pattern is refused (:mod:`cityvisor.core.patterns`).
 
         ``max_buffer`` bounds the number of undelivered batches; past it the
         subscriber is re-synced instead of buffered. The first message is a
@@ -761,11 +746,19 @@ class PointDB:
         """
         if not patterns:
             raise ValueError("subscribe needs at least one pattern")
+        compiled = [compile_pattern(p) for p in patterns]  # a refused pattern raises here
         send, receive = anyio.create_memory_object_stream[Batch | Resync](max_buffer)
-        sub = Subscription(self, patterns, max_buffer, send, receive)
+        sub = Subscription(self, patterns, max_buffer, send, receive, only)
         self._subscriptions.append(sub)
-        for point in self._points.values():
-            if sub.matches(point.id):
+        watched: set[str] = set()
+        for pattern in compiled:
+            if pattern.exact is not None:
+                watched.add(pattern.exact)
+            else:
+                watched.update(pattern.filter(self._points))
+        for point_id in watched:
+            point = self._points.get(point_id)
+            if point is not None and (only is None or only(point)):
                 point.subscribers = (*point.subscribers, sub)
         send.send_nowait(Resync(sub.snapshot(), 0))
         return sub
@@ -836,8 +829,3 @@ _PYTHON_TYPES: dict[DataType, type] = {
     DataType.STR: str,
     DataType.ENUM: int,
 }
-
-
-def match_any(patterns: Sequence[str], name: str) -> bool:
-    """True if ``name`` matches one of the shell-style ``patterns`` (tags, device ids)."""
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)

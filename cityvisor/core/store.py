@@ -36,7 +36,7 @@ import sqlite_utils
 
 from .points import PointSpec, PointValue, Quality, QualityStatus, now_ms
 
-__all__ = ["JournalEntry", "SqliteStore", "Store", "TrendBucket"]
+__all__ = ["JournalEntry", "JournalScope", "SqliteStore", "Store", "TrendBucket"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,21 @@ _PRUNE_CHUNK = 500
 """Points pruned per transaction: short transactions let journal writes interleave."""
 
 DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class JournalScope:
+    """The part of the journal a reader limited to some zones may see.
+
+    Entries about the ``devices`` of those zones; entries about no device that
+    name one of the ``zones`` (``data["zone"]``: floods, zone maintenance); and
+    everything ``user`` did themselves. Entries about no device and no zone
+    (other users' logins, configuration) are not theirs to read.
+    """
+
+    devices: frozenset[str]
+    zones: frozenset[str]
+    user: str
 
 
 @dataclass(frozen=True)
@@ -131,8 +146,13 @@ class Store(abc.ABC):
         search: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        scope: JournalScope | None = None,
     ) -> list[JournalEntry]:
-        """Journal entries, newest first, filtered; page with ``before_id``."""
+        """Journal entries, newest first, filtered; page with ``before_id``.
+
+        ``scope`` limits them to what a reader of some zones may see (see
+        :class:`JournalScope`); the limit applies after it, so pages stay full.
+        """
 
     @abc.abstractmethod
     async def save_alarm_state(
@@ -366,10 +386,18 @@ class SqliteStore(Store):
         search: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        scope: JournalScope | None = None,
     ) -> list[JournalEntry]:
         """Journal entries, newest first; ``search`` matches message and data text."""
         clauses: list[str] = []
         args: list[Any] = []
+        if scope is not None:
+            clauses.append(
+                "(device IN (SELECT value FROM json_each(?))"
+                " OR (device IS NULL AND json_extract(data, '$.zone') IN"
+                " (SELECT value FROM json_each(?))) OR user = ?)"
+            )
+            args += [json.dumps(sorted(scope.devices)), json.dumps(sorted(scope.zones)), scope.user]
         if kinds:
             clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
             args.extend(kinds)

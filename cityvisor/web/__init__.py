@@ -4,6 +4,10 @@
   service (started by the built-in plugin ``cityvisor.plugins.web``);
 - :mod:`cityvisor.web.api`: the REST routes; :mod:`cityvisor.web.ws`: the WebSocket;
 - :mod:`cityvisor.web.auth`: accounts, argon2 hashes, sessions, login rate limits;
+- :mod:`cityvisor.web.visibility`: what a user may read (``[security] zone_reading``),
+  for every route and feed;
+- :mod:`cityvisor.web.guard`: connections per client address and the request-head
+  deadline (slow-loris);
 - :mod:`cityvisor.web.metrics`, :mod:`cityvisor.web.openapi`: ``/metrics`` and
   ``/api/v1/openapi.json``;
 - :mod:`cityvisor.web.cli`: ``cityvisor users``.

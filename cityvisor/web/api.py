@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 
-from ..core.alarms import Priority
+from ..core.alarms import Priority, UnknownAlarmError
 from ..core.commands import CommandRequest
-from ..core.points import Point, glob_to_regex, now_ms
+from ..core.patterns import MAX_LENGTH, MAX_WILDCARDS, PatternError, compile_pattern
+from ..core.points import Point, UnknownPointError, now_ms
 from ..core.store import JournalEntry, TrendBucket
 from ..core.users import User
 from . import metrics, openapi, ws
@@ -41,6 +42,7 @@ from .routing import (
     query_str,
     query_time,
 )
+from .visibility import visibility
 
 if TYPE_CHECKING:
     from ..core.devices import DeviceType
@@ -340,6 +342,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def site(request: web.Request) -> web.StreamResponse:
     """What the screens need to know about the deployment (never a device's config)."""
     config = _hub(request).config
+    seen = visibility(request)
     return _json(
         {
             "name": config.site.name,
@@ -347,8 +350,14 @@ async def site(request: web.Request) -> web.StreamResponse:
             "language": config.site.language,
             "latitude": config.site.latitude,
             "longitude": config.site.longitude,
-            "zones": [{"id": z.id, "name": z.name, "label": dict(z.label)} for z in config.zones],
-            "families": sorted({d.family for d in _hub(request).devices.values()}),
+            "zones": [
+                {"id": z.id, "name": z.name, "label": dict(z.label)}
+                for z in config.zones
+                if seen.sees_zone(z.id)
+            ],
+            "families": sorted(
+                {d.family for d in _hub(request).devices.values() if seen.sees_zone(d.zone)}
+            ),
             "tile_url": config.web.tile_url,
         }
     )
@@ -442,13 +451,6 @@ def _alarm_counts(hub: Hub) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _device(hub: Hub, device_id: str) -> DeviceType:
-    device = hub.devices.get(device_id)
-    if device is None:
-        raise ApiError(404, "unknown_device", f"unknown device {device_id!r}")
-    return device
-
-
 @ROUTES.route(
     "GET",
     "/api/v1/devices",
@@ -476,10 +478,12 @@ async def devices(request: web.Request) -> web.StreamResponse:
     zone, family = query_str(request, "zone"), query_str(request, "family")
     type_name, tag = query_str(request, "type"), query_str(request, "tag")
     counts = _alarm_counts(hub)
+    seen = visibility(request)
     listed = [
         _device_summary(hub, d, counts)
         for d in sorted(hub.devices.values(), key=lambda d: (d.zone, d.id))
-        if (zone is None or d.zone == zone)
+        if seen.sees_zone(d.zone)
+        and (zone is None or d.zone == zone)
         and (family is None or d.family == family)
         and (type_name is None or d.type_name == type_name)
         and (tag is None or tag in d.info.tags)
@@ -562,7 +566,7 @@ async def device(request: web.Request) -> web.StreamResponse:
     """A device with its points (live values), its commands (parameter JSON schemas,
     whether the user may send them) and its alarms."""
     hub = _hub(request)
-    found = _device(hub, request.match_info["id"])
+    found = visibility(request).device_or_404(request.match_info["id"])
     user = _user(request)
     body = _device_summary(hub, found, _alarm_counts(hub))
     body["points"] = [_point_json(p) for p in hub.points.of_device(found.id)]
@@ -582,8 +586,9 @@ async def device(request: web.Request) -> web.StreamResponse:
     query=[
         Query(
             "pattern",
-            {"type": "string", "default": "**"},
-            "glob over point ids: * within a level, ** across levels",
+            {"type": "string", "default": "**", "maxLength": MAX_LENGTH},
+            "glob over point ids: * within a level, ** as a level: any levels; "
+            f"at most {MAX_WILDCARDS} wildcards",
         ),
         Query(
             "limit",
@@ -596,16 +601,19 @@ async def points(request: web.Request) -> web.StreamResponse:
     """Points whose id matches ``pattern`` (``centre/demo/**``), with value, quality
     and timestamps; ``truncated`` says when ``limit`` cut the list."""
     hub = _hub(request)
-    pattern = query_str(request, "pattern", max_length=500) or "**"
+    pattern = query_str(request, "pattern", max_length=MAX_LENGTH) or "**"
     limit = query_int(request, "limit", default=10_000, minimum=1, maximum=100_000)
     assert limit is not None
     try:
-        glob_to_regex(pattern)
-    except Exception:  # re.error: a pattern the compiler refuses
-        raise invalid([f"pattern {pattern[:60]!r} is not a valid glob"]) from None
+        compile_pattern(pattern)
+    except PatternError as error:
+        raise invalid([f"pattern: {error}"]) from None
     found: list[dict[str, Any]] = []
     truncated = False
+    seen = visibility(request)
     for point in hub.points.points(pattern):
+        if not seen.sees_point(point):
+            continue
         if len(found) >= limit:
             truncated = True
             break
@@ -647,6 +655,8 @@ async def history(request: web.Request) -> web.StreamResponse:
     hub = _hub(request)
     point_id = request.match_info["id"]
     point = hub.points.get(point_id)
+    if not visibility(request).sees_point(point):
+        raise UnknownPointError(point_id)
     end = query_time(request, "to")
     end = now_ms() + 1 if end is None else end
     start = query_time(request, "from")
@@ -973,16 +983,18 @@ async def alarms(request: web.Request) -> web.StreamResponse:
     else:
         listed = hub.alarms.alarms(active_only=scope == "active")
         listed.sort(key=lambda a: (-a.spec.priority, a.acked, -(a.raised_at or 0), a.id))
+    seen = visibility(request)
     selected = [
         a.as_json()
         for a in listed
-        if (zone is None or a.zone == zone)
+        if seen.sees_alarm(a)
+        and (zone is None or a.zone == zone)
         and (priority is None or a.spec.priority is wanted)
         and (state is None or a.display_state == state)
         and (device_id is None or a.device_id == device_id)
         and (family is None or a.family == family)
     ]
-    return _json({"alarms": selected, "counts": hub.alarms.counts_by_priority()})
+    return _json({"alarms": selected, "counts": hub.alarms.counts_by_priority(seen.zone_filter)})
 
 
 @ROUTES.route(
@@ -997,7 +1009,11 @@ async def alarms(request: web.Request) -> web.StreamResponse:
 async def alarm_kpis(request: web.Request) -> web.StreamResponse:
     """Floods per zone, bad actors, chattering and stale alarms, counts by state and priority."""
     period = query_int(request, "period", minimum=60, maximum=90 * 86_400)
-    return _json(_hub(request).alarms.kpis(period=float(period) if period else None))
+    return _json(
+        _hub(request).alarms.kpis(
+            period=float(period) if period else None, zones=visibility(request).zone_filter
+        )
+    )
 
 
 @ROUTES.route(
@@ -1011,6 +1027,8 @@ async def alarm(request: web.Request) -> web.StreamResponse:
     """An alarm's full state and the procedure (checklist) linked to it."""
     hub = _hub(request)
     found = hub.alarms.get(request.match_info["id"])
+    if not visibility(request).sees_alarm(found):
+        raise UnknownAlarmError(found.id)
     procedure = hub.alarms.procedures.get(found.procedure) if found.procedure else None
     return _json(
         {
@@ -1164,7 +1182,12 @@ async def procedure(request: web.Request) -> web.StreamResponse:
 @ROUTES.route("GET", "/api/v1/maintenance", summary="Planned maintenance windows", tag="alarms")
 async def maintenance_windows(request: web.Request) -> web.StreamResponse:
     """Current and future maintenance windows, by start time."""
-    windows = _hub(request).alarms.maintenance_windows()
+    seen = visibility(request)
+    windows = [
+        w
+        for w in _hub(request).alarms.maintenance_windows()
+        if (seen.sees_device(w.device_id) if w.device_id is not None else seen.sees_zone(w.zone))
+    ]
     return _json({"windows": [w.as_json() for w in windows]})
 
 
@@ -1263,6 +1286,7 @@ async def journal(request: web.Request) -> web.StreamResponse:
         search=query_str(request, "search"),
         limit=limit,
         before_id=query_int(request, "before_id", minimum=1),
+        scope=visibility(request).journal_scope(),
     )
     next_before = entries[-1].id if len(entries) == limit else None
     return _json({"entries": [e.as_json() for e in entries], "next_before_id": next_before})
@@ -1299,6 +1323,9 @@ async def openapi_document(request: web.Request) -> web.StreamResponse:
 async def metrics_page(request: web.Request) -> web.StreamResponse:
     """Points, update rate, alarms by state and priority, command outcomes, driver
     restarts, WebSocket clients. Needs a session, or ``Authorization: Bearer`` with
-    the ``[web] metrics_token``."""
+    the ``[web] metrics_token``. With ``[security] zone_reading = "own"`` they cover
+    every zone (device ids included): only users who read everything see them."""
+    if "user" in request and not visibility(request).everything:
+        raise ApiError(403, "forbidden", "the metrics cover every zone: you read only yours")
     text = metrics.render(request.app[STATE])
     return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: metrics.CONTENT_TYPE})

@@ -19,6 +19,7 @@ referrer). :class:`WebServer` runs the application as a hub service.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -37,6 +38,7 @@ from ..core.alarms import AlarmActionError, AlarmPermissionError, UnknownAlarmEr
 from ..core.commands import CommandError
 from ..core.points import UnknownPointError
 from .auth import Accounts, LoginRateLimiter, Sessions, same_secret
+from .guard import ConnectionGuard
 from .routing import METRICS, PUBLIC, ApiError
 
 if TYPE_CHECKING:
@@ -68,8 +70,12 @@ class WebState:
         self.max_clients_per_session = 16
         self.ws_buffer = 16
         """Undelivered point batches a WebSocket client may have before it is re-synced."""
-        self.send_timeout = 10.0
+        self.send_timeout = self.settings.ws_send_timeout
         """Seconds one WebSocket send may wait for a client before the client is dropped."""
+        self.heartbeat = self.settings.ws_heartbeat
+        """Seconds between WebSocket pings; no pong within half of it drops the client."""
+        self.close_grace = 2.0
+        """Seconds a dropped WebSocket client's close frame gets before the connection is cut."""
         self.counters: Counter[str] = Counter()
         """Events for metrics: logins, failures, WebSocket resyncs and drops, errors."""
         self.rate = UpdateRate()
@@ -77,6 +83,8 @@ class WebState:
             "__Host-cityvisor_session" if self.settings.secure_cookies else "cityvisor_session"
         )
         self.csp = content_security_policy(self.settings.tile_url)
+        self.guard: ConnectionGuard | None = None
+        """The server's connection guard, once it listens (connections per address)."""
 
 
 class UpdateRate:
@@ -342,6 +350,7 @@ class WebServer:
         self.ready = anyio.Event()
         self.addresses: list[Any] = []
         self.app: web.Application | None = None
+        self.guard: ConnectionGuard | None = None
 
     @property
     def state(self) -> WebState:
@@ -380,14 +389,30 @@ class WebServer:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Build the application, listen, and serve until cancelled."""
         self.app = build_app(self.hub)
+        settings = self.hub.config.web
         runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            # How long a kept-alive connection may wait for its next request.
+            keepalive_timeout=settings.read_timeout,
         )
         await runner.setup()
+        listening: asyncio.Server | None = None
         try:
-            site = web.TCPSite(runner, self.host, self.port)
-            await site.start()
-            self.addresses = list(runner.addresses)
+            assert runner.server is not None
+            self.guard = ConnectionGuard(
+                runner.server,
+                read_timeout=settings.read_timeout,
+                max_per_address=settings.max_connections_per_address,
+                counters=self.state.counters,
+            )
+            self.state.guard = self.guard
+            listening = await asyncio.get_running_loop().create_server(
+                self.guard, self.host, self.port, reuse_address=True
+            )
+            self.addresses = [sock.getsockname() for sock in listening.sockets]
             log.info("HMI and API on %s", self.url)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._housekeeping, name="web housekeeping")
@@ -396,6 +421,8 @@ class WebServer:
                 await anyio.sleep_forever()
         finally:
             self.addresses = []
+            if listening is not None:
+                listening.close()  # stop accepting; the runner closes what is open
             with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                 await runner.cleanup()
 

@@ -161,9 +161,26 @@ def render(state: WebState) -> str:
     out.family(
         "cityvisor_websocket_dropped_total",
         "counter",
-        "WebSocket clients dropped for not reading in time.",
+        "WebSocket clients dropped for not reading: send queue full too long, or no pong.",
     )
-    out.sample("cityvisor_websocket_dropped_total", counters["ws_dropped"])
+    for reason in ("send_queue_full", "no_pong"):
+        out.sample(
+            "cityvisor_websocket_dropped_total", counters[f"ws_dropped:{reason}"], reason=reason
+        )
+    out.family("cityvisor_http_connections", "gauge", "Open HTTP connections (WebSockets too).")
+    out.sample("cityvisor_http_connections", state.guard.connections if state.guard else 0)
+    out.family(
+        "cityvisor_http_connections_refused_total",
+        "counter",
+        "Connections refused (429) because their address had too many open.",
+    )
+    out.sample("cityvisor_http_connections_refused_total", counters["http_connections_refused"])
+    out.family(
+        "cityvisor_http_read_timeouts_total",
+        "counter",
+        "Connections closed for not sending a whole request (head and body) in time.",
+    )
+    out.sample("cityvisor_http_read_timeouts_total", counters["http_read_timeouts"])
     out.family("cityvisor_sessions", "gauge", "Sessions cached by the server (recently used).")
     out.sample("cityvisor_sessions", len(state.sessions))
     out.family("cityvisor_logins_total", "counter", "Login attempts by result.")

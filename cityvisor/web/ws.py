@@ -33,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
+import struct
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -41,8 +43,10 @@ import anyio
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.alarms import AlarmEvent, AlarmResync
+from ..core.patterns import PatternError, compile_pattern
 from ..core.points import Batch, PointValue, Resync, now_ms
 from .routing import ApiError
+from .visibility import Visibility
 
 if TYPE_CHECKING:
     from ..core.hub import Hub
@@ -55,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MAX_PATTERNS = 100
 MAX_MESSAGE = 64 * 1024
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a reset
 SESSION_ENDED = 4401
 """Close code (private range) when the session behind a WebSocket ends."""
 
@@ -198,6 +203,8 @@ class Client:
         self.hub: Hub = state.hub
         self.ws = ws
         self.session = session
+        self.visibility = Visibility(state.hub, session.user)
+        """What this client may read (``[security] zone_reading``)."""
         self.transport = transport
         self.generation = 0
         self.patterns: tuple[str, ...] = ()
@@ -220,15 +227,30 @@ class Client:
         if scope.cancelled_caught:
             raise _SlowClientError
 
-    def drop(self, why: str) -> None:
-        """Cut a client that cannot keep up: abort its connection and stop its tasks."""
+    async def drop(self, why: str, reason: str = "send_queue_full") -> None:
+        """Cut a client that does not read: close with a reason, abort, stop its tasks.
+
+        The close frame (code 1013, "try again later", with ``why``) waits
+        behind what the client has not read: it gets ``close_grace`` seconds
+        to go out (a client that reads again sees it), then the connection is
+        aborted. Counted in ``cityvisor_websocket_dropped_total`` by ``reason``.
+        """
         if self.closing:
             return
         self.closing = True
+        self.state.counters[f"ws_dropped:{reason}"] += 1
         self.state.counters["ws_dropped"] += 1
         log.warning("WebSocket client of %s dropped: %s", self.session.account.name, why)
+        with anyio.move_on_after(self.state.close_grace, shield=True) as closing:
+            await self.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=why.encode()[:120])
         if self.transport is not None:
-            # Its buffers are full: a polite close frame would wait behind them.
+            if closing.cancelled_caught:
+                # Unread data would keep the kernel sending to a peer that never
+                # reads: reset the connection instead of closing it gracefully.
+                sock = self.transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             self.transport.abort()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
@@ -253,7 +275,9 @@ class Client:
         with scope:
             try:
                 async with self.hub.points.subscribe(
-                    *patterns, max_buffer=self.state.ws_buffer
+                    *patterns,
+                    max_buffer=self.state.ws_buffer,
+                    only=self.visibility.point_filter,
                 ) as subscription:
                     first = await subscription.receive()
                     assert isinstance(first, Resync)
@@ -262,48 +286,61 @@ class Client:
                         for text in _coalesce(message, subscription, generation, counters):
                             await self.send(text)
             except _SlowClientError:
-                self.drop(f"no point batch taken within {self.state.send_timeout:g} s")
+                await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
                 self._gone()
 
     async def _feed_alarms(self, scope: anyio.CancelScope) -> None:
-        manager = self.hub.alarms
         with scope:
             try:
-                async with manager.subscribe() as subscription:
+                async with self.hub.alarms.subscribe() as subscription:
                     async for message in subscription:
-                        if isinstance(message, AlarmResync):
-                            if message.lost:
-                                self.state.counters["ws_alarm_resyncs"] += 1
-                            text = _alarm_texts.get(
-                                message,
-                                lambda m=message: _dumps(
-                                    {
-                                        "type": "alarms",
-                                        "alarms": m.alarms,
-                                        "counts": manager.counts_by_priority(),
-                                        "lost": m.lost,
-                                    }
-                                ),
-                            )
-                        else:
-                            assert isinstance(message, AlarmEvent)
-                            text = _alarm_texts.get(
-                                message,
-                                lambda m=message: _dumps(
-                                    {
-                                        "type": "alarm",
-                                        "event": m.transition.as_json(),
-                                        "alarm": m.alarm,
-                                        "counts": manager.counts_by_priority(),
-                                    }
-                                ),
-                            )
-                        await self.send(text)
+                        text = self._alarm_text(message)
+                        if text is not None:
+                            await self.send(text)
             except _SlowClientError:
-                self.drop(f"no alarm event taken within {self.state.send_timeout:g} s")
+                await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
                 self._gone()
+
+    def _alarm_text(self, message: AlarmResync | AlarmEvent) -> str | None:
+        """The message's JSON text for this client; None if it may not read it.
+
+        A client that reads everything shares the text with every other such
+        client; one limited to its zones gets its own (filtered, with its counts).
+        """
+        seen = self.visibility
+        if isinstance(message, AlarmResync) and message.lost:
+            self.state.counters["ws_alarm_resyncs"] += 1
+        if isinstance(message, AlarmEvent) and not self._sees_event(message):
+            return None
+
+        def build(m: AlarmResync | AlarmEvent = message) -> str:
+            counts = self.hub.alarms.counts_by_priority(seen.zone_filter)
+            if isinstance(m, AlarmResync):
+                shown = m.alarms if seen.everything else [a for a in m.alarms if seen.sees_alarm(a)]
+                return _dumps({"type": "alarms", "alarms": shown, "counts": counts, "lost": m.lost})
+            return _dumps(
+                {
+                    "type": "alarm",
+                    "event": m.transition.as_json(),
+                    "alarm": m.alarm,
+                    "counts": counts,
+                }
+            )
+
+        return _alarm_texts.get(message, build) if seen.everything else build()
+
+    def _sees_event(self, event: AlarmEvent) -> bool:
+        seen = self.visibility
+        if seen.everything:
+            return True
+        if event.alarm is not None:
+            return seen.sees_alarm(event.alarm)
+        data = event.transition.data
+        if data.get("device_id"):
+            return seen.sees_device(data["device_id"])
+        return seen.sees_zone(data.get("zone"))
 
     async def _watch_session(self) -> None:
         """End the connection when the session ends (logout, expiry, password change)."""
@@ -358,12 +395,16 @@ class Client:
     async def _subscribe(self, message: dict[str, Any]) -> None:
         problems = []
         points = message.get("points")
-        if points is not None and not (
-            isinstance(points, list)
-            and len(points) <= MAX_PATTERNS
-            and all(isinstance(p, str) and 0 < len(p) <= 200 for p in points)
-        ):
-            problems.append(f"points must be a list of at most {MAX_PATTERNS} glob patterns")
+        if points is not None:
+            if not isinstance(points, list) or len(points) > MAX_PATTERNS:
+                problems.append(f"points must be a list of at most {MAX_PATTERNS} glob patterns")
+            else:
+                for pattern in points:
+                    try:
+                        compile_pattern(pattern)
+                    except PatternError as error:
+                        problems.append(f"points: {error}")
+                        break
         alarms = message.get("alarms")
         if alarms is not None and not isinstance(alarms, bool):
             problems.append("alarms must be true or false")
@@ -430,9 +471,14 @@ class Client:
                     elif message.type == WSMsgType.BINARY:
                         await self._error("bad_message", "send JSON text messages")
             except _SlowClientError:
-                self.drop("a reply was not taken in time")
+                await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
                 pass
+            if isinstance(self.ws.exception(), TimeoutError) and not self.closing:
+                # The heartbeat's ping went unanswered: a client that reads nothing at all.
+                await self.drop(
+                    f"no answer to a ping within {self.state.heartbeat / 2:g} s", "no_pong"
+                )
             tg.cancel_scope.cancel()
 
 
@@ -450,7 +496,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             429, "too_many_clients", "this session has too many WebSocket connections open"
         )
     ws = web.WebSocketResponse(
-        heartbeat=30.0,
+        heartbeat=state.heartbeat,
         compress=False,
         max_msg_size=MAX_MESSAGE,
         writer_limit=64 * 1024,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from cityvisor.core.patterns import PatternError
 from cityvisor.core.points import (
     Batch,
     DataType,
@@ -14,7 +15,6 @@ from cityvisor.core.points import (
     Quality,
     Resync,
     Scaling,
-    glob_to_regex,
 )
 
 pytestmark = pytest.mark.anyio
@@ -122,12 +122,45 @@ async def test_set_quality_marks_every_point_bad_in_one_step():
     assert all(p.current.quality.is_bad and p.current.value == 1.0 for p in db.points())
 
 
-def test_glob_patterns():
-    assert glob_to_regex("a/**").match("a/b/c")
-    assert glob_to_regex("a/**").match("a")
-    assert not glob_to_regex("a/*").match("a/b/c")
-    assert glob_to_regex("**/level").match("z/f/d/c1/level")
-    assert not glob_to_regex("dijon/**").match("dijonville/x")
+def test_listing_and_subscribing_use_the_same_patterns():
+    db = PointDB()
+    for point_id in ("a/b/c", "a", "z/f/d/c1/level", "dijonville/x"):
+        db.register(point_id, PointSpec("value", DataType.INT))
+    assert [p.id for p in db.points("a/**")] == ["a/b/c", "a"]
+    assert [p.id for p in db.points("**/level")] == ["z/f/d/c1/level"]
+    assert [p.id for p in db.points("dijon/**")] == []
+    assert [p.id for p in db.points("a")] == ["a"]
+    sub = db.subscribe("a/*", "**/level")
+    assert [p.id for p in db.points() if sub in p.subscribers] == ["z/f/d/c1/level"]
+    sub.close()
+
+
+async def test_a_subscription_only_watches_the_points_its_condition_admits():
+    db = PointDB(batch_interval=0.01)
+    db.register("centre/f/d/level", PointSpec("level"), zone="centre")
+    db.register("nord/f/d/level", PointSpec("level"), zone="nord")
+    async with db.subscribe("**", only=lambda p: p.zone == "centre") as sub:
+        first = await sub.receive()
+        assert isinstance(first, Resync)
+        assert [v.id for v in first.snapshot] == ["centre/f/d/level"]
+        db.register("nord/f/e/level", PointSpec("level"), zone="nord")
+        db.register("centre/f/e/level", PointSpec("level"), zone="centre")
+        for point_id in ("nord/f/d/level", "nord/f/e/level", "centre/f/e/level"):
+            db.update(point_id, 1.0)
+        db.flush()
+        batch = await sub.receive()
+        assert isinstance(batch, Batch)
+        assert [v.id for v in batch.changes] == ["centre/f/e/level"]
+
+
+def test_a_refused_pattern_is_refused_before_anything_is_subscribed():
+    db = PointDB()
+    db.register("a/b", PointSpec("value", DataType.INT))
+    with pytest.raises(PatternError, match="wildcards"):
+        db.subscribe("a/*", "*" + "?*" * 20)
+    assert not db._subscriptions
+    with pytest.raises(PatternError, match="characters long"):
+        list(db.points("a/" + "x" * 300))
 
 
 def test_enum_and_scaling():

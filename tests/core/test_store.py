@@ -10,7 +10,7 @@ import pytest
 import sqlite_utils
 
 from cityvisor.core.points import PointSpec, PointValue, Quality
-from cityvisor.core.store import JournalEntry, SqliteStore, TrendBucket
+from cityvisor.core.store import JournalEntry, JournalScope, SqliteStore, TrendBucket
 
 pytestmark = pytest.mark.anyio
 
@@ -107,6 +107,26 @@ async def test_journal_pages_with_before_id(store: SqliteStore):
         ["login 3", "login 2", "login 1"],
         ["login 0"],
     ]
+
+
+async def test_a_journal_scope_keeps_its_devices_zones_and_own_doings(store: SqliteStore):
+    for entry in (
+        JournalEntry("command", "mine", user="nora", device="tank-b"),
+        JournalEntry("command", "theirs", user="olivia", device="tank-a"),
+        JournalEntry("login", "olivia logs in", user="olivia"),
+        JournalEntry("login", "nora logs in", user="nora"),
+        JournalEntry("flood", "nord floods", data={"zone": "nord"}),
+        JournalEntry("flood", "centre floods", data={"zone": "centre"}),
+        JournalEntry("config", "site-wide"),
+        JournalEntry("command", "refused elsewhere", user="nora", device="tank-a"),
+    ):
+        await store.journal(entry)
+    scope = JournalScope(devices=frozenset({"tank-b"}), zones=frozenset({"nord"}), user="nora")
+    seen = await store.query_journal(scope=scope, limit=3)
+    assert [e.message for e in seen] == ["refused elsewhere", "nord floods", "nora logs in"]
+    page = await store.query_journal(scope=scope, before_id=seen[-1].id)
+    assert [e.message for e in page] == ["mine"]
+    assert len(await store.query_journal()) == 8
 
 
 async def test_journal_data_round_trips_as_json(store: SqliteStore):

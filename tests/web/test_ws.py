@@ -212,4 +212,4 @@ async def test_a_client_that_never_reads_is_dropped_and_the_hub_keeps_going(env:
     await ws_reader.close()
     await ws_sleeper.close()
     _, metrics = await reader.get("/metrics")
-    assert "cityvisor_websocket_dropped_total 1" in metrics
+    assert 'cityvisor_websocket_dropped_total{reason="send_queue_full"} 1' in metrics

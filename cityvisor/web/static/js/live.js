@@ -8,23 +8,24 @@
 
 import { applyAlarmEvent, Emitter, resetAlarms } from "./state.js";
 
-/** A glob of point ids as the server reads it: `*` within a level, `**` across levels. */
+/**
+ * A pattern of point ids as the server reads it (cityvisor/core/patterns.py):
+ * `*` and `?` within a level; `**` as a whole level, any number of levels
+ * (`a/**` matches `a` too); `**` inside a level is a `*`. Test it on `id + "/"`.
+ */
 export function globToRegExp(pattern) {
   let source = "";
-  for (let i = 0; i < pattern.length; i += 1) {
-    const c = pattern[i];
-    if (c === "*") {
-      if (pattern[i + 1] === "*") {
-        source += ".*";
-        i += 1;
-      } else {
-        source += "[^/]*";
-      }
-    } else if (c === "?") {
-      source += "[^/]";
-    } else {
-      source += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+  for (const level of pattern.split("/")) {
+    if (level === "**") {
+      source += "(?:[^/]*/)*";
+      continue;
     }
+    for (const c of level.replace(/\*+/g, "*")) {
+      if (c === "*") source += "[^/]*";
+      else if (c === "?") source += "[^/]";
+      else source += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+    }
+    source += "/";
   }
   return new RegExp(`^${source}$`);
 }
@@ -38,7 +39,8 @@ class Watch {
   }
 
   matches(id) {
-    return this.regexps.some((r) => r.test(id));
+    const level = `${id}/`;
+    return this.regexps.some((r) => r.test(level));
   }
 
   /** Stop receiving values. */
