@@ -33,8 +33,9 @@ MIN_INTEGER = -(2**63)
 MAX_TIME_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z in epoch milliseconds: the last time the API accepts."""
 
-# C0 controls but tab and newline, DEL, C1 controls: nothing an operator types.
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# C0 controls but tab, newline and carriage return, DEL, C1 controls: nothing an
+# operator types.
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _CONTROL_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -50,7 +51,7 @@ def text_problem(
     """Why ``value`` may not enter the system as field ``name``, or None when it may.
 
     Refused: a lone surrogate (not Unicode that can be stored), a C0/C1
-    control character (tab and newline are allowed when ``multiline``, for
+    control character (tab, newline and carriage return are allowed when ``multiline``, for
     comments written on several lines), more than ``max_length`` characters
     or fewer than ``min_length``. Everything else printable is accepted,
     letters of every script and characters beyond the BMP included.

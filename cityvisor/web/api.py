@@ -157,9 +157,11 @@ async def static_file(request: web.Request) -> web.StreamResponse:
         root = STATIC_ROOT.resolve()
         path = (root / relative).resolve()
         path.relative_to(root)
+        # A name longer than the file system allows is an OSError here, not a False.
+        found = path.is_file()
     except (ValueError, OSError):
-        raise ApiError(404, "not_found", "no such file") from None
-    if not path.is_file():
+        found = False
+    if not found:
         raise ApiError(404, "not_found", "no such file")
     return web.FileResponse(path, headers={hdrs.CACHE_CONTROL: "no-cache"})
 

@@ -173,7 +173,7 @@ class Routes:
 # --------------------------------------------------------------------------- schemas
 
 _ONE_LINE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-_MULTILINE = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+_MULTILINE = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
 
 
 def text_schema(
@@ -269,8 +269,8 @@ class Fields:
     ) -> str | None:
         """A string field (None when absent and no default), checked by
         :func:`~cityvisor.core.text.text_problem`: valid Unicode, at most
-        ``max_length`` characters, no control characters (newline and tab
-        allowed when ``multiline``)."""
+        ``max_length`` characters, no control characters (newline, carriage
+        return and tab allowed when ``multiline``)."""
         value = self.body.get(name)
         if value is None:
             if required:
