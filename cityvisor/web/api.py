@@ -235,7 +235,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     hub = _hub(request)
     form = request.content_type == "application/x-www-form-urlencoded"
     if form:
-        data = await request.post()
+        try:
+            data = await request.post()
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "bad_form", "the form is not UTF-8 text") from None
         body: dict[str, Any] = {k: v for k, v in data.items() if isinstance(v, str)}
     else:
         body = await json_body(request)

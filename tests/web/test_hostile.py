@@ -120,6 +120,23 @@ async def test_invalid_utf8_and_huge_numbers_in_a_raw_body_are_4xx(env: Env):
     no_internal_errors(env)
 
 
+async def test_a_login_form_with_bytes_that_are_not_utf8_is_refused_plainly(env: Env):
+    client = env.client()
+    for body in (
+        b"username=%ff%fe&password=x",
+        b"username=\xff\xfe&password=x",
+        b"username=a%00b&password=x",
+    ):
+        status, answer = await client.post(
+            "/api/v1/session",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            allow_redirects=False,
+        )
+        assert status in (303, 400, 422), (body, status, answer)
+    no_internal_errors(env)
+
+
 # --------------------------------------------------------------------------- big numbers
 
 
@@ -192,6 +209,9 @@ async def test_an_operator_may_not_approve_what_needs_a_supervisor(env: Env):
     assert [p["approver_role"] for p in theirs["approvals"]] == ["supervisor"]
     status, done = await sue.post(f"/api/v1/commands/approvals/{pending['approval_id']}/approve")
     assert status == 200 and done["approver"] == "sue"
+    # The approved command was journaled before it ran, with its author and its approver.
+    (sent,) = await env.hub.store.query_journal(kinds=["command_sent"])
+    assert sent.user == "sam" and sent.data["approver"] == "sue" and sent.data["id"] == done["id"]
     no_internal_errors(env)
 
 
