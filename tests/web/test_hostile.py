@@ -189,6 +189,29 @@ async def test_long_and_non_ascii_static_paths_are_404(env: Env):
     no_internal_errors(env)
 
 
+async def test_odd_path_parameters_are_4xx(env: Env):
+    sam = await env.login("sam")
+    odd = ["x" * 5000, "%ED%A0%80", "%00", "%FF%FE", "☃" * 300, "..%2F..%2F", "%0A%0D"]
+    for value in odd:
+        for method, path in (
+            ("GET", f"/api/v1/devices/{value}"),
+            ("GET", f"/api/v1/points/{value}/history"),
+            ("GET", f"/api/v1/points/{value}/history?bucket=1h"),
+            ("GET", f"/api/v1/alarms/{value}"),
+            ("GET", f"/api/v1/procedures/{value}"),
+            ("POST", f"/api/v1/alarms/{value}/ack"),
+            ("POST", f"/api/v1/alarms/{value}/steps/{value}"),
+            ("POST", f"/api/v1/devices/{value}/commands/{value}"),
+            ("POST", f"/api/v1/commands/confirm/{value}"),
+            ("POST", f"/api/v1/commands/approvals/{value}/approve"),
+            ("POST", f"/api/v1/commands/pending/{value}/cancel"),
+            ("DELETE", f"/api/v1/maintenance/{value}"),
+        ):
+            status, answer = await sam.request(method, path)
+            assert 400 <= status < 500, (method, path[:60], status, answer)
+    no_internal_errors(env)
+
+
 # --------------------------------------------------------------------------- approvals
 
 
@@ -277,3 +300,46 @@ async def test_every_class_of_hostile_text_costs_no_journal_entry_and_no_delay(e
     assert "cityvisor_http_internal_errors_total 0" in metrics
     assert "cityvisor_alarm_journal_write_errors_total 0" in metrics
     assert "cityvisor_journal_entries_replaced_total 0" in metrics
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def unbounded(node: Any, where: str) -> list[str]:
+    """Places in a JSON schema where a string has no maxLength or a number no maximum."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        kind = node.get("type")
+        # (a property named "type" is a schema, not a type name)
+        kinds = kind if isinstance(kind, list) else [kind] if isinstance(kind, str) else []
+        if "string" in kinds and not {"maxLength", "enum", "const"} & set(node):
+            found.append(f"{where}: text without maxLength")
+        if {"integer", "number"} & set(kinds) and "maximum" not in node:
+            found.append(f"{where}: number without maximum")
+        for key, value in node.items():
+            found += unbounded(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += unbounded(value, f"{where}[{index}]")
+    return found
+
+
+async def test_the_openapi_document_bounds_every_text_and_number_a_client_sends(env: Env):
+    client = await env.login("victor")
+    status, document = await client.get("/api/v1/openapi.json")
+    assert status == 200
+    found: list[str] = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query":
+                    found += unbounded(parameter["schema"], f"{method} {path}?{parameter['name']}")
+            body = operation.get("requestBody")
+            if body is not None:
+                found += unbounded(
+                    body["content"]["application/json"]["schema"], f"{method} {path}"
+                )
+    assert found == []
+    comment = document["paths"]["/api/v1/alarms/{id}/ack"]["post"]["requestBody"]
+    schema = comment["content"]["application/json"]["schema"]["properties"]["comment"]
+    assert schema["maxLength"] == 1000 and "\\u0000" in schema["pattern"]
