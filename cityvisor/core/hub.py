@@ -127,8 +127,14 @@ class Hub:
         """Raise the journal's alarm: an entry was written as a placeholder (its text made safe).
 
         The point and its alarm are created with the first placeholder, so a
-        hub whose journal never needed one shows neither.
+        hub whose journal never needed one shows neither (after a restart,
+        they come back while the alarm has a state to show, see :meth:`run`).
         """
+        self._declare_journal_alarm()
+        log.error("journal: %d entries replaced so far; last: %s", count, reason)
+        self.points.update(JOURNAL_REPLACED_POINT, count)
+
+    def _declare_journal_alarm(self) -> None:
         if JOURNAL_REPLACED_POINT not in self.points:
             self.points.register(
                 JOURNAL_REPLACED_POINT,
@@ -157,8 +163,6 @@ class Hub:
                 family="hub",
                 alarm_id=JOURNAL_REPLACED_ALARM,
             )
-        log.error("journal: %d entries replaced so far; last: %s", count, reason)
-        self.points.update(JOURNAL_REPLACED_POINT, count)
 
     # -- running -------------------------------------------------------------
 
@@ -170,6 +174,10 @@ class Hub:
                 await tg.start(self.store.run)
                 tg.start_soon(self.points.run, name="point delivery")
                 await tg.start(self.alarms.run)
+                if self.alarms.has_saved_state(JOURNAL_REPLACED_ALARM):
+                    # Not acknowledged before the restart: shown again (none replaced since).
+                    self._declare_journal_alarm()
+                    self.points.update(JOURNAL_REPLACED_POINT, 0)
                 await tg.start(self.commands.run)
                 await self.store.journal(
                     JournalEntry(

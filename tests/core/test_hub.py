@@ -244,3 +244,22 @@ async def test_a_replaced_journal_entry_raises_the_hubs_journal_alarm(tmp_path: 
         await hub.store.journal(JournalEntry(kind="note", message="\udc01"))
         assert hub.points.value(JOURNAL_REPLACED_POINT).value == 2
         tg.cancel_scope.cancel()
+
+
+async def test_an_unacknowledged_journal_alarm_is_shown_again_after_a_restart(tmp_path: Path):
+    hub = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await hub.store.journal(JournalEntry(kind="note", message="bad \udc00 text"))
+        await wait_alarm(hub, JOURNAL_REPLACED_ALARM, lambda a: a.active)
+        tg.cancel_scope.cancel()
+
+    again = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(again.run)
+        alarm = await wait_alarm(
+            again, JOURNAL_REPLACED_ALARM, lambda a: a.display_state == "rtn_unack"
+        )
+        assert alarm.annunciated and not alarm.acked  # still waiting for someone to look
+        assert again.points.value(JOURNAL_REPLACED_POINT).value == 0
+        tg.cancel_scope.cancel()
