@@ -889,6 +889,8 @@ class _Attempt:
     group: str | None = None
     pending: str | None = None
     requested_by: str | None = None
+    order_journaled: bool = False
+    """True for a target of a group order whose ``command_sent`` entry is written already."""
 
     @classmethod
     def of(cls, request: CommandRequest, started: float, **extra: Any) -> _Attempt:
@@ -1225,6 +1227,17 @@ class CommandBus:
         approval_comment: str = "",
         pending: str | None = None,
     ) -> GroupResult:
+        # One command_sent entry for the whole order, before any target is sent: a
+        # 10,000-lamp order costs one synced write up front, not one per lamp.
+        try:
+            await self._journal_group_sending(order, approver, confirmed_by, pending)
+        except JournalUnavailableError as error:
+            result = self._group_result(order, CommandOutcome.REFUSED, started)
+            try:
+                await self._journal_group(order, result, pending=pending, error=error)
+            except Exception:
+                log.exception("could not journal the refusal of group order %s", order.id)
+            raise
         results: list[CommandResult | None] = [None] * len(order.targets)
         # A semaphore, not a limiter: the parent takes a slot before it spawns, so a
         # 10,000-lamp order never has more than group_concurrency tasks alive.
@@ -1249,6 +1262,7 @@ class CommandBus:
                     approval_comment=approval_comment,
                     group=order.id,
                     pending=pending,
+                    order_journaled=True,
                 )
                 try:
                     results[index] = await self._attempt(attempt, gated=False)
@@ -1498,7 +1512,8 @@ class CommandBus:
                     self._check_online(device, spec)
                     self._check_interlocks(device, spec, member)
                     # The audit trail first: an order the journal did not take is not sent.
-                    await self._journal_sending(attempt, arguments)
+                    if not attempt.order_journaled:
+                        await self._journal_sending(attempt, arguments)
                 except CommandError as error:
                     refusal = error
                 else:
@@ -1877,39 +1892,78 @@ class CommandBus:
             log.exception("could not journal the refusal of command %s", attempt.id)
         return error
 
-    async def _journal_sending(self, attempt: _Attempt, arguments: Mapping[str, Any]) -> None:
-        """Journal the order about to be sent; raise JournalUnavailableError if it cannot be."""
-        target = attempt.device_id or "?"
-        if attempt.member:
-            target += f"/{attempt.member}"
+    async def _journal_group_sending(
+        self,
+        order: _GroupOrder,
+        approver: str | None,
+        confirmed_by: str | None,
+        pending: str | None,
+    ) -> None:
+        """Journal a group order about to be sent to its targets, or raise JournalUnavailableError.
+
+        Each target's outcome follows as its own ``command`` entry with ``group`` set.
+        """
+        criteria = ", ".join(f"{k}={v}" for k, v in order.selector.items())
+        await self._write_sending(
+            JournalEntry(
+                kind="command_sent",
+                message=f"group {order.command} ({criteria}) to {len(order.targets)} targets: sending"[
+                    :500
+                ],
+                user=order.user.name,
+                data={
+                    "group": order.id,
+                    "command": order.command,
+                    "arguments": _bounded_arguments(order.arguments),
+                    "selector": order.selector,
+                    "targets": len(order.targets),
+                    "approver": approver,
+                    "confirmed_by": confirmed_by,
+                    "origin": order.origin,
+                    "comment": order.comment,
+                    "pending": pending,
+                },
+            ),
+            order.id,
+        )
+
+    async def _write_sending(self, entry: JournalEntry, what: str) -> None:
         try:
-            await self.store.journal(
-                JournalEntry(
-                    kind="command_sent",
-                    message=f"{attempt.command} on {target}: sent"[:500],
-                    user=attempt.user.name,
-                    device=attempt.device_id,
-                    data={
-                        "id": attempt.id,
-                        "command": attempt.command,
-                        "member": attempt.member,
-                        "arguments": _bounded_arguments(arguments),
-                        "approver": attempt.approver,
-                        "confirmed_by": attempt.confirmed_by,
-                        "origin": attempt.origin,
-                        "comment": attempt.comment,
-                        "group": attempt.group,
-                        "pending": attempt.pending,
-                    },
-                )
-            )
+            await self.store.journal(entry)
         except Exception as error:
-            log.exception("could not journal command %s before sending it", attempt.id)
+            log.exception("could not journal command %s before sending it", what)
             raise JournalUnavailableError(
                 f"the journal could not record the command ({type(error).__name__}): not sent",
                 f"le journal n'a pas pu enregistrer la commande ({type(error).__name__}) : "
                 "non envoyée",
             ) from error
+
+    async def _journal_sending(self, attempt: _Attempt, arguments: Mapping[str, Any]) -> None:
+        """Journal the order about to be sent; raise JournalUnavailableError if it cannot be."""
+        target = attempt.device_id or "?"
+        if attempt.member:
+            target += f"/{attempt.member}"
+        await self._write_sending(
+            JournalEntry(
+                kind="command_sent",
+                message=f"{attempt.command} on {target}: sending"[:500],
+                user=attempt.user.name,
+                device=attempt.device_id,
+                data={
+                    "id": attempt.id,
+                    "command": attempt.command,
+                    "member": attempt.member,
+                    "arguments": _bounded_arguments(arguments),
+                    "approver": attempt.approver,
+                    "confirmed_by": attempt.confirmed_by,
+                    "origin": attempt.origin,
+                    "comment": attempt.comment,
+                    "group": attempt.group,
+                    "pending": attempt.pending,
+                },
+            ),
+            attempt.id,
+        )
 
     async def _record(
         self,

@@ -290,6 +290,22 @@ async def test_a_command_the_journal_cannot_record_is_refused_and_never_sent(tmp
         await store.close()
 
 
+async def test_a_group_order_the_journal_cannot_record_reaches_no_target(tmp_path):
+    store = RefusingSentStore(tmp_path / "full.sqlite")
+    await store.open()
+    try:
+        async with city(store, lambda p: [gate(p, "g1"), gate(p, "g2")]) as c:
+            with pytest.raises(JournalUnavailableError):
+                await c.bus.execute_group(
+                    "record", {"step": 1, "note": "x"}, ALICE, family="access"
+                )
+            assert all(d.events == [] for d in c.devices.values())  # type: ignore[attr-defined]
+            [entry] = await c.journal()
+            assert entry.data["outcome"] == "refused" and entry.data["targets"] == 2
+    finally:
+        await store.close()
+
+
 async def test_a_member_command_waits_for_the_members_own_point(store):
     async with city(store, lambda p: [gate(p, "g1")]) as c:
         result = await c.bus.execute(request("g1", "move", member="gate2", opened=True))
@@ -712,6 +728,10 @@ async def test_a_group_order_by_zone_gives_a_result_per_device(store):
         assert order.data["summary"] == {"succeeded": 1, "refused": 1}
         assert {e.device for e in entries[:2]} == {"tank-1", "tank-2"}
         assert all(e.data["group"] == group.id for e in entries[:2])
+        # One order entry for the whole group, before any target was sent.
+        (sent,) = await c.store.query_journal(kinds=["command_sent"])
+        assert sent.data["group"] == group.id and sent.data["targets"] == 2
+        assert sent.id is not None and all(sent.id < e.id for e in entries if e.id is not None)
 
 
 async def test_a_group_order_reaches_every_member_of_a_per_member_command(store):
