@@ -12,7 +12,8 @@ arguments, authorises the user (role and zone), checks that the device is
 online and that the interlocks hold, then either runs the command or parks
 it: *select before operate* (the same user confirms within
 ``confirm_within`` seconds) or *two-person approval* (another user with the
-command's rights approves within ``approve_within`` seconds). Commands to
+command's ``approver_role``, a supervisor by default, approves within
+``approve_within`` seconds). Commands to
 one device run one at a time, in arrival order; different devices run in
 parallel. A command succeeds when its handler returned in time and its
 feedback point reached the expected value. Every attempt, refused ones
@@ -1021,8 +1022,9 @@ class CommandBus:
         """Approve, and so run, a command waiting for a second person.
 
         The approver must be another user than its author, with the
-        command's role in the device's zone (in every target's zone for a
-        group order). Permissions, the device's state and the interlocks are
+        command's ``approver_role`` (supervisor unless declared otherwise,
+        never below the command's role) in the device's zone (in every
+        target's zone for a group order). Permissions, the device's state and the interlocks are
         checked again now.
         """
         started = anyio.current_time()
