@@ -327,6 +327,7 @@ def describe_device_type(device_type: type[DeviceType]) -> dict[str, Any]:
                 "role": str(spec.role),
                 "confirm": spec.confirm,
                 "two_person": spec.two_person,
+                "approver_role": str(spec.approver_role_needed),
                 "interlocks": [
                     {
                         "point": lock.point,
@@ -422,7 +423,7 @@ def _print_tree(report: Mapping[str, Any], out: TextIO) -> None:
                 if command["confirm"]:
                     details.append("confirm")
                 if command["two_person"]:
-                    details.append("two-person")
+                    details.append(f"two-person (approver: {command['approver_role']})")
                 for lock in command["interlocks"]:
                     if lock["equals"] is not None:
                         details.append(f"interlock {lock['point']} == {lock['equals']!r}")

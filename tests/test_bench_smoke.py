@@ -127,3 +127,20 @@ def test_patterns_benchmark_runs_quickly_and_prints_its_ratios():
     hostile = re.findall(r"cityvisor, hostile .*: \d+ ns/id \(([\d.]+) x raw\)", out)
     assert len(hostile) == 3, out
     assert re.search(r"backtracking, one id of \d+ characters: [\d,]+ ms", out)
+
+
+def test_command_audit_benchmark_runs_quickly_and_journals_every_order():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.command_audit", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline: 2 synced rows per command\s+[\d,]+/s", out)
+    for label in ("(a) CommandBus, one at a time", "(b) CommandBus", "(c) CommandBus"):
+        assert re.search(re.escape(label) + r".*\s+[\d,]+/s\s+[\d.]+ x baseline", out), label
+    assert re.search(r"command_sent entries: ([\d,]+) of \1\n", out), out

@@ -1154,6 +1154,14 @@ class AlarmManager:
     def __contains__(self, alarm_id: object) -> bool:
         return alarm_id in self._alarms
 
+    def has_saved_state(self, alarm_id: str) -> bool:
+        """True if the store held a state for ``alarm_id`` when the manager started.
+
+        For an alarm created on demand (the hub's journal alarm): added again
+        after a restart, it takes that state back.
+        """
+        return alarm_id in (self._saved or {})
+
     def alarms(
         self,
         zone: str | None = None,

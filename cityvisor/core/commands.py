@@ -12,11 +12,18 @@ arguments, authorises the user (role and zone), checks that the device is
 online and that the interlocks hold, then either runs the command or parks
 it: *select before operate* (the same user confirms within
 ``confirm_within`` seconds) or *two-person approval* (another user with the
-command's rights approves within ``approve_within`` seconds). Commands to
+command's ``approver_role``, a supervisor by default, approves within
+``approve_within`` seconds). Commands to
 one device run one at a time, in arrival order; different devices run in
 parallel. A command succeeds when its handler returned in time and its
 feedback point reached the expected value. Every attempt, refused ones
 included, is written to the journal before the caller hears the outcome.
+
+Nothing reaches a device unaudited: the order is journaled (kind
+``command_sent``, with the attempt's id) *before* its handler is called, and
+its outcome (kind ``command``, same id) after. When the journal cannot take
+the first entry, the command is refused (``journal_unavailable``) and never
+sent.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from anyio.abc import TaskStatus
 from .alarms import text
 from .points import PointDB, PointValue, now_ms
 from .store import JournalEntry, Store
+from .text import MAX_INTEGER, MIN_INTEGER, integer_problem, shown, text_problem
 from .users import Role, User
 
 if TYPE_CHECKING:  # devices.py imports this module: the type is only needed for hints
@@ -58,6 +66,7 @@ __all__ = [
     "Interlock",
     "InterlockedError",
     "InvalidArgumentsError",
+    "JournalUnavailableError",
     "NotPermittedError",
     "Param",
     "PendingCommand",
@@ -95,7 +104,12 @@ class Param:
     max_length: int | None = None
 
     def validate(self, name: str, value: Any) -> Any:
-        """Return ``value`` converted to the parameter's type; raise ValueError saying why not."""
+        """Return ``value`` converted to the parameter's type; raise ValueError saying why not.
+
+        Beyond the declared range, integers must fit SQLite's 64 bits, numbers
+        must be finite and text must pass :func:`~cityvisor.core.text.text_problem`
+        (valid Unicode, no control characters).
+        """
         if value is None:
             if self.required and self.default is None:
                 raise ValueError(f"{name} is required")
@@ -103,32 +117,39 @@ class Param:
         dtype = self.dtype
         if dtype is bool:
             if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, not {value!r}")
+                raise ValueError(f"{name} must be true or false, not {shown(value)}")
         elif dtype is int:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be an integer, not {value!r}")
+                raise ValueError(f"{name} must be an integer, not {shown(value)}")
             if isinstance(value, float):
                 if not value.is_integer():
-                    raise ValueError(f"{name} must be an integer, not {value!r}")
+                    raise ValueError(f"{name} must be an integer, not {shown(value)}")
                 value = int(value)
+            problem = integer_problem(name, value)
+            if problem is not None:
+                raise ValueError(problem)
         elif dtype is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be a number, not {value!r}")
-            value = float(value)
-            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"{name} must be a number, not {shown(value)}")
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond every float: 10**400
+                raise ValueError(f"{name} must be a finite number") from None
+            if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number")
         elif dtype is str:
             if not isinstance(value, str):
-                raise ValueError(f"{name} must be a string, not {value!r}")
-            if self.max_length is not None and len(value) > self.max_length:
-                raise ValueError(f"{name} must be at most {self.max_length} characters")
+                raise ValueError(f"{name} must be a string, not {shown(value)}")
+            problem = text_problem(name, value, max_length=self.max_length or 1000)
+            if problem is not None:
+                raise ValueError(problem)
         if self.choices is not None and value not in self.choices:
             choices = ", ".join(repr(c) for c in self.choices)
-            raise ValueError(f"{name} must be one of {choices}, not {value!r}")
+            raise ValueError(f"{name} must be one of {choices}, not {shown(value)}")
         if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"{name} must be >= {self.minimum}, not {value!r}")
+            raise ValueError(f"{name} must be >= {self.minimum}, not {shown(value)}")
         if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"{name} must be <= {self.maximum}, not {value!r}")
+            raise ValueError(f"{name} must be <= {self.maximum}, not {shown(value)}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
@@ -137,8 +158,12 @@ class Param:
         schema: dict[str, Any] = {"type": types[self.dtype]}
         if self.minimum is not None:
             schema["minimum"] = self.minimum
+        elif self.dtype is int:
+            schema["minimum"] = MIN_INTEGER
         if self.maximum is not None:
             schema["maximum"] = self.maximum
+        elif self.dtype is int:
+            schema["maximum"] = MAX_INTEGER
         if self.choices is not None:
             schema["enum"] = list(self.choices)
         if self.max_length is not None:
@@ -305,6 +330,8 @@ class CommandSpec:
     confirm_within: float = 30.0
     two_person: bool = False
     approve_within: float = 120.0
+    approver_role: Role = Role.SUPERVISOR
+    """The lowest role that may approve it when it needs a second person (never below ``role``)."""
     interlocks: Sequence[Interlock] = ()
     feedback: Feedback | None = None
     timeout: float = 10.0
@@ -314,6 +341,11 @@ class CommandSpec:
     """False for a command that changes only what the hub keeps for the device (a
     door's lockdown mode, a camera's watch flag): it is accepted while the
     equipment is unreachable, and the driver applies it when the link is back."""
+
+    @property
+    def approver_role_needed(self) -> Role:
+        """The role an approver needs: ``approver_role``, or ``role`` if that is higher."""
+        return max(self.role, self.approver_role)
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Check and convert arguments; raise ValueError listing every problem."""
@@ -329,7 +361,9 @@ class CommandSpec:
         problems: list[str] = []
         unknown = set(arguments) - set(self.params)
         if unknown:
-            problems.append("unknown argument(s): " + ", ".join(sorted(unknown)))
+            named = ", ".join(_plain(name) for name in sorted(unknown, key=str)[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            problems.append(f"unknown argument(s): {named}{more}")
         clean: dict[str, Any] = {}
         for name, param in self.params.items():
             try:
@@ -356,6 +390,7 @@ def command(
     confirm_within: float = 30.0,
     two_person: bool = False,
     approve_within: float = 120.0,
+    approver_role: str | Role = "supervisor",
     interlocks: Sequence[Interlock] = (),
     feedback: Feedback | None = None,
     timeout: float = 10.0,
@@ -378,7 +413,9 @@ def command(
 
     Options: ``role`` needed to send it; ``confirm`` (select, then operate
     within ``confirm_within`` seconds); ``two_person`` (a second user
-    approves within ``approve_within`` seconds); ``interlocks`` that must
+    approves within ``approve_within`` seconds); ``approver_role``, the
+    lowest role that may approve (``"supervisor"`` unless said; the approver
+    also needs ``role`` when it is higher); ``interlocks`` that must
     hold; ``feedback`` that proves success; ``timeout`` for the handler;
     ``requires_online=False`` for a command that only changes hub-side state
     and may be sent while the equipment is unreachable. The docstring of the method is the command's documentation unless
@@ -402,6 +439,7 @@ def command(
             confirm_within=confirm_within,
             two_person=two_person,
             approve_within=approve_within,
+            approver_role=Role.parse(approver_role),
             interlocks=tuple(interlocks),
             feedback=feedback,
             timeout=timeout,
@@ -586,6 +624,13 @@ class DeviceBusyError(CommandError):
 
     status = 503
     code = "device_busy"
+
+
+class JournalUnavailableError(CommandError):
+    """The journal could not record the order: it is not sent (nothing runs unaudited)."""
+
+    status = 503
+    code = "journal_unavailable"
 
 
 class TooManyPendingError(CommandError):
@@ -791,6 +836,8 @@ class PendingCommand:
     member: str | None = None
     zone: str | None = None
     role: Role = Role.OPERATOR
+    approver_role: Role = Role.SUPERVISOR
+    """For an approval request: the lowest role that may approve or reject it."""
     group: _GroupOrder | None = None
 
     @property
@@ -810,6 +857,7 @@ class PendingCommand:
             "member": self.member,
             "zone": self.zone,
             "role": str(self.role),
+            "approver_role": str(self.approver_role) if self.kind == "approval" else None,
             "requested_by": self.requested_by.name,
             "comment": self.comment,
             "origin": self.origin,
@@ -842,6 +890,8 @@ class _Attempt:
     group: str | None = None
     pending: str | None = None
     requested_by: str | None = None
+    order_journaled: bool = False
+    """True for a target of a group order whose ``command_sent`` entry is written already."""
 
     @classmethod
     def of(cls, request: CommandRequest, started: float, **extra: Any) -> _Attempt:
@@ -862,6 +912,13 @@ class _Attempt:
 
 def _new_id() -> str:
     return secrets.token_hex(8)
+
+
+def _plain(name: Any) -> str:
+    """A name for a message: as it is when it is plain text, else its shortened repr."""
+    if isinstance(name, str) and text_problem("name", name, max_length=60) is None:
+        return name
+    return shown(name, 60)
 
 
 def _ms_since(started: float) -> int:
@@ -965,8 +1022,9 @@ class CommandBus:
         """Approve, and so run, a command waiting for a second person.
 
         The approver must be another user than its author, with the
-        command's role in the device's zone (in every target's zone for a
-        group order). Permissions, the device's state and the interlocks are
+        command's ``approver_role`` (supervisor unless declared otherwise,
+        never below the command's role) in the device's zone (in every
+        target's zone for a group order). Permissions, the device's state and the interlocks are
         checked again now.
         """
         started = anyio.current_time()
@@ -1102,6 +1160,7 @@ class CommandBus:
                     origin=origin,
                     within=min(s.approve_within if approval else s.confirm_within for s in specs),
                     role=max(s.role for s in specs),
+                    approver_role=max(s.approver_role_needed for s in specs),
                     group=order,
                 )
         except CommandError as error:
@@ -1170,6 +1229,17 @@ class CommandBus:
         approval_comment: str = "",
         pending: str | None = None,
     ) -> GroupResult:
+        # One command_sent entry for the whole order, before any target is sent: a
+        # 10,000-lamp order costs one synced write up front, not one per lamp.
+        try:
+            await self._journal_group_sending(order, approver, confirmed_by, pending)
+        except JournalUnavailableError as error:
+            result = self._group_result(order, CommandOutcome.REFUSED, started)
+            try:
+                await self._journal_group(order, result, pending=pending, error=error)
+            except Exception:
+                log.exception("could not journal the refusal of group order %s", order.id)
+            raise
         results: list[CommandResult | None] = [None] * len(order.targets)
         # A semaphore, not a limiter: the parent takes a slot before it spawns, so a
         # 10,000-lamp order never has more than group_concurrency tasks alive.
@@ -1194,6 +1264,7 @@ class CommandBus:
                     approval_comment=approval_comment,
                     group=order.id,
                     pending=pending,
+                    order_journaled=True,
                 )
                 try:
                     results[index] = await self._attempt(attempt, gated=False)
@@ -1442,6 +1513,9 @@ class CommandBus:
                     # the device changed (a maintenance switch, a vehicle on the loop).
                     self._check_online(device, spec)
                     self._check_interlocks(device, spec, member)
+                    # The audit trail first: an order the journal did not take is not sent.
+                    if not attempt.order_journaled:
+                        await self._journal_sending(attempt, arguments)
                 except CommandError as error:
                     refusal = error
                 else:
@@ -1470,7 +1544,10 @@ class CommandBus:
     async def _carry_out(
         self, device: DeviceType, spec: CommandSpec, member: str | None, arguments: dict[str, Any]
     ) -> tuple[CommandOutcome, str, Any]:
-        """Call the handler under its timeout, then wait for the feedback."""
+        """Call the handler under its timeout, then wait for the feedback.
+
+        Only :meth:`_run` calls it, once :meth:`_journal_sending` has written the order.
+        """
         target_args = (device, member) if spec.per is not None else (device,)
         with anyio.move_on_after(spec.timeout) as scope:
             try:
@@ -1528,6 +1605,7 @@ class CommandBus:
         origin: str,
         within: float,
         role: Role,
+        approver_role: Role = Role.SUPERVISOR,
         device: DeviceType | None = None,
         member: str | None = None,
         group: _GroupOrder | None = None,
@@ -1557,6 +1635,7 @@ class CommandBus:
             member=member,
             zone=device.zone if device is not None else None,
             role=role,
+            approver_role=approver_role,
             group=group,
         )
         registry[pending_id] = pending
@@ -1581,6 +1660,7 @@ class CommandBus:
             origin=request.origin,
             within=spec.approve_within if kind == "approval" else spec.confirm_within,
             role=spec.role,
+            approver_role=spec.approver_role_needed,
             device=device,
             member=request.member,
         )
@@ -1667,11 +1747,11 @@ class CommandBus:
                 "a command needing two people cannot be approved by its author",
                 "une commande à deux personnes ne peut pas être validée par son auteur",
             )
-        if not user.has_role(pending.role):
+        if not user.has_role(pending.approver_role):
             return NotPermittedError(
-                f"approving {pending.command} needs the {pending.role} role; "
+                f"approving {pending.command} needs the {pending.approver_role} role; "
                 f"{user.name} is {user.role}",
-                f"valider {pending.command} demande le rôle {pending.role} ; "
+                f"valider {pending.command} demande le rôle {pending.approver_role} ; "
                 f"{user.name} est {user.role}",
             )
         if pending.group is not None:
@@ -1803,10 +1883,89 @@ class CommandBus:
 
     async def _refused(self, attempt: _Attempt, error: CommandError) -> CommandError:
         """Journal a refusal; return the error, carrying its result, for the caller to raise."""
-        error.result = await self._record(
-            attempt, CommandOutcome.REFUSED, detail=error.message, error=error
-        )
+        try:
+            error.result = await self._record(
+                attempt, CommandOutcome.REFUSED, detail=error.message, error=error
+            )
+        except Exception:
+            if not isinstance(error, JournalUnavailableError):
+                raise
+            # The journal that refused the order refuses its refusal too: nothing was sent.
+            log.exception("could not journal the refusal of command %s", attempt.id)
         return error
+
+    async def _journal_group_sending(
+        self,
+        order: _GroupOrder,
+        approver: str | None,
+        confirmed_by: str | None,
+        pending: str | None,
+    ) -> None:
+        """Journal a group order about to be sent to its targets, or raise JournalUnavailableError.
+
+        Each target's outcome follows as its own ``command`` entry with ``group`` set.
+        """
+        criteria = ", ".join(f"{k}={v}" for k, v in order.selector.items())
+        await self._write_sending(
+            JournalEntry(
+                kind="command_sent",
+                message=f"group {order.command} ({criteria}) to {len(order.targets)} targets: sending"[
+                    :500
+                ],
+                user=order.user.name,
+                data={
+                    "group": order.id,
+                    "command": order.command,
+                    "arguments": _bounded_arguments(order.arguments),
+                    "selector": order.selector,
+                    "targets": len(order.targets),
+                    "approver": approver,
+                    "confirmed_by": confirmed_by,
+                    "origin": order.origin,
+                    "comment": order.comment,
+                    "pending": pending,
+                },
+            ),
+            order.id,
+        )
+
+    async def _write_sending(self, entry: JournalEntry, what: str) -> None:
+        try:
+            await self.store.journal(entry)
+        except Exception as error:
+            log.exception("could not journal command %s before sending it", what)
+            raise JournalUnavailableError(
+                f"the journal could not record the command ({type(error).__name__}): not sent",
+                f"le journal n'a pas pu enregistrer la commande ({type(error).__name__}) : "
+                "non envoyée",
+            ) from error
+
+    async def _journal_sending(self, attempt: _Attempt, arguments: Mapping[str, Any]) -> None:
+        """Journal the order about to be sent; raise JournalUnavailableError if it cannot be."""
+        target = attempt.device_id or "?"
+        if attempt.member:
+            target += f"/{attempt.member}"
+        await self._write_sending(
+            JournalEntry(
+                kind="command_sent",
+                message=f"{attempt.command} on {target}: sending"[:500],
+                user=attempt.user.name,
+                device=attempt.device_id,
+                data={
+                    "id": attempt.id,
+                    "command": attempt.command,
+                    "member": attempt.member,
+                    "arguments": _bounded_arguments(arguments),
+                    "approver": attempt.approver,
+                    "confirmed_by": attempt.confirmed_by,
+                    "origin": attempt.origin,
+                    "comment": attempt.comment,
+                    "group": attempt.group,
+                    "pending": attempt.pending,
+                },
+            ),
+            attempt.id,
+        )
 
     async def _record(
         self,

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
-from .alarms import Alarm, AlarmManager, Transition
+from .alarms import Alarm, AlarmManager, Transition, alarm
 from .commands import CommandBus
 from .devices import DeviceType, Resources, Supervisor
 from .plugins import PluginManager, collect_device_types
-from .points import PointDB
+from .points import DataType, PointDB, PointSpec
 from .store import JournalEntry, SqliteStore, Store
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
 """Seconds the hub allows itself to flush and close after cancellation."""
+
+JOURNAL_REPLACED_POINT = "hub/journal/replaced_entries"
+"""Journal entries written as a placeholder since the hub started (appears with the first)."""
+JOURNAL_REPLACED_ALARM = "hub:journal_replaced"
+"""The alarm raised when the journal had to write a placeholder instead of an entry."""
 
 
 class Hub:
@@ -115,6 +120,49 @@ class Hub:
             self.alarms.add_procedure(procedure.to_procedure())
         store = self.store
         self.points.add_listener(lambda point, value: store.record(value, point.spec))
+        if hasattr(store, "on_journal_replaced"):
+            store.on_journal_replaced = self._journal_replaced
+
+    def _journal_replaced(self, count: int, reason: str) -> None:
+        """Raise the journal's alarm: an entry was written as a placeholder (its text made safe).
+
+        The point and its alarm are created with the first placeholder, so a
+        hub whose journal never needed one shows neither (after a restart,
+        they come back while the alarm has a state to show, see :meth:`run`).
+        """
+        self._declare_journal_alarm()
+        log.error("journal: %d entries replaced so far; last: %s", count, reason)
+        self.points.update(JOURNAL_REPLACED_POINT, count)
+
+    def _declare_journal_alarm(self) -> None:
+        if JOURNAL_REPLACED_POINT not in self.points:
+            self.points.register(
+                JOURNAL_REPLACED_POINT,
+                PointSpec(
+                    "replaced_entries",
+                    DataType.INT,
+                    doc={
+                        "fr": "Entrées du journal écrites en remplacement depuis le démarrage",
+                        "en": "Journal entries written as a placeholder since start",
+                    },
+                ),
+                family="hub",
+            )
+            self.alarms.add(
+                alarm(
+                    JOURNAL_REPLACED_POINT,
+                    high=0,
+                    priority="high",
+                    name="journal_replaced",
+                    message={
+                        "fr": "Une entrée du journal a dû être remplacée (voir le journal)",
+                        "en": "A journal entry had to be replaced (see the journal)",
+                    },
+                ),
+                JOURNAL_REPLACED_POINT,
+                family="hub",
+                alarm_id=JOURNAL_REPLACED_ALARM,
+            )
 
     # -- running -------------------------------------------------------------
 
@@ -126,6 +174,10 @@ class Hub:
                 await tg.start(self.store.run)
                 tg.start_soon(self.points.run, name="point delivery")
                 await tg.start(self.alarms.run)
+                if self.alarms.has_saved_state(JOURNAL_REPLACED_ALARM):
+                    # Not acknowledged before the restart: shown again (none replaced since).
+                    self._declare_journal_alarm()
+                    self.points.update(JOURNAL_REPLACED_POINT, 0)
                 await tg.start(self.commands.run)
                 await self.store.journal(
                     JournalEntry(

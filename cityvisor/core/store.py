@@ -10,6 +10,11 @@ Two kinds of writes, two guarantees:
 - the **journal** (alarm transitions, acknowledgements, commands, logins,
   configuration changes) is written and synced *before* the call returns:
   nothing is reported done that is not on disk;
+- a journal entry that cannot be written as it is (text that has no UTF-8
+  form, a number beyond SQLite's range, data JSON cannot hold) is written
+  as a **placeholder** in its place: the same entry with its text made safe
+  and ``data["replaced"]`` saying what was changed and why. One bad entry
+  never stops the entries behind it, and is never silently dropped;
 - **history** is buffered in memory (bounded) and written in batches at
   least every ``flush_interval`` seconds; it is the only thing a crash can
   lose, and only its last second.
@@ -35,6 +40,7 @@ import anyio
 import sqlite_utils
 
 from .points import PointSpec, PointValue, Quality, QualityStatus, now_ms
+from .text import MAX_INTEGER, MIN_INTEGER, safe_text
 
 __all__ = ["JournalEntry", "JournalScope", "SqliteStore", "Store", "TrendBucket"]
 
@@ -243,6 +249,12 @@ class SqliteStore(Store):
         self.history_written = 0
         self.history_rejected = 0
         """Changes SQLite could not store (a value out of its range), skipped and logged."""
+        self.journal_replaced = 0
+        """Journal entries written as a placeholder because they could not be written as sent."""
+        self.on_journal_replaced: Callable[[int, str], None] | None = None
+        """Called on the event loop with the count and the last reason when it grows."""
+        self._replaced_reported = 0
+        self._replaced_reason = ""
         # Flat: five scalars per change, not a tuple. A tuple per queued change is
         # a garbage-collected object that lives until the flush; a million of
         # them trigger full collections over the whole point database.
@@ -343,11 +355,54 @@ class SqliteStore(Store):
     # -- journal -----------------------------------------------------------
 
     async def journal(self, entry: JournalEntry) -> JournalEntry:
-        """Write ``entry`` durably; return it with its id and timestamp."""
-        return await self._run(self._journal_sync, entry)
+        """Write ``entry`` durably; return it with its id and timestamp.
+
+        An entry that cannot be written as it is comes back as the
+        placeholder written in its place (see the module's docstring).
+        """
+        try:
+            return await self._run(self._journal_sync, entry)
+        finally:
+            self._report_replaced()
+
+    def _report_replaced(self) -> None:
+        """Tell the hub (on the event loop, never from the store's thread) of new placeholders."""
+        count = self.journal_replaced
+        if count == self._replaced_reported:
+            return
+        self._replaced_reported = count
+        if self.on_journal_replaced is not None:
+            try:
+                self.on_journal_replaced(count, self._replaced_reason)
+            except Exception:  # the journal goes on whatever the listener does
+                log.exception("on_journal_replaced failed")
 
     def _journal_sync(self, entry: JournalEntry) -> JournalEntry:
         ts = entry.ts or now_ms()
+        try:
+            data = json.dumps(dict(entry.data), default=str, ensure_ascii=False)
+            return self._insert_journal(entry, ts, data)
+        except _ROW_ERRORS as error:
+            # This entry, not the database: write what can be written of it, and say so.
+            reason = f"{type(error).__name__}: {safe_text(str(error))[:200]}"
+            placeholder = _placeholder(entry, ts, reason)
+            written = self._insert_journal(
+                placeholder,
+                placeholder.ts,
+                json.dumps(placeholder.data, default=str, ensure_ascii=False),
+            )
+            self.journal_replaced += 1
+            self._replaced_reason = reason
+            log.error(
+                "journal entry %s (%s) could not be written as sent (%s): placeholder %s written",
+                safe_text(str(entry.kind))[:40],
+                safe_text(str(entry.message))[:80],
+                reason,
+                written.id,
+            )
+            return written
+
+    def _insert_journal(self, entry: JournalEntry, ts: int, data: str) -> JournalEntry:
         cursor = self.db.conn.execute(
             "INSERT INTO journal (ts, kind, message, user, device, point, alarm, data)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -359,7 +414,7 @@ class SqliteStore(Store):
                 entry.device,
                 entry.point,
                 entry.alarm,
-                json.dumps(dict(entry.data), default=str, ensure_ascii=False),
+                data,
             ),
         )
         return JournalEntry(
@@ -461,7 +516,10 @@ class SqliteStore(Store):
         """Write many alarm states and their journal entries in one transaction."""
         if not items:
             return []
-        return await self._run(self._save_alarm_states, list(items))
+        try:
+            return await self._run(self._save_alarm_states, list(items))
+        finally:
+            self._report_replaced()
 
     def _save_alarm_states(self, items: list[AlarmStateWrite]) -> list[JournalEntry | None]:
         conn = self.db.conn
@@ -480,7 +538,7 @@ class SqliteStore(Store):
                         "INSERT INTO alarm_state (key, state, updated) VALUES (?, ?, ?)"
                         " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
                         " updated = excluded.updated",
-                        (key, json.dumps(dict(state), default=str), updated),
+                        (key, _state_json(state), updated),
                     )
             conn.execute("COMMIT")
         except BaseException:
@@ -760,6 +818,101 @@ class SqliteStore(Store):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.flush_history()
+
+
+_ROW_ERRORS = (
+    ValueError,  # UnicodeEncodeError (a lone surrogate), a circular structure, a huge int
+    TypeError,  # data JSON cannot hold
+    OverflowError,  # an integer beyond SQLite's 64 bits
+    RecursionError,  # data nested too deep
+    sqlite3.InterfaceError,  # a value SQLite cannot bind
+    sqlite3.ProgrammingError,
+    sqlite3.IntegrityError,  # a missing kind
+)
+"""Errors that belong to one journal entry, not to the database: the entry is replaced.
+
+Anything else (disk full, I/O error, a locked or closed database) is raised:
+the caller keeps the entry and tries again, nothing is replaced. If writing
+the placeholder fails too, that error is raised.
+"""
+
+
+def _state_json(state: Mapping[str, Any]) -> str:
+    """An alarm's state as JSON; what JSON cannot hold made safe rather than failing the batch."""
+    try:
+        return json.dumps(dict(state), default=str)
+    except _ROW_ERRORS:
+        return json.dumps(_storable_data(state), default=str)
+
+
+def _placeholder(entry: JournalEntry, ts: Any, reason: str) -> JournalEntry:
+    """What is written instead of ``entry``: its text made storable, and why."""
+    fields = []
+    if not (isinstance(ts, int) and 0 <= ts <= MAX_INTEGER):
+        fields.append("ts")
+        ts = now_ms()
+    texts: dict[str, str | None] = {}
+    for name in ("kind", "message", "user", "device", "point", "alarm"):
+        value = getattr(entry, name)
+        safe = None if value is None else _storable(value)
+        if safe != value or (name == "kind" and not safe):
+            fields.append(name)
+        texts[name] = safe
+    try:
+        json.dumps(dict(entry.data), default=str, ensure_ascii=False).encode("utf-8")
+        data_ok = True
+    except Exception:
+        data_ok = False
+    if not data_ok:
+        fields.append("data")
+    kept = _storable_data(entry.data)
+    if not isinstance(kept, dict):
+        kept = {"original": kept}
+    return JournalEntry(
+        kind=texts["kind"] or "journal",
+        message=texts["message"] or "",
+        user=texts["user"],
+        device=texts["device"],
+        point=texts["point"],
+        alarm=texts["alarm"],
+        data={
+            **kept,
+            "replaced": {"reason": reason, "fields": fields or ["unknown"]},
+        },
+        ts=ts,
+    )
+
+
+def _storable(value: Any) -> str:
+    """``value`` as text SQLite always stores: lone surrogates escaped, at most 10,000 characters."""
+    text = value if isinstance(value, str) else _short_repr(value)
+    return safe_text(text)[:10_000]
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        return repr(value)[:10_000]
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _storable_data(data: Any, depth: int = 0) -> Any:
+    """``data`` with everything JSON and SQLite cannot hold turned into safe text."""
+    if depth > 20:
+        return "<nested too deep>"
+    if data is None or isinstance(data, bool | float):
+        return data
+    if isinstance(data, int):
+        return data if MIN_INTEGER <= data <= MAX_INTEGER else _short_repr(data)
+    if isinstance(data, str):
+        return _storable(data)
+    if isinstance(data, Mapping):
+        return {_storable(key): _storable_data(value, depth + 1) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_storable_data(value, depth + 1) for value in data[:1000]]
+    return _storable(data)
 
 
 def _rows(flat: deque[Any]) -> Iterator[HistoryRow]:

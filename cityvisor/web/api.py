@@ -24,9 +24,11 @@ from ..core.commands import CommandRequest
 from ..core.patterns import MAX_LENGTH, MAX_WILDCARDS, PatternError, compile_pattern
 from ..core.points import Point, UnknownPointError, now_ms
 from ..core.store import JournalEntry, TrendBucket
+from ..core.text import MAX_INTEGER, shown, text_problem
 from ..core.users import User
 from . import metrics, openapi, ws
 from .app import HUB, STATE
+from .auth import MAX_PASSWORD, MAX_USER_NAME
 from .routing import (
     METRICS,
     PUBLIC,
@@ -34,6 +36,7 @@ from .routing import (
     Fields,
     Query,
     Routes,
+    integer_schema,
     invalid,
     json_body,
     parse_duration_ms,
@@ -41,6 +44,8 @@ from .routing import (
     query_list,
     query_str,
     query_time,
+    text_schema,
+    time_schema,
 )
 from .visibility import visibility
 
@@ -154,9 +159,11 @@ async def static_file(request: web.Request) -> web.StreamResponse:
         root = STATIC_ROOT.resolve()
         path = (root / relative).resolve()
         path.relative_to(root)
+        # A name longer than the file system allows is an OSError here, not a False.
+        found = path.is_file()
     except (ValueError, OSError):
-        raise ApiError(404, "not_found", "no such file") from None
-    if not path.is_file():
+        found = False
+    if not found:
         raise ApiError(404, "not_found", "no such file")
     return web.FileResponse(path, headers={hdrs.CACHE_CONTROL: "no-cache"})
 
@@ -204,7 +211,10 @@ def _session_json(request: web.Request, session: Any) -> dict[str, Any]:
     body={
         "type": "object",
         "required": ["username", "password"],
-        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+        "properties": {
+            "username": text_schema(MAX_USER_NAME, min_length=1),
+            "password": text_schema(MAX_PASSWORD),
+        },
     },
     responses={
         200: "logged in: the session cookie is set; the body has the CSRF token",
@@ -227,13 +237,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     hub = _hub(request)
     form = request.content_type == "application/x-www-form-urlencoded"
     if form:
-        data = await request.post()
+        try:
+            data = await request.post()
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "bad_form", "the form is not UTF-8 text") from None
         body: dict[str, Any] = {k: v for k, v in data.items() if isinstance(v, str)}
     else:
         body = await json_body(request)
     fields = Fields(body, allowed=["username", "password"])
-    name = fields.text("username", required=True, max_length=64, nonempty=True) or ""
-    password = fields.text("password", required=True, max_length=1024, strip=False) or ""
+    name = fields.text("username", required=True, max_length=MAX_USER_NAME, nonempty=True) or ""
+    password = fields.text("password", required=True, max_length=MAX_PASSWORD, strip=False) or ""
     fields.done()
     address = request.remote or ""
     wait = state.limiter.retry_after(name, address)
@@ -457,10 +470,10 @@ def _alarm_counts(hub: Hub) -> dict[str, dict[str, int]]:
     summary="Devices, with their communication status",
     tag="devices",
     query=[
-        Query("zone", {"type": "string"}, "only the devices of this zone"),
-        Query("family", {"type": "string"}, "only the devices of this family"),
-        Query("type", {"type": "string"}, "only the devices of this type"),
-        Query("tag", {"type": "string"}, "only the devices with this tag"),
+        Query("zone", text_schema(200), "only the devices of this zone"),
+        Query("family", text_schema(200), "only the devices of this family"),
+        Query("type", text_schema(200), "only the devices of this type"),
+        Query("tag", text_schema(200), "only the devices with this tag"),
     ],
     response_schema={
         "type": "object",
@@ -529,6 +542,7 @@ def _command_json(device: DeviceType, spec: Any, user: User) -> dict[str, Any]:
         "confirm_within_s": spec.confirm_within,
         "two_person": spec.two_person or spec.name in device.info.require_approval,
         "approve_within_s": spec.approve_within,
+        "approver_role": str(spec.approver_role_needed),
         "parameters": spec.json_schema(),
         "interlocks": [
             {
@@ -586,13 +600,13 @@ async def device(request: web.Request) -> web.StreamResponse:
     query=[
         Query(
             "pattern",
-            {"type": "string", "default": "**", "maxLength": MAX_LENGTH},
+            text_schema(MAX_LENGTH, default="**"),
             "glob over point ids: * within a level, ** as a level: any levels; "
             f"at most {MAX_WILDCARDS} wildcards",
         ),
         Query(
             "limit",
-            {"type": "integer", "default": 10000, "maximum": 100000},
+            integer_schema(1, 100_000, default=10_000),
             "most points returned",
         ),
     ],
@@ -628,19 +642,15 @@ async def points(request: web.Request) -> web.StreamResponse:
     tag="points",
     query=[
         Query(
-            "from",
-            {"type": ["integer", "string"]},
-            "start (epoch ms or ISO 8601; default: 24 h before `to`)",
+            "from", time_schema("start"), "start (epoch ms or ISO 8601; default: 24 h before `to`)"
         ),
-        Query("to", {"type": ["integer", "string"]}, "end, excluded (default: now)"),
+        Query("to", time_schema("end"), "end, excluded (default: now)"),
         Query(
             "bucket",
-            {"type": "string"},
-            "bucket width: ms, or 500ms, 30s, 5m, 1h, 1d; absent: raw values",
+            text_schema(40),
+            "bucket width: ms, or 500ms, 30s, 5m, 1h, 1d (at most 36600 d); absent: raw values",
         ),
-        Query(
-            "limit", {"type": "integer", "default": 10000, "maximum": 10000}, "most rows returned"
-        ),
+        Query("limit", integer_schema(1, 10_000, default=10_000), "most rows returned"),
     ],
     responses={200: "OK", 404: "unknown point", 422: "bad range or bucket"},
 )
@@ -728,14 +738,12 @@ def _result(result: Any) -> web.Response:
         "properties": {
             "arguments": {"type": "object", "description": "the command's parameters"},
             "member": {
+                **text_schema(100),
                 "type": ["string", "null"],
                 "description": "circuit, port... for a per-member command",
             },
-            "comment": {"type": "string", "maxLength": 500},
-            "confirmation": {
-                "type": "string",
-                "description": "a selection's token: operate it now",
-            },
+            "comment": text_schema(500, multiline=True),
+            "confirmation": text_schema(100, description="a selection's token: operate it now"),
         },
     },
     responses=_RESULT_RESPONSES,
@@ -749,7 +757,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
     fields = Fields(body, allowed=["arguments", "member", "comment", "confirmation"])
     arguments = fields.mapping("arguments")
     member = fields.text("member", max_length=100)
-    comment = fields.text("comment", default="", max_length=500) or ""
+    comment = fields.text("comment", default="", max_length=500, multiline=True) or ""
     confirmation = fields.text("confirmation", max_length=100)
     fields.done()
     request_ = CommandRequest(
@@ -789,16 +797,19 @@ async def confirm_command(request: web.Request) -> web.StreamResponse:
         "type": "object",
         "required": ["command"],
         "properties": {
-            "command": {"type": "string"},
+            "command": text_schema(100, min_length=1),
             "arguments": {"type": "object"},
-            "zone": {"type": "string"},
-            "family": {"type": "string"},
-            "tag": {"type": "string"},
-            "type": {"type": "string"},
+            "zone": text_schema(100),
+            "family": text_schema(100),
+            "tag": text_schema(100),
+            "type": text_schema(100),
             "members": {
-                "oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "string"}}]
+                "oneOf": [
+                    {"const": "all"},
+                    {"type": "array", "items": text_schema(100), "maxItems": 10_000},
+                ]
             },
-            "comment": {"type": "string", "maxLength": 500},
+            "comment": text_schema(500, multiline=True),
         },
     },
     responses=_RESULT_RESPONSES,
@@ -815,12 +826,20 @@ async def group_command(request: web.Request) -> web.StreamResponse:
     name = fields.text("command", required=True, max_length=100, nonempty=True)
     arguments = fields.mapping("arguments")
     selector = {key: fields.text(key, max_length=100) for key in ("zone", "family", "tag", "type")}
-    comment = fields.text("comment", default="", max_length=500) or ""
+    comment = fields.text("comment", default="", max_length=500, multiline=True) or ""
     members = body.get("members", "all")
     if not (
         members == "all" or (isinstance(members, list) and all(isinstance(m, str) for m in members))
     ):
         fields.problems.append('members must be "all" or a list of member names')
+    elif isinstance(members, list):
+        if len(members) > 10_000:
+            fields.problems.append("members lists at most 10000 names")
+        fields.problems.extend(
+            problem
+            for member in members[:10_000]
+            if (problem := text_problem("members", member, max_length=100))
+        )
     fields.done()
     assert name is not None
     result = await _hub(request).commands.execute_group(
@@ -872,12 +891,15 @@ async def confirmations(request: web.Request) -> web.StreamResponse:
     )
 
 
-_COMMENT_BODY = {"type": "object", "properties": {"comment": {"type": "string", "maxLength": 500}}}
+_COMMENT_BODY = {
+    "type": "object",
+    "properties": {"comment": text_schema(500, multiline=True)},
+}
 
 
 async def _comment(request: web.Request) -> str:
     fields = Fields(await json_body(request, required=False), allowed=["comment"])
-    comment = fields.text("comment", default="", max_length=500) or ""
+    comment = fields.text("comment", default="", max_length=500, multiline=True) or ""
     fields.done()
     return comment
 
@@ -930,6 +952,9 @@ async def cancel(request: web.Request) -> web.StreamResponse:
 
 # --------------------------------------------------------------------------- alarms
 
+MAX_SHELVE_S = 7 * 86_400
+"""The longest shelving the API documents (the alarm manager's own limit)."""
+
 _STATES = (
     "normal",
     "unack_active",
@@ -953,11 +978,11 @@ _STATES = (
             {"enum": ["annunciated", "active", "all"], "default": "annunciated"},
             "annunciated: what the operator must see; active: condition true, hidden or not; all",
         ),
-        Query("zone", {"type": "string"}, "only this zone"),
+        Query("zone", text_schema(200), "only this zone"),
         Query("priority", {"enum": ["low", "medium", "high", "critical"]}, "only this priority"),
         Query("state", {"enum": list(_STATES)}, "only this display state"),
-        Query("device", {"type": "string"}, "only this device's alarms"),
-        Query("family", {"type": "string"}, "only this family"),
+        Query("device", text_schema(200), "only this device's alarms"),
+        Query("family", text_schema(200), "only this family"),
     ],
 )
 async def alarms(request: web.Request) -> web.StreamResponse:
@@ -1003,7 +1028,11 @@ async def alarms(request: web.Request) -> web.StreamResponse:
     summary="Alarm-system performance (ISA-18.2)",
     tag="alarms",
     query=[
-        Query("period", {"type": "integer", "minimum": 60}, "seconds looked back (default: a day)")
+        Query(
+            "period",
+            integer_schema(60, 90 * 86_400),
+            "seconds looked back (default: a day)",
+        )
     ],
 )
 async def alarm_kpis(request: web.Request) -> web.StreamResponse:
@@ -1052,14 +1081,14 @@ _ALARM_RESPONSES = {
     "/api/v1/alarms/{id}/ack",
     summary="Acknowledge an alarm",
     tag="alarms",
-    body={"type": "object", "properties": {"comment": {"type": "string", "maxLength": 1000}}},
+    body={"type": "object", "properties": {"comment": text_schema(1000, multiline=True)}},
     responses=_ALARM_RESPONSES,
 )
 async def acknowledge(request: web.Request) -> web.StreamResponse:
     """Acknowledge an alarm in the user's name, with an optional comment (operator, in
     the alarm's zone); answers once it is journaled."""
     fields = Fields(await json_body(request, required=False), allowed=["comment"])
-    comment = fields.text("comment", default="", max_length=1000) or ""
+    comment = fields.text("comment", default="", max_length=1000, multiline=True) or ""
     fields.done()
     found = await _hub(request).alarms.acknowledge(
         request.match_info["id"], _user(request), comment
@@ -1076,8 +1105,13 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
         "type": "object",
         "required": ["duration", "reason"],
         "properties": {
-            "duration": {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
-            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "duration": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": MAX_SHELVE_S,
+                "description": "seconds, at most a week",
+            },
+            "reason": text_schema(1000, multiline=True, min_length=1),
         },
     },
     responses=_ALARM_RESPONSES,
@@ -1086,8 +1120,14 @@ async def shelve(request: web.Request) -> web.StreamResponse:
     """Shelve an alarm for ``duration`` seconds with a reason (supervisor); it comes back
     by itself when the time is up."""
     fields = Fields(await json_body(request), allowed=["duration", "reason"])
-    duration = fields.number("duration", required=True, minimum=0, exclusive_minimum=True)
-    reason = fields.text("reason", required=True, max_length=1000, nonempty=True)
+    duration = fields.number(
+        "duration",
+        required=True,
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=_hub(request).alarms.max_shelve,
+    )
+    reason = fields.text("reason", required=True, max_length=1000, nonempty=True, multiline=True)
     fields.done()
     assert duration is not None and reason is not None
     found = await _hub(request).alarms.shelve(
@@ -1119,7 +1159,7 @@ async def unshelve(request: web.Request) -> web.StreamResponse:
         "type": "object",
         "properties": {
             "out": {"type": "boolean", "default": True},
-            "reason": {"type": "string", "maxLength": 1000},
+            "reason": text_schema(1000, multiline=True),
         },
     },
     responses=_ALARM_RESPONSES,
@@ -1129,7 +1169,7 @@ async def out_of_service(request: web.Request) -> web.StreamResponse:
     service (``out``: false); supervisor."""
     fields = Fields(await json_body(request, required=False), allowed=["out", "reason"])
     out = fields.boolean("out", default=True)
-    reason = fields.text("reason", default="", max_length=1000) or ""
+    reason = fields.text("reason", default="", max_length=1000, multiline=True) or ""
     fields.done()
     found = await _hub(request).alarms.set_out_of_service(
         request.match_info["id"], _user(request), out, reason
@@ -1148,10 +1188,10 @@ async def out_of_service(request: web.Request) -> web.StreamResponse:
 async def procedure_step(request: web.Request) -> web.StreamResponse:
     """Tick (``done``: true, the default) or untick step ``n`` (0-based) of the alarm's
     operating procedure; journaled with the procedure's version."""
-    try:
-        step = int(request.match_info["n"])
-    except ValueError:
-        raise invalid([f"step must be an integer, not {request.match_info['n'][:20]!r}"]) from None
+    text = request.match_info["n"]
+    if not re.fullmatch(r"\d{1,6}", text):
+        raise invalid([f"step must be an integer from 0 to 999999, not {shown(text)}"])
+    step = int(text)
     fields = Fields(await json_body(request, required=False), allowed=["done"])
     done = fields.boolean("done", default=True)
     fields.done()
@@ -1200,14 +1240,11 @@ async def maintenance_windows(request: web.Request) -> web.StreamResponse:
         "type": "object",
         "required": ["end", "reason"],
         "properties": {
-            "device_id": {"type": "string"},
-            "zone": {"type": "string"},
-            "start": {
-                "type": ["integer", "string"],
-                "description": "epoch ms or ISO 8601; default now",
-            },
-            "end": {"type": ["integer", "string"]},
-            "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "device_id": text_schema(100),
+            "zone": text_schema(100),
+            "start": time_schema("epoch ms or ISO 8601; default now"),
+            "end": time_schema("epoch ms or ISO 8601"),
+            "reason": text_schema(1000, multiline=True, min_length=1),
         },
     },
     responses={
@@ -1227,7 +1264,7 @@ async def add_maintenance(request: web.Request) -> web.StreamResponse:
     zone = fields.text("zone", max_length=100)
     start = fields.time_ms("start", default=now_ms())
     end = fields.time_ms("end", required=True)
-    reason = fields.text("reason", required=True, max_length=1000, nonempty=True)
+    reason = fields.text("reason", required=True, max_length=1000, nonempty=True, multiline=True)
     if (device_id is None) == (zone is None):
         fields.problems.append("give exactly one of device_id and zone")
     fields.done()
@@ -1260,15 +1297,23 @@ async def remove_maintenance(request: web.Request) -> web.StreamResponse:
     summary="The journal, newest first, filtered and paged",
     tag="journal",
     query=[
-        Query("kind", {"type": "string"}, "comma-separated kinds (alarm, ack, command, login...)"),
-        Query("device", {"type": "string"}, "only this device"),
-        Query("user", {"type": "string"}, "only what this user did"),
-        Query("alarm", {"type": "string"}, "only this alarm"),
-        Query("from", {"type": ["integer", "string"]}, "from this time (epoch ms or ISO 8601)"),
-        Query("to", {"type": ["integer", "string"]}, "before this time"),
-        Query("search", {"type": "string"}, "text in the message or the details"),
-        Query("limit", {"type": "integer", "default": 100, "maximum": 1000}, "entries per page"),
-        Query("before_id", {"type": "integer"}, "next page: the previous page's next_before_id"),
+        Query(
+            "kind",
+            text_schema(2000),
+            "comma-separated kinds (alarm, ack, command, login...), at most 50",
+        ),
+        Query("device", text_schema(200), "only this device"),
+        Query("user", text_schema(200), "only what this user did"),
+        Query("alarm", text_schema(200), "only this alarm"),
+        Query("from", time_schema("from"), "from this time (epoch ms or ISO 8601)"),
+        Query("to", time_schema("to"), "before this time"),
+        Query("search", text_schema(200), "text in the message or the details"),
+        Query("limit", integer_schema(1, 1000, default=100), "entries per page"),
+        Query(
+            "before_id",
+            integer_schema(1, MAX_INTEGER),
+            "next page: the previous page's next_before_id",
+        ),
     ],
 )
 async def journal(request: web.Request) -> web.StreamResponse:

@@ -37,6 +37,7 @@ import sqlite_utils
 
 from ..core.points import now_ms
 from ..core.store import Store
+from ..core.text import text_problem
 from ..core.users import Role, User
 
 __all__ = [
@@ -47,7 +48,9 @@ __all__ = [
     "PasswordError",
     "Session",
     "Sessions",
+    "UserNameError",
     "check_password",
+    "check_user_name",
     "ensure_tables",
     "hash_password",
 ]
@@ -68,12 +71,32 @@ _hashing: anyio.CapacityLimiter | None = None
 _DUMMY_HASH: str | None = None
 
 
+MAX_USER_NAME = 64
+"""The longest user name (the login form and ``cityvisor users`` hold it to this)."""
+
+
 class PasswordError(ValueError):
     """A password that the policy refuses (too short, too long, the user's own name)."""
 
 
+class UserNameError(ValueError):
+    """A user name that cannot be stored or shown (empty, too long, control characters)."""
+
+
+def check_user_name(name: str) -> None:
+    """Raise :class:`UserNameError` unless ``name`` is valid text of 1 to 64 characters."""
+    problem = text_problem("the user name", name, max_length=MAX_USER_NAME, min_length=1)
+    if problem is None and name != name.strip():
+        problem = "the user name must not start or end with spaces"
+    if problem is not None:
+        raise UserNameError(problem)
+
+
 def check_password(name: str, password: str) -> None:
     """Raise :class:`PasswordError` if ``password`` is not acceptable for user ``name``."""
+    problem = text_problem("the password", password, max_length=MAX_PASSWORD)
+    if problem is not None and len(password) <= MAX_PASSWORD:
+        raise PasswordError(problem)
     if len(password) < MIN_PASSWORD:
         raise PasswordError(f"the password must have at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
@@ -230,7 +253,8 @@ class Accounts:
         *,
         hasher: argon2.PasswordHasher | None = None,
     ) -> Account:
-        """Create a user with a password; raise ValueError if the name is taken."""
+        """Create a user with a password; raise ValueError if the name is taken or invalid."""
+        check_user_name(name)
         check_password(name, password)
         hashed = await anyio.to_thread.run_sync(hash_password, password, hasher)
         now = now_ms()

@@ -104,6 +104,15 @@ def render(state: WebState) -> str:
         "cityvisor_alarm_journal_write_errors_total", "counter", "Failed alarm journal writes."
     )
     out.sample("cityvisor_alarm_journal_write_errors_total", hub.alarms.write_errors)
+    out.family(
+        "cityvisor_journal_entries_replaced_total",
+        "counter",
+        "Journal entries written as a placeholder (text made safe) because they could not be "
+        "written as sent.",
+    )
+    out.sample(
+        "cityvisor_journal_entries_replaced_total", getattr(hub.store, "journal_replaced", 0)
+    )
 
     out.family("cityvisor_commands_total", "counter", "Journaled command attempts by outcome.")
     for outcome in CommandOutcome:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ..core.text import MAX_INTEGER, MAX_TIME_MS, MIN_INTEGER, integer_problem, shown, text_problem
+
 __all__ = [
     "ApiError",
     "Query",
     "Route",
     "Routes",
+    "integer_schema",
     "json_body",
     "parse_duration_ms",
     "parse_time_ms",
@@ -30,6 +34,8 @@ __all__ = [
     "query_list",
     "query_str",
     "query_time",
+    "text_schema",
+    "time_schema",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -164,6 +170,44 @@ class Routes:
         return iter(self.routes)
 
 
+# --------------------------------------------------------------------------- schemas
+
+_ONE_LINE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_MULTILINE = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+
+
+def text_schema(
+    max_length: int, *, multiline: bool = False, min_length: int = 0, **extra: Any
+) -> dict[str, Any]:
+    """The JSON schema of a text field as :meth:`Fields.text` checks it (for OpenAPI)."""
+    schema: dict[str, Any] = {
+        "type": "string",
+        "maxLength": max_length,
+        "pattern": _MULTILINE if multiline else _ONE_LINE,
+    }
+    if min_length:
+        schema["minLength"] = min_length
+    return schema | extra
+
+
+def time_schema(description: str) -> dict[str, Any]:
+    """The JSON schema of a time: epoch milliseconds or ISO 8601, from 1970 to year 9999."""
+    return {
+        "type": ["integer", "string"],
+        "minimum": 0,
+        "maximum": MAX_TIME_MS,
+        "maxLength": 64,
+        "description": description,
+    }
+
+
+def integer_schema(
+    minimum: int = MIN_INTEGER, maximum: int = MAX_INTEGER, **extra: Any
+) -> dict[str, Any]:
+    """The JSON schema of an integer as :func:`query_int` checks it."""
+    return {"type": "integer", "minimum": minimum, "maximum": maximum} | extra
+
+
 # --------------------------------------------------------------------------- bodies
 
 
@@ -185,6 +229,9 @@ async def json_body(request: web.Request, *, required: bool = True) -> dict[str,
         body = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as error:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {error}") from None
+    except ValueError:
+        # Python refuses to read an integer of more than 4300 digits (int_max_str_digits).
+        raise invalid(["a number in the body has too many digits"]) from None
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "the body must be a JSON object")
     return body
@@ -218,8 +265,12 @@ class Fields:
         max_length: int = 1000,
         strip: bool = True,
         nonempty: bool = False,
+        multiline: bool = False,
     ) -> str | None:
-        """A string field (None when absent and no default)."""
+        """A string field (None when absent and no default), checked by
+        :func:`~cityvisor.core.text.text_problem`: valid Unicode, at most
+        ``max_length`` characters, no control characters (newline, carriage
+        return and tab allowed when ``multiline``)."""
         value = self.body.get(name)
         if value is None:
             if required:
@@ -230,11 +281,12 @@ class Fields:
             return default
         if strip:
             value = value.strip()
-        if len(value) > max_length:
-            self.problems.append(f"{name} must be at most {max_length} characters")
+        problem = text_problem(
+            name, value, max_length=max_length, multiline=multiline, min_length=int(nonempty)
+        )
+        if problem is not None:
+            self.problems.append(problem)
             return default
-        if nonempty and not value:
-            self.problems.append(f"{name} must not be empty")
         return value
 
     def number(
@@ -247,23 +299,30 @@ class Fields:
         maximum: float | None = None,
         exclusive_minimum: bool = False,
     ) -> float | None:
-        """A number field (bools refused)."""
+        """A finite number field within bounds (bools refused)."""
         value = self.body.get(name)
         if value is None:
             if required:
                 self.problems.append(f"{name} is required")
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        if isinstance(value, bool) or not isinstance(value, int | float):
             self.problems.append(f"{name} must be a number")
             return default
-        if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float: 10**400
+            number = math.inf if value > 0 else -math.inf
+        if not math.isfinite(number):
+            self.problems.append(f"{name} must be a finite number")
+            return default
+        if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
             relation = ">" if exclusive_minimum else ">="
             self.problems.append(f"{name} must be {relation} {minimum:g}")
             return default
-        if maximum is not None and value > maximum:
+        if maximum is not None and number > maximum:
             self.problems.append(f"{name} must be <= {maximum:g}")
             return default
-        return float(value)
+        return number
 
     def boolean(self, name: str, *, default: bool) -> bool:
         """A true/false field."""
@@ -307,19 +366,30 @@ class Fields:
 
 
 def query_str(request: web.Request, name: str, *, max_length: int = 200) -> str | None:
-    """A query parameter, or None when absent or empty."""
+    """A query parameter, or None when absent or empty; checked as every text is
+    (:func:`~cityvisor.core.text.text_problem`)."""
     value = request.query.get(name)
     if value is None or value == "":
         return None
-    if len(value) > max_length:
-        raise invalid([f"{name} must be at most {max_length} characters"])
+    problem = text_problem(name, value, max_length=max_length)
+    if problem is not None:
+        raise invalid([problem])
     return value
 
 
-def query_list(request: web.Request, name: str) -> list[str] | None:
+def query_list(
+    request: web.Request, name: str, *, max_items: int = 50, max_length: int = 100
+) -> list[str] | None:
     """A comma-separated (or repeated) query parameter as a list, or None when absent."""
-    values = [v for raw in request.query.getall(name, []) for v in raw.split(",") if v.strip()]
-    return [v.strip() for v in values] or None
+    values = [
+        v.strip() for raw in request.query.getall(name, []) for v in raw.split(",") if v.strip()
+    ]
+    if len(values) > max_items:
+        raise invalid([f"{name} lists at most {max_items} values"])
+    problems = [p for v in values if (p := text_problem(name, v, max_length=max_length))]
+    if problems:
+        raise invalid(problems[:1])
+    return values or None
 
 
 def query_int(
@@ -327,22 +397,19 @@ def query_int(
     name: str,
     *,
     default: int | None = None,
-    minimum: int | None = None,
-    maximum: int | None = None,
+    minimum: int = MIN_INTEGER,
+    maximum: int = MAX_INTEGER,
 ) -> int | None:
-    """An integer query parameter within bounds."""
+    """An integer query parameter within bounds (by default, what SQLite can hold)."""
     value = request.query.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise invalid([f"{name} must be an integer, not {value[:40]!r}"]) from None
-    if minimum is not None and number < minimum:
-        raise invalid([f"{name} must be >= {minimum}"])
-    if maximum is not None and number > maximum:
-        raise invalid([f"{name} must be <= {maximum}"])
-    return number
+    if not re.fullmatch(r"\s*[-+]?\d{1,30}\s*", value):
+        raise invalid([f"{name} must be an integer, not {shown(value)}"])
+    problem = integer_problem(name, int(value), minimum=minimum, maximum=maximum)
+    if problem is not None:
+        raise invalid([problem])
+    return int(value)
 
 
 def query_time(request: web.Request, name: str) -> int | None:
@@ -364,13 +431,13 @@ def parse_time_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected epoch milliseconds or an ISO 8601 time")
     if isinstance(value, int):
-        return value
+        return _within_times(value)
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+        return _within_times(value)
+    if isinstance(value, str) and len(value) <= 64:
         text = value.strip()
         if re.fullmatch(r"-?\d{1,16}", text):
-            return int(text)
+            return _within_times(int(text))
         try:
             moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -378,17 +445,37 @@ def parse_time_ms(value: Any) -> int:
         else:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=dt.UTC)
-            return int(moment.timestamp() * 1000)
-    raise ValueError(f"expected epoch milliseconds or an ISO 8601 time, not {str(value)[:40]!r}")
+            try:
+                return _within_times(moment.timestamp() * 1000)
+            except OverflowError:  # year 1 minus an offset
+                pass
+    raise ValueError(f"expected epoch milliseconds or an ISO 8601 time, not {shown(value)}")
+
+
+def _within_times(ms: float) -> int:
+    """``ms`` as an integer, if it lies between 1970 and the end of year 9999."""
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValueError(
+            f"a time must lie between 0 (1970-01-01) and {MAX_TIME_MS} (9999-12-31) "
+            "in epoch milliseconds"
+        )
+    return int(ms)
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
+MAX_DURATION_MS = 100 * 366 * 86_400_000
+"""The longest duration a query may give: a century."""
+
+
 def parse_duration_ms(value: str) -> int:
-    """``"500"`` (ms), ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` -> milliseconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|d)?\s*", value)
+    """``"500"`` (ms), ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` -> milliseconds,
+    at most :data:`MAX_DURATION_MS`."""
+    match = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,9})?)\s*(ms|s|min|m|h|d)?\s*", value)
     if not match:
-        raise ValueError(f"expected a duration such as 500, 30s, 5m, 1h or 1d, not {value[:40]!r}")
+        raise ValueError(f"expected a duration such as 500, 30s, 5m, 1h or 1d, not {shown(value)}")
     amount = float(match.group(1)) * _UNITS_MS[match.group(2) or "ms"]
+    if amount > MAX_DURATION_MS:
+        raise ValueError(f"a duration is at most {MAX_DURATION_MS // 86_400_000} days")
     return int(amount)

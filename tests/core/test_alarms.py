@@ -923,6 +923,29 @@ async def test_a_failed_journal_write_is_retried_and_nothing_is_reported_before(
         await store.close()
 
 
+async def test_an_unwritable_ack_comment_is_replaced_and_never_stalls_the_journal(
+    store: SqliteStore,
+):
+    # A lone surrogate has no UTF-8 form: SQLite refuses the row. The edge refuses such
+    # text, but the journal writer must survive it anyway: one bad row used to hold every
+    # alarm write behind it for seconds, retried and counted in write_errors.
+    async with running(store) as h:
+        h.set("pressure", 12.0)
+        h.set("level", 2.0)
+        await h.manager.wait_journaled()
+        with anyio.fail_after(2):
+            await h.manager.acknowledge("p1:high_pressure", OPERATOR, "lone \ud800 surrogate")
+            await h.manager.acknowledge("p1:low_level", OPERATOR, "plain comment")
+        assert h.manager.write_errors == 0
+        assert store.journal_replaced == 1
+        (bad,) = [e for e in await h.journal("high_pressure") if e.data["kind"] == "acknowledged"]
+        assert bad.data["replaced"]["fields"] == ["message", "data"]
+        assert "UnicodeEncodeError" in bad.data["replaced"]["reason"]
+        assert "lone \\ud800 surrogate" in bad.message and bad.user == "olga"
+        (plain,) = [e for e in await h.journal("low_level") if e.data["kind"] == "acknowledged"]
+        assert plain.message.endswith("plain comment") and "replaced" not in plain.data
+
+
 async def test_actions_need_a_running_manager(store: SqliteStore):
     db = PointDB()
     manager = AlarmManager(db, store)

@@ -38,6 +38,7 @@ from cityvisor.core.commands import (
     GroupResult,
     InterlockedError,
     InvalidArgumentsError,
+    JournalUnavailableError,
     NotPermittedError,
     TooManyPendingError,
     UnknownCommandError,
@@ -131,6 +132,10 @@ class Gate(DeviceType):
     @command(two_person=True, approve_within=0.2, role="operator")
     async def override(self) -> None:
         """Needs a second person within 0.2 s."""
+
+    @command(two_person=True, role="operator", approver_role="operator")
+    async def relieve(self) -> None:
+        """A shift hand-over any other operator may approve."""
 
     @command(requires_online=False, closed=boolean())
     async def keep_closed(self, closed: bool) -> None:
@@ -227,6 +232,78 @@ async def test_a_command_succeeds_when_its_feedback_point_reaches_the_target(sto
         assert entry.data["origin"] == "api" and entry.data["comment"] == "test"
         assert entry.data["duration_ms"] >= 0
         assert c.bus.outcomes["succeeded"] == 1
+
+
+class SentSeen(Gate):
+    """A gate that looks in the journal at the moment its handler is called."""
+
+    seen: list[list[str]]
+
+    @command(timeout=1)
+    async def look(self) -> None:
+        """Reads the journal from inside the handler."""
+        store: SqliteStore = self.store  # type: ignore[attr-defined]
+        entries = await store.query_journal(kinds=["command_sent", "command"])
+        self.seen.append([e.kind for e in entries])
+
+
+async def test_a_command_is_journaled_before_its_handler_is_called(store):
+    def build(points: PointDB) -> list[DeviceType]:
+        device = SentSeen(DeviceInfo("g1", SentSeen.type_name, "dijon"), GateConfig(), points)
+        device.seen, device.store = [], store  # type: ignore[attr-defined]
+        return [device]
+
+    async with city(store, build) as c:
+        result = await c.bus.execute(request("g1", "look"))
+        assert result.outcome is CommandOutcome.SUCCEEDED
+        device = c.devices["g1"]
+        assert device.seen == [["command_sent"]]  # type: ignore[attr-defined]
+        entries = list(reversed(await store.query_journal(kinds=["command_sent", "command"])))
+        assert [e.kind for e in entries] == ["command_sent", "command"]
+        sent, outcome = entries
+        assert sent.data["id"] == outcome.data["id"] == result.id
+        assert sent.user == "alice" and sent.data["comment"] == "test"
+
+
+class RefusingSentStore(SqliteStore):
+    """A store whose disk fails exactly when an order is about to be sent."""
+
+    async def journal(self, entry: JournalEntry) -> JournalEntry:
+        if entry.kind == "command_sent":
+            raise OSError(28, "No space left on device")
+        return await super().journal(entry)
+
+
+async def test_a_command_the_journal_cannot_record_is_refused_and_never_sent(tmp_path):
+    store = RefusingSentStore(tmp_path / "full.sqlite")
+    await store.open()
+    try:
+        async with city(store, lambda p: [gate(p, "g1")]) as c:
+            with pytest.raises(JournalUnavailableError) as refused:
+                await c.bus.execute(request("g1", "record", step=1, note="x"))
+            assert refused.value.status == 503
+            assert c.devices["g1"].events == []  # type: ignore[attr-defined]
+            [entry] = await c.journal()
+            assert entry.data["outcome"] == "refused"
+            assert entry.data["code"] == "journal_unavailable"
+    finally:
+        await store.close()
+
+
+async def test_a_group_order_the_journal_cannot_record_reaches_no_target(tmp_path):
+    store = RefusingSentStore(tmp_path / "full.sqlite")
+    await store.open()
+    try:
+        async with city(store, lambda p: [gate(p, "g1"), gate(p, "g2")]) as c:
+            with pytest.raises(JournalUnavailableError):
+                await c.bus.execute_group(
+                    "record", {"step": 1, "note": "x"}, ALICE, family="access"
+                )
+            assert all(d.events == [] for d in c.devices.values())  # type: ignore[attr-defined]
+            [entry] = await c.journal()
+            assert entry.data["outcome"] == "refused" and entry.data["targets"] == 2
+    finally:
+        await store.close()
 
 
 async def test_a_member_command_waits_for_the_members_own_point(store):
@@ -498,6 +575,35 @@ async def test_a_rejected_command_never_runs(store):
         assert entries[1].data["approval_comment"] == "not during the storm"
 
 
+async def test_an_approver_needs_the_declared_approver_role_supervisor_by_default(store):
+    dave = User("dave", Role.OPERATOR, frozenset({"dijon"}))
+    async with city(store, lambda p: [gate(p, "g1")]) as c:
+        spec = c.devices["g1"].command_specs["override"]
+        assert spec.approver_role is Role.SUPERVISOR  # nobody said otherwise
+        asked = await c.bus.execute(request("g1", "override"))
+        assert [p.id for p in c.bus.pending_approvals(dave)] == []
+        with pytest.raises(NotPermittedError, match="needs the supervisor role"):
+            await c.bus.approve(asked.approval_id, dave)
+        [pending] = c.bus.pending_approvals(BOB)
+        assert pending.as_json()["approver_role"] == "supervisor"
+        done = await c.bus.approve(asked.approval_id, BOB)
+        assert isinstance(done, CommandResult) and done.ok and done.approver == "bob"
+
+        relieve = await c.bus.execute(request("g1", "relieve"))
+        assert [p.id for p in c.bus.pending_approvals(dave)] == [relieve.approval_id]
+        done = await c.bus.approve(relieve.approval_id, dave)
+        assert isinstance(done, CommandResult) and done.ok and done.approver == "dave"
+
+
+def test_an_approver_role_below_the_command_role_is_raised_to_it():
+    @command(two_person=True, role="admin", approver_role="operator")
+    async def wipe(self: Any) -> None:
+        """Only an admin sends it, so only an admin approves it."""
+
+    spec = wipe.__cityvisor_command__  # type: ignore[attr-defined]
+    assert spec.approver_role is Role.OPERATOR and spec.approver_role_needed is Role.ADMIN
+
+
 async def test_an_unapproved_command_lapses(store):
     async with city(store, lambda p: [gate(p, "g1")]) as c:
         asked = await c.bus.execute(request("g1", "override"))
@@ -622,6 +728,10 @@ async def test_a_group_order_by_zone_gives_a_result_per_device(store):
         assert order.data["summary"] == {"succeeded": 1, "refused": 1}
         assert {e.device for e in entries[:2]} == {"tank-1", "tank-2"}
         assert all(e.data["group"] == group.id for e in entries[:2])
+        # One order entry for the whole group, before any target was sent.
+        (sent,) = await c.store.query_journal(kinds=["command_sent"])
+        assert sent.data["group"] == group.id and sent.data["targets"] == 2
+        assert sent.id is not None and all(sent.id < e.id for e in entries if e.id is not None)
 
 
 async def test_a_group_order_reaches_every_member_of_a_per_member_command(store):

@@ -11,8 +11,9 @@ import pytest
 from cityvisor import hookimpl
 from cityvisor.core.commands import CommandOutcome, CommandRequest
 from cityvisor.core.config import load_config
-from cityvisor.core.hub import Hub
+from cityvisor.core.hub import JOURNAL_REPLACED_ALARM, JOURNAL_REPLACED_POINT, Hub
 from cityvisor.core.plugins import make_plugin_manager
+from cityvisor.core.store import JournalEntry
 from cityvisor.core.users import Role, User
 
 pytestmark = pytest.mark.anyio
@@ -228,3 +229,37 @@ async def test_devices_share_resources_that_the_hub_closes_when_it_stops(tmp_pat
         await tg.start(hub.run)
         tg.cancel_scope.cancel()
     assert Pool.closed
+
+
+async def test_a_replaced_journal_entry_raises_the_hubs_journal_alarm(tmp_path: Path):
+    hub = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        assert JOURNAL_REPLACED_POINT not in hub.points  # nothing to show until it happens
+        written = await hub.store.journal(JournalEntry(kind="note", message="bad \udc00 text"))
+        assert written.data["replaced"]["fields"] == ["message"]
+        assert hub.points.value(JOURNAL_REPLACED_POINT).value == 1
+        alarm = await wait_alarm(hub, JOURNAL_REPLACED_ALARM, lambda a: a.active)
+        assert alarm.annunciated and str(alarm.priority) == "high"
+        await hub.store.journal(JournalEntry(kind="note", message="\udc01"))
+        assert hub.points.value(JOURNAL_REPLACED_POINT).value == 2
+        tg.cancel_scope.cancel()
+
+
+async def test_an_unacknowledged_journal_alarm_is_shown_again_after_a_restart(tmp_path: Path):
+    hub = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await hub.store.journal(JournalEntry(kind="note", message="bad \udc00 text"))
+        await wait_alarm(hub, JOURNAL_REPLACED_ALARM, lambda a: a.active)
+        tg.cancel_scope.cancel()
+
+    again = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(again.run)
+        alarm = await wait_alarm(
+            again, JOURNAL_REPLACED_ALARM, lambda a: a.display_state == "rtn_unack"
+        )
+        assert alarm.annunciated and not alarm.acked  # still waiting for someone to look
+        assert again.points.value(JOURNAL_REPLACED_POINT).value == 0
+        tg.cancel_scope.cancel()

@@ -472,3 +472,87 @@ async def test_call_before_open_is_an_error(tmp_path: Path):
     store = SqliteStore(tmp_path / "city.sqlite")
     with pytest.raises(RuntimeError, match="not open"):
         await store.call(lambda db: db.table_names())
+
+
+# -- entries that cannot be written as sent ------------------------------------
+
+
+class Circular(dict):
+    """Data that refers to itself: JSON cannot hold it."""
+
+
+@pytest.mark.parametrize(
+    ("entry", "fields", "error"),
+    [
+        (JournalEntry(kind="ack", message="seen \ud83d", user="alice"), ["message"], "Unicode"),
+        (JournalEntry(kind="login", message="x", user="\udcff"), ["user"], "Unicode"),
+        (
+            JournalEntry(kind="command", message="big", data={"arguments": {"n": 10**5000}}),
+            ["data"],
+            "ValueError",
+        ),
+        (JournalEntry(kind="alarm", message="late", ts=10**20), ["ts"], "Overflow"),
+        (JournalEntry(kind=None, message="no kind"), ["kind"], "IntegrityError"),  # type: ignore[arg-type]
+    ],
+)
+async def test_an_entry_that_cannot_be_written_is_replaced_by_a_placeholder_saying_why(
+    store: SqliteStore, entry: JournalEntry, fields: list[str], error: str
+):
+    written = await store.journal(entry)
+    after = await store.journal(JournalEntry(kind="ack", message="the next one"))
+    assert written.id is not None and after.id == written.id + 1
+    (stored, next_one) = reversed(await store.query_journal(limit=2))
+    assert stored.id == written.id and next_one.message == "the next one"
+    replaced = stored.data["replaced"]
+    assert error in replaced["reason"]
+    assert set(fields) <= set(replaced["fields"])
+    assert store.journal_replaced == 1
+    with sqlite3.connect(store.path) as db:  # what another reader finds in the file
+        text = db.execute("SELECT data FROM journal WHERE id = ?", (written.id,)).fetchone()[0]
+    assert "replaced" in text
+
+
+async def test_a_placeholder_keeps_what_it_can_and_is_reported_on_the_event_loop(
+    store: SqliteStore,
+):
+    reports: list[tuple[int, str]] = []
+    store.on_journal_replaced = lambda count, reason: reports.append((count, reason))
+    data = Circular(comment="ok")
+    data["self"] = data
+    written = await store.journal(
+        JournalEntry(kind="ack", message="seen \ud800", user="alice", alarm="a1", data=data)
+    )
+    await store.journal(JournalEntry(kind="ack", message="fine"))
+    assert written.message == "seen \\ud800" and written.user == "alice"
+    assert written.alarm == "a1" and written.kind == "ack"
+    assert written.data["comment"] == "ok" and written.data["replaced"]["fields"] == [
+        "message",
+        "data",
+    ]
+    assert [count for count, _ in reports] == [1]
+
+
+async def test_a_database_failure_is_raised_not_replaced(tmp_path: Path):
+    store = SqliteStore(tmp_path / "closed.sqlite")
+    await store.open()
+    store.db.conn.close()  # the database, not the entry, is what fails now
+    with pytest.raises(sqlite3.ProgrammingError):
+        await store.journal(JournalEntry(kind="ack", message="\ud800"))
+    assert store.journal_replaced == 0
+    store._db = None
+
+
+async def test_an_alarm_batch_with_one_bad_entry_is_written_whole(store: SqliteStore):
+    written = await store.save_alarm_states(
+        [
+            (
+                "a1",
+                {"comment": "\ud800", "n": 10**5000},
+                JournalEntry(kind="ack", message="\ud800"),
+            ),
+            ("a2", {"comment": "fine"}, JournalEntry(kind="ack", message="fine")),
+        ]
+    )
+    assert [w.message for w in written if w is not None] == ["\\ud800", "fine"]
+    states = await store.load_alarm_states()
+    assert set(states) == {"a1", "a2"} and states["a2"] == {"comment": "fine"}

@@ -411,6 +411,21 @@ async def test_the_api_manages_badges_for_supervisors_in_their_zones(
                     await sam.post("/api/v1/access/badges", {"number": "5:55", "holder": "Lea"})
                 )[0] == 409
                 assert (await sam.post("/api/v1/access/badges", {"holder": "Lea"}))[0] == 400
+                # Text the store cannot hold, or a date past year 9999: refused, naming the field.
+                for body in (
+                    {"number": "7:77", "holder": "Lea \ud800"},
+                    {"number": "7:77", "holder": "Lea", "note": "\x1b[2J"},
+                    {"number": "7:77", "holder": "x" * 201},
+                ):
+                    status, refused = await sam.post("/api/v1/access/badges", body)
+                    assert status == 422 and (
+                        "holder" in refused["message"] or "note" in refused["message"]
+                    ), refused
+                status, refused = await sam.post(
+                    "/api/v1/access/badges/5:55/rights",
+                    {"place": "building:gym", "valid_until": 10**23},
+                )
+                assert status == 422 and "9999" in refused["message"], refused
                 status, right = await sam.post(
                     "/api/v1/access/badges/5:55/rights",
                     {"place": "building:gym", "valid_until": "2099-12-31"},

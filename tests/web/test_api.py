@@ -339,7 +339,9 @@ async def test_the_journal_is_filtered_and_paged(env: Env):
     _, logins = await olivia.get("/api/v1/journal?kind=login,logout&user=olivia")
     assert [e["kind"] for e in logins["entries"]] == ["login"]
     _, found = await olivia.get("/api/v1/journal?search=set_level&device=tank-a")
-    assert len(found["entries"]) == 7
+    # Each command twice: the order journaled before it was sent, then its outcome.
+    kinds = [e["kind"] for e in found["entries"]]
+    assert kinds.count("command") == 7 and kinds.count("command_sent") == 7
     _, none = await olivia.get("/api/v1/journal?kind=command&to=0")
     assert none["entries"] == []
     status, _ = await olivia.get("/api/v1/journal?limit=5000")

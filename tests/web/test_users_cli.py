@@ -130,6 +130,27 @@ def test_user_mistakes_are_one_line_and_status_2(
     assert run(["users", "add", "bob", "-c", config, "--role", "god"], "", monkeypatch) == 2
 
 
+def test_a_user_name_or_password_that_is_not_plain_text_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    config = str(write_config(tmp_path))
+    # Invalid UTF-8 in argv reaches Python as lone surrogates (surrogateescape).
+    for name, expected in (
+        (os.fsdecode(b"bad\xffname"), "not valid Unicode"),
+        ("tab\tname", "control characters"),
+        ("x" * 65, "at most 64 characters"),
+        (" padded", "spaces"),
+    ):
+        argv = ["users", "add", name, "-c", config, "--password-stdin"]
+        assert run(argv, "a long password\n", monkeypatch) == 2, name
+        err = capsys.readouterr().err
+        assert "user name" in err and expected in err, err
+    argv = ["users", "add", "bob", "-c", config, "--password-stdin"]
+    assert run(argv, "a long\x1b[2J password\n", monkeypatch) == 2
+    assert "password must not contain control characters" in capsys.readouterr().err
+    assert journal_of(tmp_path / "web.sqlite") == []
+
+
 @pytest.mark.anyio
 async def test_a_user_added_by_the_command_logs_in(tmp_path: Path):
     config = write_config(tmp_path)

@@ -29,6 +29,7 @@ import anyio
 from aiohttp import web
 
 from cityvisor.core.store import JournalEntry
+from cityvisor.core.text import MAX_TIME_MS, shown, text_problem
 from cityvisor.core.users import Role, User
 
 from . import rights
@@ -101,7 +102,8 @@ class _BadgeApi:
     async def add(self, request: web.Request) -> web.Response:
         body = await _body(request)
         number, holder = _text(body, "number"), _text(body, "holder")
-        await self._call(rights.add_badge, number, holder, str(body.get("note") or ""))
+        note = _text(body, "note", required=False, max_length=1000, multiline=True)
+        await self._call(rights.add_badge, number, holder, note)
         await self._changed(request, "badge enrolled", number)
         return web.json_response({"number": number}, status=201)
 
@@ -228,16 +230,32 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _text(body: dict[str, Any], name: str) -> str:
+def _text(
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = True,
+    max_length: int = 200,
+    multiline: bool = False,
+) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not value.strip():
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
         raise RightsError(f"{name} is required (a non-empty string)")
+    problem = text_problem(name, value.strip(), max_length=max_length, multiline=multiline)
+    if problem is not None:
+        raise RightsError(problem, 422)
     return value.strip()
 
 
 def _date(value: Any, *, end: bool = False) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_TIME_MS:
+            raise RightsError(f"{shown(value)} is not a date between 1970 and 9999", 422)
         return value
     if isinstance(value, str):
-        return rights.parse_date(value, end=end)
-    raise RightsError(f"{value!r} is not a date (ISO 8601 or epoch milliseconds)")
+        return rights.parse_date(value[:64], end=end)
+    raise RightsError(f"{shown(value)} is not a date (ISO 8601 or epoch milliseconds)")

@@ -16,6 +16,7 @@ export const KINDS = [
   "out_of_service",
   "suppression",
   "flood",
+  "command_sent",
   "command",
   "login",
   "logout",
