@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -24,16 +24,19 @@ import anyio
 import pydantic
 from anyio.abc import TaskStatus
 
-from .alarms import AlarmSpec, alarm, text
-from .commands import CommandSpec
+from .declarations import (
+    COMMUNICATION_ALARM,
+    AlarmSpec,
+    CommandSpec,
+    _PointDeclaration,
+    alarm,
+    point,
+)
 from .points import (
-    DataType,
-    Deadband,
     Point,
     PointDB,
     PointSpec,
     Quality,
-    Scaling,
     now_ms,
 )
 
@@ -52,7 +55,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMUNICATION_POINT = "online"
-COMMUNICATION_ALARM = "communication_lost"
 
 
 class DeviceConfig(pydantic.BaseModel):
@@ -124,70 +126,6 @@ class Resources:
                     await result
             except Exception:
                 log.exception("closing shared resource %s failed", key)
-
-
-# --------------------------------------------------------------------------- declarations
-
-
-class _PointDeclaration:
-    """What :func:`point` returns: resolves to an immutable :class:`PointSpec` on the class."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
-        self.spec: PointSpec | None = None
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.spec = PointSpec(name=name, **self.options)
-
-    def __get__(self, instance: object, owner: type) -> PointSpec:
-        assert self.spec is not None
-        return self.spec
-
-
-def point(
-    dtype: type | str | DataType = float,
-    *,
-    unit: str = "",
-    writable: bool = False,
-    doc: str | Mapping[str, str] | None = None,
-    labels: Sequence[str] | Mapping[int, str] | None = None,
-    deadband: float | Deadband | None = None,
-    scaling: Scaling | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    per: str | None = None,
-    history: str = "default",
-) -> Any:
-    """Declare a point of a device type (as a class attribute)::
-
-        level = point(float, unit="%", writable=True, per="circuit", deadband=0.5,
-                      minimum=0, maximum=100, doc={"fr": "Niveau", "en": "Dimming level"})
-        position = point(labels=["up", "down", "moving", "fault"])
-
-    ``labels`` makes an enum (a list numbers its labels from 0). ``deadband``
-    is absolute in the point's unit, or ``Deadband.percent(1)`` of its range.
-    ``per`` names the member kind (``"circuit"``, ``"port"``) when the device
-    has one such point per member. ``history`` is the retention class
-    (``"none"`` keeps no history).
-    """
-    data_type = DataType.ENUM if labels is not None else DataType.of(dtype)
-    if isinstance(labels, Sequence) and not isinstance(labels, str):
-        labels = dict(enumerate(labels))
-    if isinstance(deadband, int | float):
-        deadband = Deadband(float(deadband))
-    return _PointDeclaration(
-        dtype=data_type,
-        unit=unit,
-        writable=writable,
-        doc=text(doc),
-        labels=labels,
-        deadband=deadband,
-        scaling=scaling,
-        minimum=minimum,
-        maximum=maximum,
-        per=per,
-        history=history,
-    )
 
 
 @dataclass(frozen=True)
