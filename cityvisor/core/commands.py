@@ -60,7 +60,7 @@ from .points import PointDB, PointValue, now_ms
 from .store import JournalEntry, Store
 from .users import Role, User
 
-if TYPE_CHECKING:  # devices.py imports this module: the type is only needed for hints
+if TYPE_CHECKING:
     from .devices import DeviceType
 
 __all__ = [
