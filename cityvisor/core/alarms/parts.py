@@ -127,6 +127,3 @@ class _AlarmManagerParts:
         # kpis.py
         def _count_raise(self, alarm: Alarm, ts: int) -> None: ...
         def _check_floods(self) -> None: ...
-
-
-# =========================================================================== manager
