@@ -2,7 +2,10 @@
 
 - :mod:`cityvisor.web.app`: :func:`build_app` and the :class:`WebServer`
   service (started by the built-in plugin ``cityvisor.plugins.web``);
-- :mod:`cityvisor.web.api`: the REST routes; :mod:`cityvisor.web.ws`: the WebSocket;
+- :mod:`cityvisor.web.state`: what the handlers share (:class:`~cityvisor.web.state.WebState`)
+  and the application keys they read it from;
+- :mod:`cityvisor.web.api`: the REST routes, one module per resource;
+  :mod:`cityvisor.web.ws`: the WebSocket;
 - :mod:`cityvisor.web.auth`: accounts, argon2 hashes, sessions, login rate limits;
 - :mod:`cityvisor.web.visibility`: what a user may read (``[security] zone_reading``),
   for every route and feed;
@@ -11,6 +14,10 @@
 - :mod:`cityvisor.web.metrics`, :mod:`cityvisor.web.openapi`: ``/metrics`` and
   ``/api/v1/openapi.json``;
 - :mod:`cityvisor.web.cli`: ``cityvisor users``.
+
+Imports go one way: ``app`` builds the application from the handlers
+(``api``, ``ws``, ``metrics``), which read the hub and the shared state from
+``request.app`` and never import ``app``.
 
 docs/api.md describes the API and the WebSocket protocol, docs/security.md
 the threat model.

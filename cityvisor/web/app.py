@@ -1,4 +1,4 @@
-"""The web application: middlewares, the state the handlers share, and the server service.
+"""The web application: middlewares, the application builder, and the server service.
 
 :func:`build_app` makes the aiohttp application for a hub: the core API
 (:mod:`cityvisor.web.api`), the WebSocket (:mod:`cityvisor.web.ws`), the
@@ -23,10 +23,8 @@ import asyncio
 import logging
 import math
 import random
-import re
 import time
 import warnings
-from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,15 +35,24 @@ from anyio.abc import TaskStatus
 from ..core.alarms import AlarmActionError, AlarmPermissionError, UnknownAlarmError
 from ..core.commands import CommandError
 from ..core.points import UnknownPointError
-from .auth import Accounts, LoginRateLimiter, Sessions, same_secret
+from . import api
+from .auth import same_secret
 from .guard import ConnectionGuard
 from .routing import METRICS, PUBLIC, ApiError
+from .state import API, HUB, STATE, WebState, content_security_policy, tile_source
 
 if TYPE_CHECKING:
     from ..core.hub import Hub
-    from .ws import Client
 
-__all__ = ["HUB", "STATE", "WebServer", "WebState", "build_app"]
+__all__ = [
+    "HUB",
+    "STATE",
+    "WebServer",
+    "WebState",
+    "build_app",
+    "content_security_policy",
+    "tile_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,95 +60,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 MAX_BODY = 256 * 1024
 """Largest request body accepted: commands, acks and logins are small."""
-
-
-class WebState:
-    """What the handlers share: the hub, accounts, sessions, limits, WebSocket clients, counters."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.settings = hub.config.web
-        self.accounts = Accounts(hub.store, hub.config.user_list())
-        self.sessions = Sessions(hub.store, self.accounts, self.settings.session_lifetime)
-        self.limiter = LoginRateLimiter()
-        self.clients: set[Client] = set()
-        """Connected WebSocket clients."""
-        self.max_clients = 500
-        self.max_clients_per_session = 16
-        self.ws_buffer = 16
-        """Undelivered point batches a WebSocket client may have before it is re-synced."""
-        self.send_timeout = self.settings.ws_send_timeout
-        """Seconds one WebSocket send may wait for a client before the client is dropped."""
-        self.heartbeat = self.settings.ws_heartbeat
-        """Seconds between WebSocket pings; no pong within half of it drops the client."""
-        self.close_grace = 2.0
-        """Seconds a dropped WebSocket client's close frame gets before the connection is cut."""
-        self.counters: Counter[str] = Counter()
-        """Events for metrics: logins, failures, WebSocket resyncs and drops, errors."""
-        self.rate = UpdateRate()
-        self.cookie_name = (
-            "__Host-cityvisor_session" if self.settings.secure_cookies else "cityvisor_session"
-        )
-        self.csp = content_security_policy(self.settings.tile_url)
-        self.guard: ConnectionGuard | None = None
-        """The server's connection guard, once it listens (connections per address)."""
-
-
-class UpdateRate:
-    """Point changes per second over the last minute, sampled every few seconds."""
-
-    def __init__(self, samples: int = 13) -> None:
-        self._samples: deque[tuple[float, int]] = deque(maxlen=samples)
-
-    def sample(self, changes: int, now: float | None = None) -> None:
-        """Record the point database's change counter."""
-        self._samples.append((time.monotonic() if now is None else now, changes))
-
-    @property
-    def per_second(self) -> float:
-        """Changes per second between the oldest and newest sample (0 before two samples)."""
-        if len(self._samples) < 2:
-            return 0.0
-        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
-
-
-HUB = web.AppKey("hub", object)
-"""The :class:`~cityvisor.core.hub.Hub` (``request.app[HUB]``)."""
-STATE = web.AppKey("state", WebState)
-"""The :class:`WebState` (``request.app[STATE]``)."""
-
-
-def tile_source(tile_url: str) -> str | None:
-    """The CSP source of a map tile URL template: its origin, or None for our own.
-
-    ``https://tiles.example.org/{z}/{x}/{y}.png`` gives ``https://tiles.example.org``;
-    a template that spreads tiles over subdomains (``https://{s}.tile.example.org/...``,
-    Leaflet's ``{s}``) gives ``https://*.tile.example.org``. A relative URL
-    (``/tiles/{z}/{x}/{y}.png``) is our own origin: nothing to add.
-    """
-    match = re.match(r"^(https?)://([^/?#]+)", tile_url or "")
-    if not match:
-        return None
-    scheme, host = match.groups()
-    if host.startswith("{s}."):
-        host = "*." + host[4:]
-    if "{" in host or "}" in host or not re.fullmatch(r"[A-Za-z0-9.*:\[\]-]+", host):
-        return None
-    return f"{scheme}://{host}"
-
-
-def content_security_policy(tile_url: str) -> str:
-    """The CSP: everything from our origin only, map tiles from the tile server's origin."""
-    images = "'self' data: blob:"
-    source = tile_source(tile_url)
-    if source:
-        images += f" {source}"
-    return (
-        "default-src 'self'; script-src 'self'; style-src 'self'; "
-        f"img-src {images}; connect-src 'self'; font-src 'self'; object-src 'none'; "
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    )
 
 
 # --------------------------------------------------------------------------- middlewares
@@ -298,14 +216,13 @@ def build_app(hub: Hub) -> web.Application:
 
     The users and sessions tables are created when the application starts.
     """
-    from . import api
-
     state = WebState(hub)
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
     )
     app[HUB] = hub
     app[STATE] = state
+    app[API] = api.ROUTES
     for route in api.ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     for plugin_name, routes in hub.plugins.call_each("cityvisor_web_routes", hub=hub):

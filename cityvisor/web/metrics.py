@@ -16,7 +16,7 @@ from ..core.commands import CommandOutcome
 from ..core.points import QualityStatus
 
 if TYPE_CHECKING:
-    from .app import WebState
+    from .state import WebState
 
 __all__ = ["CONTENT_TYPE", "render"]
 

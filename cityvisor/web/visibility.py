@@ -23,6 +23,7 @@ from aiohttp import web
 from ..core.store import JournalScope
 from ..core.users import Role, User
 from .routing import ApiError
+from .state import HUB
 
 if TYPE_CHECKING:
     from ..core.hub import Hub
@@ -96,8 +97,6 @@ def visibility(request: web.Request) -> Visibility:
     """The :class:`Visibility` of the request's user (made once per request)."""
     found = request.get(_KEY)
     if found is None:
-        from .app import HUB
-
         found = Visibility(request.app[HUB], request["user"])  # type: ignore[arg-type]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", web.NotAppKeyWarning)

@@ -46,12 +46,13 @@ from ..core.alarms import AlarmEvent, AlarmResync
 from ..core.patterns import PatternError, compile_pattern
 from ..core.points import Batch, PointValue, Resync, now_ms
 from .routing import ApiError
+from .state import STATE
 from .visibility import Visibility
 
 if TYPE_CHECKING:
     from ..core.hub import Hub
-    from .app import WebState
     from .auth import Session
+    from .state import WebState
 
 __all__ = ["Client", "encode_point", "websocket"]
 
@@ -484,8 +485,6 @@ class Client:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade to the WebSocket protocol (live point changes and alarm events; see docs/api.md)."""
-    from .app import STATE
-
     state = request.app[STATE]
     session = request["session"]
     if len(state.clients) >= state.max_clients:

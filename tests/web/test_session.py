@@ -8,8 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from cityvisor.web import api as web_api
 from cityvisor.web.api import ROUTES
+from cityvisor.web.api import pages as web_pages
 from cityvisor.web.openapi import router_routes
 
 from .conftest import PASSWORD, Env
@@ -124,7 +124,7 @@ async def test_the_html_form_logs_in_without_javascript(
     env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
     # The placeholder page: what is served when the screens are not installed.
-    monkeypatch.setattr(web_api, "STATIC_ROOT", tmp_path)
+    monkeypatch.setattr(web_pages, "STATIC_ROOT", tmp_path)
     client = env.client()
     status, page = await client.get("/")
     assert status == 200 and 'action="/api/v1/session"' in page

@@ -353,6 +353,6 @@ def cityvisor_alarm_transition(alarm: Any, transition: Any, hub: Any) -> None:
 @hookimpl
 def cityvisor_web_routes(hub: Any) -> list[Any]:
     """``GET /api/v1/cameras/{id}/snapshot`` and the evidence routes."""
-    from .snapshots import routes
+    from .routes import routes
 
     return routes(CameraServices.of(hub))

@@ -1,0 +1,50 @@
+"""The site: the deployment's name, language, time zone and map, as the HMI needs them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..routing import (
+    Routes,
+)
+from ..visibility import visibility
+from .common import _hub, _json
+
+if TYPE_CHECKING:
+    pass
+
+
+# --------------------------------------------------------------------------- site
+
+
+ROUTES = Routes()
+"""The routes of the site (mounted, in this order, by :data:`cityvisor.web.api.ROUTES`)."""
+
+
+@ROUTES.route(
+    "GET", "/api/v1/site", summary="The deployment: name, time zone, zones, map", tag="site"
+)
+async def site(request: web.Request) -> web.StreamResponse:
+    """What the screens need to know about the deployment (never a device's config)."""
+    config = _hub(request).config
+    seen = visibility(request)
+    return _json(
+        {
+            "name": config.site.name,
+            "timezone": config.site.timezone,
+            "language": config.site.language,
+            "latitude": config.site.latitude,
+            "longitude": config.site.longitude,
+            "zones": [
+                {"id": z.id, "name": z.name, "label": dict(z.label)}
+                for z in config.zones
+                if seen.sees_zone(z.id)
+            ],
+            "families": sorted(
+                {d.family for d in _hub(request).devices.values() if seen.sees_zone(d.zone)}
+            ),
+            "tile_url": config.web.tile_url,
+        }
+    )
