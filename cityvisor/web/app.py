@@ -44,9 +44,12 @@ from .state import API, HUB, STATE, WebState, content_security_policy, tile_sour
 if TYPE_CHECKING:
     from ..core.hub import Hub
 
+from .state import UpdateRate
+
 __all__ = [
     "HUB",
     "STATE",
+    "UpdateRate",
     "WebServer",
     "WebState",
     "build_app",

@@ -38,6 +38,7 @@ from __future__ import annotations
 from ..declarations import (
     CommandSpec,
     Feedback,
+    Handler,
     Interlock,
     Param,
     boolean,
@@ -79,6 +80,7 @@ __all__ = [
     "DeviceOfflineError",
     "Feedback",
     "GroupResult",
+    "Handler",
     "Interlock",
     "InterlockedError",
     "InvalidArgumentsError",
