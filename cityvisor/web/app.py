@@ -39,12 +39,11 @@ from . import api
 from .auth import same_secret
 from .guard import ConnectionGuard
 from .routing import METRICS, PUBLIC, ApiError
-from .state import API, HUB, STATE, WebState, content_security_policy, tile_source
+from .state import API, HUB, STATE, UpdateRate, WebState, content_security_policy, tile_source
 
 if TYPE_CHECKING:
     from ..core.hub import Hub
 
-from .state import UpdateRate
 
 __all__ = [
     "HUB",

@@ -1,334 +1,48 @@
-"""ONVIF for the HAL: one client per camera on onvif-zeep-async, with typed errors.
-
-A cameras plugin needs this module only, never ``onvif`` or ``zeep`` itself:
-
-* :class:`OnvifClient` is one camera: :meth:`~OnvifClient.connect` reads the
-  camera's clock (``GetSystemDateAndTime``, unauthenticated) so that every
-  WS-Security UsernameToken is signed in the camera's time, finds its
-  services (``GetServices``, falling back to ``GetCapabilities``) and checks
-  the credentials with ``GetDeviceInformation``. Then: media profiles,
-  stream and snapshot URIs, the snapshot itself (authenticated as the
-  camera's challenge asks: Digest MD5 or SHA-256, or Basic where allowed),
-  PTZ presets (list, go to, status) and events.
-* :meth:`OnvifClient.events` runs a PullPoint subscription (motion,
-  tampering, digital inputs) under the caller's task group: it long-polls
-  ``PullMessages``, renews the subscription at 80 % of its lifetime and
-  unsubscribes on exit. A failed pull or renewal raises into the caller,
-  whose supervisor restarts the driver (the library's ``PullPointManager``
-  renews from a fire-and-forget task and only reports loss to a callback:
-  see docs/families/cameras.md).
-* Every call runs under a timeout; failures become :class:`CameraError`
-  subclasses, which are :class:`~cityvisor.core.devices.DeviceError`: a
-  wrong password (``ter:NotAuthorized``, or any HTTP 401, whatever fault
-  comes with it) is :class:`CameraAuthError` (reason ``config_error``,
-  retried only after ``auth_retry_after`` seconds: no retry storm); an
-  unreachable or silent camera is ``comm_failure``; an answer that is not
-  the one asked for is a :class:`CameraAnswerError` (``device_failure``):
-  a SOAP fault (:class:`CameraFaultError`) or a reply that cannot be read
-  (:class:`CameraReplyError`: truncated or odd XML, a value of the wrong
-  type, a body over its limit). The camera is there: a caller may take
-  such a failure of an optional call (PTZ, events) as that function's
-  alone.
-* Every body read from the camera is streamed and bounded
-  (:func:`cityvisor.hal.http.read_body`): ``SOAP_BODY_LIMIT`` for SOAP
-  replies, ``snapshot_limit`` for pictures.
-
-Credentials never leave this module: they are not in ``repr``, not in error
-messages or logs, and URIs are returned without ``user:password@``.
-"""
+"""The ONVIF client: one per camera, with its services, snapshots, PTZ and a pull-point event subscription."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.lowlevel import RunVar
 
-from cityvisor.core.devices import DeviceError
-
-from .http import ChallengeAuth, InsecureChallengeError, ResponseTooLargeError, read_body
-
-__all__ = [
-    "CameraAnswerError",
-    "CameraAuthError",
-    "CameraError",
-    "CameraEvent",
-    "CameraFaultError",
-    "CameraReplyError",
-    "DeviceInformation",
-    "MediaProfile",
-    "OnvifClient",
-    "PtzPreset",
-    "PtzStatus",
-    "strip_credentials",
-]
+from ..http import ChallengeAuth, InsecureChallengeError, ResponseTooLargeError, read_body
+from .errors import CameraAuthError, CameraError, CameraFaultError, CameraReplyError
+from .limits import AUTH_RETRY_AFTER, CONCURRENT_CONNECTS, SNAPSHOT_LIMIT
+from .parsing import (
+    _duration,
+    _event,
+    _lifetime,
+    _presets,
+    _profiles,
+    _ptz_status,
+    _uri,
+    _without_userinfo,
+)
+from .transport import _HTTP_401, _onvif
+from .values import CameraEvent, DeviceInformation, MediaProfile, PtzPreset, PtzStatus
 
 log = logging.getLogger(__name__)
 
+
 T = TypeVar("T")
 
-AUTH_RETRY_AFTER = 300.0
-"""Seconds before a camera that refused our credentials is tried again."""
-
-SOAP_BODY_LIMIT = 2 * 2**20
-"""Bytes a SOAP reply may have (a camera's longest, GetProfiles or PullMessages, is tens of kB)."""
-
-SNAPSHOT_LIMIT = 4 * 2**20
-"""Bytes a snapshot may have unless the client is given another limit."""
-
-CONCURRENT_CONNECTS = 4
-"""Handshakes in flight at once (per event loop): a hub starting 200 cameras would
-otherwise parse the same WSDLs 200 times at once before the library's cache fills."""
 
 _connects: RunVar[anyio.CapacityLimiter] = RunVar("cityvisor_onvif_connects")
 
+
 _PULLPOINT = "http://www.onvif.org/ver10/events/wsdl/PullPointSubscription"
+
+
 _RENEW_AT = 0.8
 """Renew a subscription when this fraction of its lifetime has passed."""
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class CameraError(DeviceError):
-    """A camera could not be used; ``reason`` is the quality reason of its points."""
-
-    def __init__(
-        self, message: str, *, reason: str = "comm_failure", retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, reason=reason, retry_after=retry_after)
-
-
-class CameraAuthError(CameraError):
-    """The camera refused the credentials (``ter:NotAuthorized``, or 401 on the snapshot).
-
-    Reason ``config_error``: only fixing the configuration helps, so the
-    supervisor waits ``retry_after`` seconds instead of hammering the camera
-    (which may lock the account after a few failures).
-    """
-
-    def __init__(self, message: str, *, retry_after: float = AUTH_RETRY_AFTER) -> None:
-        super().__init__(message, reason="config_error", retry_after=retry_after)
-
-
-class CameraAnswerError(CameraError):
-    """The camera answered, but not with what was asked: that function failed, not the camera."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, reason="device_failure")
-
-
-class CameraFaultError(CameraAnswerError):
-    """The camera answered a request with a SOAP fault (an unknown preset, a refused order)."""
-
-    def __init__(self, message: str, subcode: str = "") -> None:
-        super().__init__(message)
-        self.subcode = subcode
-
-
-class CameraReplyError(CameraAnswerError):
-    """The camera's reply could not be read: truncated or odd XML, wrong types, over its limit."""
-
-
-# --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class DeviceInformation:
-    """What ``GetDeviceInformation`` says about the camera."""
-
-    manufacturer: str
-    model: str
-    firmware: str
-    serial: str
-    hardware_id: str
-
-
-@dataclass(frozen=True)
-class MediaProfile:
-    """A media profile: a stream configuration the camera offers (main stream, sub stream)."""
-
-    token: str
-    name: str
-    encoding: str = ""
-    width: int = 0
-    height: int = 0
-    ptz: bool = False
-    """True if the profile has a PTZ configuration (PTZ calls need such a profile)."""
-
-
-@dataclass(frozen=True)
-class PtzPreset:
-    """A stored PTZ position."""
-
-    token: str
-    name: str
-    pan: float | None = None
-    tilt: float | None = None
-    zoom: float | None = None
-
-    def matches(self, status: PtzStatus, tolerance: float = 0.01) -> bool:
-        """True if the head stands (idle) at this preset's position."""
-        pairs = [(self.pan, status.pan), (self.tilt, status.tilt), (self.zoom, status.zoom)]
-        known = [(a, b) for a, b in pairs if a is not None and b is not None]
-        return not status.moving and bool(known) and all(abs(a - b) <= tolerance for a, b in known)
-
-
-@dataclass(frozen=True)
-class PtzStatus:
-    """Where the PTZ head is and whether it moves."""
-
-    pan: float | None
-    tilt: float | None
-    zoom: float | None
-    moving: bool
-    utc_time: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
-class CameraEvent:
-    """One event from the camera's PullPoint subscription.
-
-    ``kind`` is ``motion``, ``tamper``, ``input`` or ``other``; ``source``
-    names what it concerns (``VideoSource_1``, an input token); ``active`` is
-    the state it reports; ``initial`` is True for the current state the
-    camera sends when subscribing or on a synchronisation point.
-    """
-
-    kind: str
-    source: str
-    active: bool
-    topic: str
-    utc_time: dt.datetime | None = None
-    initial: bool = False
-
-
-_TOPICS = (
-    ("motion", ("MotionAlarm", "CellMotionDetector/Motion", "MotionDetector", "Motion")),
-    ("tamper", ("GlobalSceneChange", "TamperDetector", "Tamper")),
-    ("input", ("DigitalInput", "Trigger/Relay")),
-)
-_TRUE = frozenset({"true", "1", "on", "active"})
-
-
-def classify_topic(topic: str) -> str:
-    """``motion``, ``tamper``, ``input`` or ``other`` for an ONVIF topic (vendors vary)."""
-    for kind, markers in _TOPICS:
-        if any(marker in topic for marker in markers):
-            return kind
-    return "other"
-
-
-def strip_credentials(uri: str | None) -> str:
-    """The URI without ``user:password@`` (what may be shown or logged)."""
-    if not uri:
-        return ""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-# --------------------------------------------------------------------------- the library
-
-
-_library: ModuleType | None = None
-
-
-def _onvif() -> ModuleType:
-    """Import onvif-zeep-async on first use (it takes half a second; most CLI commands never need it)."""
-    global _library
-    if _library is None:
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        import onvif.client
-
-        # onvif.client calls logging.basicConfig(level=INFO) when imported;
-        # logging is the application's to configure, so undo it.
-        for handler in root.handlers[:]:
-            if handler not in handlers:
-                root.removeHandler(handler)
-        root.setLevel(level)
-        # Every service the library creates (update_xaddrs makes its own) builds
-        # its transport from this module-level name: ours reads bounded bodies.
-        onvif.client.AsyncTransportProtocolErrorHandler = _bounded_transport(
-            onvif.client.AsyncTransportProtocolErrorHandler
-        )
-        _library = onvif.client
-    return _library
-
-
-_HTTP_401 = "http:401"
-"""The code of the fault the transport raises for an HTTP 401 (whatever the body said)."""
-
-
-def _bounded_transport(base: type) -> type:
-    """The library's SOAP transport, reading every reply through :func:`read_body`.
-
-    A reply with HTTP 200 must be well-formed XML: zeep parses in recovery
-    mode, which turns a truncated reply into a silently shorter one (half a
-    preset list). An HTTP 401 becomes a fault with code ``http:401`` before
-    zeep parses the body: cameras answer a wrong password with a 401 and a
-    generic fault (no ``ter:NotAuthorized``) or an HTML page, and it must
-    read as a credentials problem either way. A fault (not another
-    exception) keeps the library's own fallback working: it retries an
-    unauthenticated ``GetSystemDateAndTime`` with credentials when that one
-    is refused.
-    """
-    import lxml.etree
-    import zeep.exceptions
-
-    strict = lxml.etree.XMLParser(resolve_entities=False, no_network=True)
-
-    def well_formed(response: aiohttp.ClientResponse, content: bytes) -> bytes:
-        if response.status == 200:
-            lxml.etree.fromstring(content, strict)  # raises XMLSyntaxError, read as a bad reply
-        return content
-
-    class BoundedTransport(base):  # type: ignore[misc, valid-type]
-        async def _post_internal(
-            self, address: str, message: str | bytes, headers: dict[str, str]
-        ) -> tuple[aiohttp.ClientResponse, bytes]:
-            headers = dict(headers or {})
-            headers.setdefault("Content-Type", 'text/xml; charset="utf-8"')
-            data = message.encode("utf-8") if isinstance(message, str) else message
-            response = await self._send("POST", address, data=data, headers=headers)
-            return response, well_formed(response, await read_body(response, SOAP_BODY_LIMIT))
-
-        async def get(
-            self,
-            address: str,
-            params: dict[str, Any] | None = None,
-            headers: dict[str, str] | None = None,
-        ) -> Any:
-            response = await self._send("GET", address, params=params, headers=headers or {})
-            return self._aiohttp_to_requests_response(
-                response, await read_body(response, SOAP_BODY_LIMIT)
-            )
-
-        async def _send(self, method: str, address: str, **options: Any) -> Any:
-            try:
-                response = await self.session.request(
-                    method, address, proxy=self.proxy, timeout=self._client_timeout, **options
-                )
-            except RuntimeError as error:  # the session was closed under us: a lost connection
-                raise aiohttp.ClientConnectionError(str(error)) from error
-            if response.status == 401:
-                response.close()
-                raise zeep.exceptions.Fault("HTTP 401 Unauthorized", code=_HTTP_401)
-            return response
-
-    return BoundedTransport
 
 
 # --------------------------------------------------------------------------- the client
@@ -736,125 +450,3 @@ async def _service(create: Any, *args: Any) -> Any:
     """
     with anyio.CancelScope(shield=True):
         return await create(*args)
-
-
-def _without_userinfo(text: str) -> str:
-    return " ".join(strip_credentials(w) if "://" in w else w for w in text.split(" "))
-
-
-def _duration(seconds: float) -> str:
-    return f"PT{max(1, math.ceil(seconds))}S"
-
-
-def _lifetime(result: Any, default: float) -> float:
-    """Seconds the camera granted: TerminationTime - CurrentTime (both in its clock)."""
-    current = getattr(result, "CurrentTime", None)
-    termination = getattr(result, "TerminationTime", None)
-    if isinstance(current, dt.datetime) and isinstance(termination, dt.datetime):
-        try:
-            return max(1.0, (termination - current).total_seconds())
-        except TypeError:  # one naive, one aware: the camera's clock format is broken
-            pass
-    return default
-
-
-def _uri(result: Any) -> str:
-    uri = getattr(result, "Uri", None)
-    if uri is not None and not isinstance(uri, str):
-        raise TypeError(f"Uri is a {type(uri).__name__}, not text")
-    return strip_credentials(uri)
-
-
-def _profiles(result: Any) -> list[MediaProfile]:
-    profiles = []
-    for profile in result or []:
-        encoder = getattr(profile, "VideoEncoderConfiguration", None)
-        resolution = getattr(encoder, "Resolution", None)
-        profiles.append(
-            MediaProfile(
-                token=str(profile.token),
-                name=str(getattr(profile, "Name", "") or profile.token),
-                encoding=str(getattr(encoder, "Encoding", "") or ""),
-                width=int(getattr(resolution, "Width", 0) or 0),
-                height=int(getattr(resolution, "Height", 0) or 0),
-                ptz=getattr(profile, "PTZConfiguration", None) is not None,
-            )
-        )
-    return profiles
-
-
-def _presets(result: Any) -> list[PtzPreset]:
-    presets = []
-    for preset in result or []:
-        if preset.token is None:
-            raise ValueError("a preset without a token")
-        pan, tilt, zoom = _vector(getattr(preset, "PTZPosition", None))
-        presets.append(
-            PtzPreset(
-                token=str(preset.token),
-                name=str(getattr(preset, "Name", "") or preset.token),
-                pan=pan,
-                tilt=tilt,
-                zoom=zoom,
-            )
-        )
-    return presets
-
-
-def _ptz_status(result: Any) -> PtzStatus:
-    if result is None:
-        raise ValueError("an empty PTZ status")
-    pan, tilt, zoom = _vector(getattr(result, "Position", None))
-    move = getattr(result, "MoveStatus", None)
-    states = {str(getattr(move, axis, "") or "").upper() for axis in ("PanTilt", "Zoom")}
-    when = getattr(result, "UtcTime", None)
-    return PtzStatus(
-        pan, tilt, zoom, "MOVING" in states, when if isinstance(when, dt.datetime) else None
-    )
-
-
-def _vector(position: Any) -> tuple[float | None, float | None, float | None]:
-    pan_tilt = getattr(position, "PanTilt", None)
-    zoom = getattr(position, "Zoom", None)
-
-    def number(value: Any) -> float | None:
-        return None if value is None else float(value)
-
-    return (
-        number(getattr(pan_tilt, "x", None)),
-        number(getattr(pan_tilt, "y", None)),
-        number(getattr(zoom, "x", None)),
-    )
-
-
-def _items(container: Any) -> dict[str, str]:
-    items = getattr(container, "SimpleItem", None) or []
-    return {str(item.Name): str(item.Value) for item in items}
-
-
-def _event(message: Any) -> CameraEvent | None:
-    """A :class:`CameraEvent` from one ``wsnt:NotificationMessage``; None if it has no state."""
-    topic_node = getattr(message, "Topic", None)
-    topic = str(getattr(topic_node, "_value_1", "") or "").strip()
-    body = getattr(getattr(message, "Message", None), "_value_1", None)
-    if body is None:
-        return None
-    source = _items(getattr(body, "Source", None))
-    data = _items(getattr(body, "Data", None))
-    if not data:
-        return None
-    kind = classify_topic(topic)
-    value = next(iter(data.values()))
-    for name in ("State", "IsMotion", "IsTamper", "LogicalState", "Motion", "Tamper"):
-        if name in data:
-            value = data[name]
-            break
-    when = getattr(body, "UtcTime", None)
-    return CameraEvent(
-        kind=kind,
-        source=next(iter(source.values()), ""),
-        active=value.strip().lower() in _TRUE,
-        topic=topic,
-        utc_time=when if isinstance(when, dt.datetime) else None,
-        initial=str(getattr(body, "PropertyOperation", "")) == "Initialized",
-    )
