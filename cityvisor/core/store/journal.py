@@ -1,0 +1,255 @@
+"""The SQLite journal: entries written and synced before the call returns, placeholders for what cannot be."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..points import now_ms
+from ..text import MAX_INTEGER, MIN_INTEGER, safe_text
+from .interface import JournalEntry, JournalScope
+from .parts import _SqliteStoreParts
+
+_ROW_ERRORS = (
+    ValueError,  # UnicodeEncodeError (a lone surrogate), a circular structure, a huge int
+    TypeError,  # data JSON cannot hold
+    OverflowError,  # an integer beyond SQLite's 64 bits
+    RecursionError,  # data nested too deep
+    sqlite3.InterfaceError,  # a value SQLite cannot bind
+    sqlite3.ProgrammingError,
+    sqlite3.IntegrityError,  # a missing kind
+)
+"""Errors that belong to one journal entry, not to the database: the entry is replaced.
+
+Anything else (disk full, I/O error, a locked or closed database) is raised:
+the caller keeps the entry and tries again, nothing is replaced. If writing
+the placeholder fails too, that error is raised.
+"""
+
+log = logging.getLogger(__name__)
+
+
+def _placeholder(entry: JournalEntry, ts: Any, reason: str) -> JournalEntry:
+    """What is written instead of ``entry``: its text made storable, and why."""
+    fields = []
+    if not (isinstance(ts, int) and 0 <= ts <= MAX_INTEGER):
+        fields.append("ts")
+        ts = now_ms()
+    texts: dict[str, str | None] = {}
+    for name in ("kind", "message", "user", "device", "point", "alarm"):
+        value = getattr(entry, name)
+        safe = None if value is None else _storable(value)
+        if safe != value or (name == "kind" and not safe):
+            fields.append(name)
+        texts[name] = safe
+    try:
+        json.dumps(dict(entry.data), default=str, ensure_ascii=False).encode("utf-8")
+        data_ok = True
+    except Exception:
+        data_ok = False
+    if not data_ok:
+        fields.append("data")
+    kept = _storable_data(entry.data)
+    if not isinstance(kept, dict):
+        kept = {"original": kept}
+    return JournalEntry(
+        kind=texts["kind"] or "journal",
+        message=texts["message"] or "",
+        user=texts["user"],
+        device=texts["device"],
+        point=texts["point"],
+        alarm=texts["alarm"],
+        data={
+            **kept,
+            "replaced": {"reason": reason, "fields": fields or ["unknown"]},
+        },
+        ts=ts,
+    )
+
+
+def _storable(value: Any) -> str:
+    """``value`` as text SQLite always stores: lone surrogates escaped, at most 10,000 characters."""
+    text = value if isinstance(value, str) else _short_repr(value)
+    return safe_text(text)[:10_000]
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        return repr(value)[:10_000]
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _storable_data(data: Any, depth: int = 0) -> Any:
+    """``data`` with everything JSON and SQLite cannot hold turned into safe text."""
+    if depth > 20:
+        return "<nested too deep>"
+    if data is None or isinstance(data, bool | float):
+        return data
+    if isinstance(data, int):
+        return data if MIN_INTEGER <= data <= MAX_INTEGER else _short_repr(data)
+    if isinstance(data, str):
+        return _storable(data)
+    if isinstance(data, Mapping):
+        return {_storable(key): _storable_data(value, depth + 1) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_storable_data(value, depth + 1) for value in data[:1000]]
+    return _storable(data)
+
+
+class _SqliteJournal(_SqliteStoreParts):
+    """The store's journal: write first, then tell; a placeholder for an entry that cannot be written as sent."""
+
+    # -- journal -----------------------------------------------------------
+
+    async def journal(self, entry: JournalEntry) -> JournalEntry:
+        """Write ``entry`` durably; return it with its id and timestamp.
+
+        An entry that cannot be written as it is comes back as the
+        placeholder written in its place (see the module's docstring).
+        """
+        try:
+            return await self._run(self._journal_sync, entry)
+        finally:
+            self._report_replaced()
+
+    def _report_replaced(self) -> None:
+        """Tell the hub (on the event loop, never from the store's thread) of new placeholders."""
+        count = self.journal_replaced
+        if count == self._replaced_reported:
+            return
+        self._replaced_reported = count
+        if self.on_journal_replaced is not None:
+            try:
+                self.on_journal_replaced(count, self._replaced_reason)
+            except Exception:  # the journal goes on whatever the listener does
+                log.exception("on_journal_replaced failed")
+
+    def _journal_sync(self, entry: JournalEntry) -> JournalEntry:
+        ts = entry.ts or now_ms()
+        try:
+            data = json.dumps(dict(entry.data), default=str, ensure_ascii=False)
+            return self._insert_journal(entry, ts, data)
+        except _ROW_ERRORS as error:
+            # This entry, not the database: write what can be written of it, and say so.
+            reason = f"{type(error).__name__}: {safe_text(str(error))[:200]}"
+            placeholder = _placeholder(entry, ts, reason)
+            written = self._insert_journal(
+                placeholder,
+                placeholder.ts,
+                json.dumps(placeholder.data, default=str, ensure_ascii=False),
+            )
+            self.journal_replaced += 1
+            self._replaced_reason = reason
+            log.error(
+                "journal entry %s (%s) could not be written as sent (%s): placeholder %s written",
+                safe_text(str(entry.kind))[:40],
+                safe_text(str(entry.message))[:80],
+                reason,
+                written.id,
+            )
+            return written
+
+    def _insert_journal(self, entry: JournalEntry, ts: int, data: str) -> JournalEntry:
+        cursor = self.db.conn.execute(
+            "INSERT INTO journal (ts, kind, message, user, device, point, alarm, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ts,
+                entry.kind,
+                entry.message,
+                entry.user,
+                entry.device,
+                entry.point,
+                entry.alarm,
+                data,
+            ),
+        )
+        return JournalEntry(
+            kind=entry.kind,
+            message=entry.message,
+            user=entry.user,
+            device=entry.device,
+            point=entry.point,
+            alarm=entry.alarm,
+            data=entry.data,
+            ts=ts,
+            id=cursor.lastrowid,
+        )
+
+    async def query_journal(
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        device: str | None = None,
+        user: str | None = None,
+        alarm: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        search: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+        scope: JournalScope | None = None,
+    ) -> list[JournalEntry]:
+        """Journal entries, newest first; ``search`` matches message and data text."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if scope is not None:
+            clauses.append(
+                "(device IN (SELECT value FROM json_each(?))"
+                " OR (device IS NULL AND json_extract(data, '$.zone') IN"
+                " (SELECT value FROM json_each(?))) OR user = ?)"
+            )
+            args += [json.dumps(sorted(scope.devices)), json.dumps(sorted(scope.zones)), scope.user]
+        if kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)
+        for column, value in (("device", device), ("user", user), ("alarm", alarm)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("ts < ?")
+            args.append(until)
+        if before_id is not None:
+            clauses.append("id < ?")
+            args.append(before_id)
+        if search:
+            clauses.append(
+                "(message LIKE ? ESCAPE '\\' OR data LIKE ? ESCAPE '\\'"
+                " OR device LIKE ? ESCAPE '\\' OR point LIKE ? ESCAPE '\\')"
+            )
+            like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args.extend([like] * 4)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            "SELECT id, ts, kind, message, user, device, point, alarm, data FROM journal "
+            f"{where} ORDER BY id DESC LIMIT ?"
+        )
+        args.append(max(1, min(limit, 10_000)))
+
+        def query() -> list[JournalEntry]:
+            return [
+                JournalEntry(
+                    id=row[0],
+                    ts=row[1],
+                    kind=row[2],
+                    message=row[3],
+                    user=row[4],
+                    device=row[5],
+                    point=row[6],
+                    alarm=row[7],
+                    data=json.loads(row[8]),
+                )
+                for row in self.db.execute(sql, args)
+            ]
+
+        return await self._run(query)
