@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
 import pkgutil
 from collections.abc import Iterable
@@ -45,11 +46,15 @@ def builtin_plugins() -> tuple[str, ...]:
     They are loaded exactly as third-party plugins are; a new family is a new
     package there, with nothing to register elsewhere.
     """
-    import cityvisor.plugins
-
+    # Found by name, as entry points are: the core never imports plugins/ itself.
+    spec = importlib.util.find_spec("cityvisor.plugins")
+    if spec is None or spec.submodule_search_locations is None:
+        raise RuntimeError("the built-in plugins (cityvisor.plugins) are not installed")
     return tuple(
         f"cityvisor.plugins.{info.name}"
-        for info in sorted(pkgutil.iter_modules(cityvisor.plugins.__path__), key=lambda i: i.name)
+        for info in sorted(
+            pkgutil.iter_modules(spec.submodule_search_locations), key=lambda i: i.name
+        )
         if info.ispkg and not info.name.startswith("_")
     )
 
