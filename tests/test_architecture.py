@@ -25,6 +25,7 @@ docs/decisions/0012-core-packages.md:
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,3 +252,33 @@ def test_the_list_of_long_modules_only_shrinks():
     lengths = module_lengths()
     stale = [path for path in LONG_MODULES if lengths.get(path, 0) <= MAX_LINES]
     assert stale == [], f"no longer over {MAX_LINES} lines (or gone): remove {stale}"
+
+
+def documented_modules() -> set[str]:
+    """The paths docs/architecture.md's map names: ``dir/`` (``a.py``, ``b.py``) names three."""
+    named = set()
+    for line in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines():
+        for cell in line.split("|"):
+            directory = ""
+            for token in re.findall(r"`([^`]+)`", cell):
+                if token.startswith("cityvisor/"):
+                    named.add(token)
+                    directory = token if token.endswith("/") else ""
+                elif directory and token.endswith(".py"):
+                    named.add(directory + token)
+    return named
+
+
+def test_the_architecture_map_names_every_module_and_only_modules_that_exist():
+    named = documented_modules()
+    missing = []
+    for path in module_lengths():
+        directory, _, file = path.rpartition("/")
+        if file == "__init__.py" and directory.count("/") == 1:
+            continue  # cityvisor/core/, web/, hal/ themselves
+        wanted = directory + "/" if file == "__init__.py" else path
+        if wanted not in named:
+            missing.append(wanted)
+    assert missing == [], f"docs/architecture.md does not say where these are: {missing}"
+    gone = [path for path in named if "<" not in path and not (ROOT / path).exists()]
+    assert gone == [], f"docs/architecture.md names what is not in the tree: {gone}"
