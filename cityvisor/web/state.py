@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .auth import Accounts, LoginRateLimiter, Sessions
+from .auth import Accounts, Sessions
 from .guard import ConnectionGuard
+from .logins import LoginRateLimiter
 from .routing import Routes
 
 if TYPE_CHECKING:
