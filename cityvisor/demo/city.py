@@ -453,6 +453,21 @@ class SimulatedCity:
             "devices": devices,
             "procedures": PROCEDURES,
             "users": [{"name": "admin", "role": "admin"}],
+            # The city's open data: lamps and bollards; a vehicle on a bollard's loop
+            # only as a count per hour for all the bollards together.
+            "opendata": {
+                "enabled": True,
+                "licence": "etalab-2.0",
+                "minimum_group": 2,
+                "families": {
+                    "lighting": {"update_frequency": "continuous"},
+                    "bollards": {
+                        "aggregate": {
+                            "vehicle_on_loop": {"bucket": 3600, "by": "site", "minimum_group": 2}
+                        }
+                    },
+                },
+            },
         }
 
 
