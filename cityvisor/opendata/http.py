@@ -182,8 +182,10 @@ class OpenDataRoutes:
                 )
             options["key_values"] = value == "keyValues"
         if "start" in allowed:
-            end = _time(request, "end") or _now_ms()
-            start = _time(request, "start") or end - 86_400_000
+            end = _time(request, "end")
+            end = _now_ms() if end is None else end
+            start = _time(request, "start")
+            start = end - 86_400_000 if start is None else start
             if end <= start:
                 raise QueryError(400, "bad_range", "end must be after start")
             longest = self.settings.history_days * 86_400_000
