@@ -24,11 +24,14 @@ import pytest
 import referencing
 from pyld import jsonld
 
+from cityvisor.core.hookspecs import PUBLIC_ROUTE
 from cityvisor.core.points import PointValue, Quality, now_ms
 from cityvisor.hal.sim.bollard import BollardSimulator
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.testing import running_hub, wait_for_point
 from cityvisor.web import find_server
+from cityvisor.web.openapi import document
+from cityvisor.web.routing import PUBLIC
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "flood-sensor" / "src"))
@@ -467,3 +470,16 @@ async def test_what_is_published_is_journaled_once_per_shape(tmp_path: Path):
     assert served[0].data["dataset"] == "demo" and served[0].data["file"] == "entities.csv"
     published = {entity for entity, _ in served[0].data["published"]["entities"]}
     assert "urn:ngsi-ld:DeviceMeasurement:tank-a:level" in published
+
+
+async def test_the_openapi_document_says_open_data_needs_no_session(tmp_path: Path):
+    assert PUBLIC_ROUTE == PUBLIC, "hookspecs.public must mark what the web server calls public"
+    async with city(tmp_path) as (hub, url), aiohttp.ClientSession() as http:
+        status, _, _ = await get(http, f"{url}/opendata/")
+        assert status == 200
+        server = find_server(hub)
+        assert server is not None and server.app is not None
+        paths = document(server.app, [])["paths"]
+    operation = paths["/opendata/{dataset}/{file}"]["get"]
+    assert operation["security"] == [] and "401" not in operation["responses"]
+    assert operation["summary"] == "One file of one dataset."
