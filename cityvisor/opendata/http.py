@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from aiohttp import hdrs, web
 
 from cityvisor.core.hookspecs import public
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 MAX_BUCKET_MS = 31 * 86_400_000
 MIN_BUCKET_MS = 60_000
+RENDER_TIMEOUT = 30.0
+"""Seconds a request may wait for its file (behind the others being rendered) before a 503."""
+MAX_BUCKETS = 10_000
+"""Buckets one history request may span (a range and a bucket that would make more are refused)."""
 
 
 class RateLimiter:
@@ -95,6 +100,7 @@ class OpenDataRoutes:
         self.limiter = RateLimiter(self.settings.rate_limit)
         self._cache: OrderedDict[tuple[str, str], tuple[float, Rendered, str]] = OrderedDict()
         self._journaled: set[str] = set()
+        self._rendering: anyio.Lock | None = None
 
     def routes(self) -> list[web.RouteDef]:
         """The aiohttp routes (GET, and HEAD with it)."""
@@ -183,7 +189,8 @@ class OpenDataRoutes:
             options["key_values"] = value == "keyValues"
         if "start" in allowed:
             end = _time(request, "end")
-            end = _now_ms() if end is None else end
+            # The default range ends on the minute: one rendering serves a minute of clients.
+            end = _now_ms() // 60_000 * 60_000 if end is None else end
             start = _time(request, "start")
             start = end - 86_400_000 if start is None else start
             if end <= start:
@@ -209,6 +216,14 @@ class OpenDataRoutes:
                     400, "bad_parameter", "bucket must be 60 s to 31 days (in seconds)"
                 )
             options["bucket_ms"] = seconds * 1000
+        if file == "history.csv":
+            buckets = (options["end"] - options["start"]) / options.get("bucket_ms", 3_600_000)
+            if buckets > MAX_BUCKETS:
+                raise QueryError(
+                    400,
+                    "too_many_buckets",
+                    f"at most {MAX_BUCKETS} buckets per request: a longer bucket or a shorter range",
+                )
         return options
 
     def _limited(self, request: web.Request) -> web.Response | None:
@@ -235,6 +250,26 @@ class OpenDataRoutes:
         dataset: str = "",
     ) -> web.StreamResponse:
         cache_key = (key, request.path)
+        if self._rendering is None:
+            self._rendering = anyio.Lock()
+        # One rendering at a time: the public side never takes more than its share of the
+        # store (which the journal and the HMI use too), and clients that arrive while a
+        # file is rendered get that rendering from the cache.
+        with anyio.move_on_after(RENDER_TIMEOUT):
+            async with self._rendering:
+                return await self._cached(request, cache_key, build, dataset)
+        log.warning("open data: %s not rendered within %g s", request.path, RENDER_TIMEOUT)
+        return _error(
+            503,
+            "busy",
+            "the data could not be prepared in time; retry later",
+            **{hdrs.RETRY_AFTER: "10"},
+        )
+
+    async def _cached(
+        self, request: web.Request, cache_key: tuple[str, str], build: Any, dataset: str
+    ) -> web.StreamResponse:
+        key = cache_key[0]
         cached = self._cache.get(cache_key)
         if cached is not None and cached[0] > time.monotonic():
             _, rendered, etag = cached

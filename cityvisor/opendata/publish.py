@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from cityvisor.core.config import SENSITIVE_FAMILIES, Config, OpenDataAggregate, OpenDataFamily
 from cityvisor.core.points import DataType, Point, PointValue, now_ms
-from cityvisor.core.store import JournalEntry, Store
+from cityvisor.core.store import JournalEntry, Store, TrendBucket
 
 from .models import CONTEXTS, NGSI_LD_CORE, UNIT_CODES, Attribute, DataModel
 
@@ -69,6 +69,10 @@ class Values(abc.ABC):
     async def history(self, point_id: str, start: int, end: int) -> list[PointValue]:
         """The recorded values of one point in ``[start, end)``, oldest first."""
 
+    @abc.abstractmethod
+    async def trend(self, point_id: str, start: int, end: int, bucket_ms: int) -> list[TrendBucket]:
+        """Count, minimum, maximum, mean and last good value per bucket from ``start``."""
+
 
 class LiveValues(Values):
     """The running hub's point database (current values) and store (history)."""
@@ -84,6 +88,11 @@ class LiveValues(Values):
         """The store's history of the point."""
         rows = await self.hub.store.history(point_id, start, end, limit=100_000)
         return [row for row in rows if isinstance(row, PointValue)]
+
+    async def trend(self, point_id: str, start: int, end: int, bucket_ms: int) -> list[TrendBucket]:
+        """The store's aggregates (computed by the store, not here)."""
+        rows = await self.hub.store.history(point_id, start, end, bucket_ms=bucket_ms)
+        return [row for row in rows if isinstance(row, TrendBucket)]
 
 
 class StoreValues(Values):
@@ -111,6 +120,11 @@ class StoreValues(Values):
         """The store's history of the point."""
         rows = await self.store.history(point_id, start, end, limit=100_000)
         return [row for row in rows if isinstance(row, PointValue)]
+
+    async def trend(self, point_id: str, start: int, end: int, bucket_ms: int) -> list[TrendBucket]:
+        """The store's aggregates (computed by the store, not here)."""
+        rows = await self.store.history(point_id, start, end, bucket_ms=bucket_ms)
+        return [row for row in rows if isinstance(row, TrendBucket)]
 
 
 # --------------------------------------------------------------------------- entities
@@ -498,32 +512,35 @@ class Publication:
     async def history(
         self, dataset: Dataset, values: Values, start: int, end: int, bucket_ms: int
     ) -> list[dict[str, Any]]:
-        """Minimum, maximum, mean and last of each published numeric point, per bucket."""
+        """Count, minimum, maximum, mean and last of each published numeric point, per bucket.
+
+        Buckets are aligned on multiples of ``bucket_ms`` since the epoch (whole
+        hours for 3600 s), whatever ``start`` is.
+        """
         rows: list[dict[str, Any]] = []
+        start -= start % bucket_ms
         for published in dataset.devices:
             for entity_id, attribute, point in _point_names(published):
                 if point.spec.dtype not in (DataType.FLOAT, DataType.INT, DataType.BOOL):
                     continue
-                buckets: dict[int, list[float]] = defaultdict(list)
-                for value in await values.history(point.id, start, end):
-                    if value.quality.is_good and value.value is not None:
-                        buckets[value.source_ts - value.source_ts % bucket_ms].append(
-                            float(value.value)
-                        )
-                for moment, numbers in sorted(buckets.items()):
+                for bucket in await values.trend(point.id, start, end, bucket_ms):
                     rows.append(
                         {
                             "entity_id": entity_id,
                             "attribute": attribute,
-                            "start": iso(moment),
-                            "count": len(numbers),
-                            "minimum": min(numbers),
-                            "maximum": max(numbers),
-                            "mean": round(sum(numbers) / len(numbers), 6),
-                            "last": numbers[-1],
+                            "start": iso(bucket.start),
+                            "count": bucket.count,
+                            "minimum": _number(bucket.minimum),
+                            "maximum": _number(bucket.maximum),
+                            "mean": _number(bucket.average),
+                            "last": _number(bucket.last),
                         }
                     )
         return rows
+
+
+def _number(value: Any) -> Any:
+    return round(float(value), 6) if isinstance(value, int | float) else value
 
 
 def _point_names(published: PublishedDevice) -> list[tuple[str, str, Point]]:

@@ -483,3 +483,14 @@ async def test_the_openapi_document_says_open_data_needs_no_session(tmp_path: Pa
     operation = paths["/opendata/{dataset}/{file}"]["get"]
     assert operation["security"] == [] and "401" not in operation["responses"]
     assert operation["summary"] == "One file of one dataset."
+
+
+async def test_a_history_request_may_not_span_too_many_buckets(tmp_path: Path):
+    async with city(tmp_path) as (_hub, url), aiohttp.ClientSession() as http:
+        end = now_ms()
+        query = f"start={end - 30 * 86_400_000}&end={end}&bucket=60"
+        status, _, body = await get(http, f"{url}/opendata/lighting/history.csv?{query}")
+        assert status == 400 and json.loads(body)["error"] == "too_many_buckets"
+        query = f"start={end - 30 * 86_400_000}&end={end}&bucket=86400"
+        status, _, body = await get(http, f"{url}/opendata/lighting/history.csv?{query}")
+        assert status == 200, body
