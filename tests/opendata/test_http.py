@@ -10,6 +10,7 @@ rate limit, errors and journal are checked from an HTTP client.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import sys
@@ -34,10 +35,25 @@ from cityvisor.web.openapi import document
 from cityvisor.web.routing import PUBLIC
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "examples" / "flood-sensor" / "src"))
 
-import cityvisor_flood  # noqa: E402
-from cityvisor_flood.simulator import FloodGaugeSimulator  # noqa: E402
+
+def _example_plugin() -> tuple[Any, Any]:
+    """The example flood plugin and its simulator, imported from the source tree.
+
+    Its directory is on ``sys.path`` only while importing: an installed copy's
+    metadata there would otherwise show as an entry point to every other test.
+    """
+    source = str(ROOT / "examples" / "flood-sensor" / "src")
+    sys.path.insert(0, source)
+    try:
+        plugin = importlib.import_module("cityvisor_flood")
+        simulator = importlib.import_module("cityvisor_flood.simulator")
+    finally:
+        sys.path.remove(source)
+    return plugin, simulator.FloodGaugeSimulator
+
+
+cityvisor_flood, FloodGaugeSimulator = _example_plugin()
 
 pytestmark = pytest.mark.anyio
 
