@@ -229,7 +229,7 @@ def catalogue(publication: Publication, root: str) -> dict[str, Any]:
             "@id": "http://publications.europa.eu/resource/authority/language/"
             + ("FRA" if language == "fr" else "ENG")
         },
-        "dct:modified": {"@value": iso(now_ms()), "@type": "xsd:dateTime"},
+        "dct:modified": {"@value": iso(publication.created), "@type": "xsd:dateTime"},
         "dcat:dataset": datasets,
     }
 

@@ -138,7 +138,8 @@ class OpenDataRoutes:
         async def build() -> Rendered:
             document = catalogue(self.publication, f"{base}/opendata")
             body = json.dumps(document, ensure_ascii=False).encode()
-            return Rendered(body, "application/ld+json", _now_ms(), self.publication.shape())
+            created = self.publication.created
+            return Rendered(body, "application/ld+json", created, self.publication.shape())
 
         return await self._answer(request, f"catalogue {base}", build)
 
@@ -151,9 +152,9 @@ class OpenDataRoutes:
         dataset = self.publication.datasets.get(name)
         if dataset is None:
             known = ", ".join(self.publication.datasets) or "none"
-            return _error(404, "unknown_dataset", f"no dataset {name!r} (datasets: {known})")
+            return _error(404, "unknown_dataset", f"no dataset {name[:40]!r} (datasets: {known})")
         if file not in FILES:
-            return _error(404, "unknown_file", f"no file {file!r} (files: {', '.join(FILES)})")
+            return _error(404, "unknown_file", f"no file {file[:40]!r} (files: {', '.join(FILES)})")
         try:
             options = self._options(request, file)
         except QueryError as error:
@@ -239,7 +240,9 @@ class OpenDataRoutes:
         )
 
     async def _static(self, body: Any) -> Rendered:
-        return Rendered(json.dumps(body).encode(), "application/json", _now_ms(), None)
+        return Rendered(
+            json.dumps(body).encode(), "application/json", self.publication.created, None
+        )
 
     async def _answer(
         self,

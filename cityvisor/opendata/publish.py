@@ -431,6 +431,8 @@ class Publication:
     ) -> None:
         self.config = config
         self.settings = config.opendata
+        self.created = now_ms()
+        """When this publication was resolved (the catalogue's ``dct:modified``)."""
         self.models = dict(models)
         self.datasets: dict[str, Dataset] = {}
         families = self._families(devices)

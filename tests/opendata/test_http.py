@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import jsonschema
 import pytest
 import referencing
@@ -510,3 +511,13 @@ async def test_a_history_request_may_not_span_too_many_buckets(tmp_path: Path):
         query = f"start={end - 30 * 86_400_000}&end={end}&bucket=86400"
         status, _, body = await get(http, f"{url}/opendata/lighting/history.csv?{query}")
         assert status == 200, body
+
+
+async def test_the_catalogue_keeps_its_etag_from_one_rendering_to_the_next(tmp_path: Path):
+    async with city(tmp_path) as (_hub, url), aiohttp.ClientSession() as http:
+        _, first, _ = await get(http, f"{url}/opendata/catalog.jsonld")
+        await anyio.sleep(1.1)  # cache_seconds = 1: the next answer is a new rendering
+        status, _, _ = await get(
+            http, f"{url}/opendata/catalog.jsonld", headers={"If-None-Match": first["ETag"]}
+        )
+        assert status == 304
