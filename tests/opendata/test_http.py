@@ -521,3 +521,34 @@ async def test_the_catalogue_keeps_its_etag_from_one_rendering_to_the_next(tmp_p
             http, f"{url}/opendata/catalog.jsonld", headers={"If-None-Match": first["ETag"]}
         )
         assert status == 304
+
+
+async def test_without_enabled_nothing_is_served_nor_journaled(tmp_path: Path):
+    config = """
+[site]
+name = "Closedville"
+
+[web]
+port = 0
+
+[[zones]]
+id = "centre"
+name = "Centre"
+
+[[devices]]
+id = "tank-a"
+type = "demo.tank"
+zone = "centre"
+
+[opendata.families.demo]
+points = ["level"]
+"""
+    async with running_hub(config, tmp_path, builtins=True) as hub:
+        server = find_server(hub)
+        assert server is not None
+        await server.ready.wait()
+        async with aiohttp.ClientSession() as http:
+            for path in ("/opendata/", "/opendata/demo/entities.csv", "/opendata/catalog.jsonld"):
+                status, _, _ = await get(http, server.url + path)
+                assert status == 401, path  # no such public route: an anonymous request
+        assert await hub.store.query_journal(kinds=["opendata"]) == []
