@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,7 @@ class Rendered:
     """What it publishes without its values (entity ids and attributes): journaled."""
 
 
-def _csv(columns: tuple[str, ...], rows: list[Mapping[str, Any]]) -> bytes:
+def _csv(columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, lineterminator="\r\n")
     writer.writeheader()
@@ -116,13 +116,13 @@ async def render(
         start = start if start is not None else end - 86_400_000
         if name == "history.csv":
             rows = await publication.history(dataset, values, start, end, bucket_ms)
-            shape = sorted({(r["entity_id"], r["attribute"]) for r in rows})
+            series = sorted({(r["entity_id"], r["attribute"]) for r in rows})
             body = _csv(HISTORY_COLUMNS, rows)
         else:
             rows = await publication.aggregate(dataset, values, start, end)
-            shape = sorted({(r["group"], r["attribute"]) for r in rows})
+            series = sorted({(r["group"], r["attribute"]) for r in rows})
             body = _csv(AGGREGATE_COLUMNS, rows)
-        return Rendered(body, media_type, now, {"file": name, "series": shape})
+        return Rendered(body, media_type, now, {"file": name, "series": series})
     entities = await dataset.entities(values)
     modified = max((e.observed for e in entities), default=0) or now
     shape = {

@@ -313,8 +313,8 @@ class OpenDataRoutes:
             self._journaled.clear()
         self._journaled.add(shape)
         file = key.split("?")[0].split("/", 1)[1]
-        shown = rendered.shape if isinstance(rendered.shape, dict) else {}
-        entities = shown.get("entities", shown.get("series", []))
+        shown: dict[str, Any] = rendered.shape if isinstance(rendered.shape, dict) else {}
+        entities = shown.get("entities") or shown.get("series") or []
         await self.publication.record(
             self.hub.store,
             f"open data: {dataset}/{file} published ({len(entities)} series)",
