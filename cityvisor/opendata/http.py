@@ -120,8 +120,12 @@ class OpenDataRoutes:
         body = {
             "catalogue": f"/opendata/{CATALOGUE}",
             "datasets": {
-                name: [f"/opendata/{name}/{file}" for file in FILES]
-                for name in self.publication.datasets
+                name: [
+                    f"/opendata/{name}/{file}"
+                    for file in FILES
+                    if file != "aggregates.csv" or dataset.aggregates
+                ]
+                for name, dataset in self.publication.datasets.items()
             },
         }
         return await self._answer(request, "index", lambda: self._static(body))
@@ -293,7 +297,6 @@ class OpenDataRoutes:
             hdrs.LAST_MODIFIED: email.utils.formatdate(rendered.modified / 1000, usegmt=True),
             hdrs.CACHE_CONTROL: f"public, max-age={self.settings.cache_seconds}",
             "Access-Control-Allow-Origin": "*",
-            hdrs.VARY: "Accept-Encoding",
         }
         if _not_modified(request, etag, rendered.modified):
             return web.Response(status=304, headers=headers)
