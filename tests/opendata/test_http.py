@@ -30,7 +30,7 @@ from cityvisor.core.hookspecs import PUBLIC_ROUTE
 from cityvisor.core.points import PointValue, Quality, now_ms
 from cityvisor.hal.sim.bollard import BollardSimulator
 from cityvisor.hal.sim.lighting import LightingSimulator
-from cityvisor.testing import running_hub, wait_for_point
+from cityvisor.testing import free_tcp_port, running_hub, wait_for_point
 from cityvisor.web import find_server
 from cityvisor.web.openapi import document
 from cityvisor.web.routing import PUBLIC
@@ -552,3 +552,49 @@ points = ["level"]
                 status, _, _ = await get(http, server.url + path)
                 assert status == 401, path  # no such public route: an anonymous request
         assert await hub.store.query_journal(kinds=["opendata"]) == []
+
+
+async def test_a_cabinet_that_stops_answering_is_never_published_stale(tmp_path: Path):
+    config = """
+[site]
+name = "Darkville"
+
+[web]
+port = 0
+
+[[zones]]
+id = "centre"
+name = "Centre"
+
+[[devices]]
+id = "cab-1"
+type = "lighting.cabinet"
+zone = "centre"
+location = [47.32, 5.04]
+config = {{ host = "127.0.0.1", port = {port}, unit = 1, circuits = 1, period = 0.2 }}
+
+[opendata]
+enabled = true
+cache_seconds = 0
+"""
+    port = free_tcp_port()
+    point = "centre/lighting/cab-1/c1/lamp_failures"
+    async with (
+        running_hub(config.format(port=port), tmp_path, builtins=True) as hub,
+        aiohttp.ClientSession() as http,
+    ):
+        server = find_server(hub)
+        assert server is not None
+        await server.ready.wait()
+        address = f"{server.url}/opendata/lighting/entities.jsonld?options=keyValues"
+        async with LightingSimulator(port=port, cabinets=1, circuits=1):
+            await wait_for_point(hub, point, lambda v: v.quality.is_good, 20)
+            _, _, body = await get(http, address)
+            assert "urn:ngsi-ld:StreetLight:cab-1:c1" in {e["id"] for e in json.loads(body)}
+        # The cabinet went away.
+        await wait_for_point(hub, point, lambda v: v.quality.is_bad, 20)
+        status, _, body = await get(http, address)
+    assert status == 200
+    entities = json.loads(body)
+    # The cabinet is still there (its place and name); its circuit, without a status, is not.
+    assert [e["id"] for e in entities] == ["urn:ngsi-ld:StreetlightControlCabinet:cab-1"]
