@@ -19,7 +19,9 @@ import anyio
 
 from cityvisor.core.config import OpenDataBroker
 
-from .publish import Publication, Values, digest, with_context
+from .entities import with_context
+from .publish import Publication, digest
+from .values import Values
 
 if TYPE_CHECKING:
     from cityvisor.core.store import Store

@@ -104,7 +104,7 @@ async def _write(config: Any, plugins: Any, args: argparse.Namespace, output: Pa
     from cityvisor.plugins.opendata import publication
 
     from .files import CATALOGUE, FILES, catalogue, render
-    from .publish import StoreValues
+    from .values import StoreValues
 
     # The hub is built, never run: it declares the devices' points, nothing more.
     hub = Hub(config, plugins)

@@ -25,7 +25,9 @@ from typing import Any
 from cityvisor.core.config import LICENCES
 from cityvisor.core.points import now_ms
 
-from .publish import CSV_COLUMNS, Dataset, Publication, Values, iso, with_context
+from .entities import CSV_COLUMNS, iso, with_context
+from .publish import Dataset, Publication
+from .values import Values
 
 __all__ = ["CATALOGUE", "FILES", "Rendered", "catalogue", "render"]
 

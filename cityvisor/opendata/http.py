@@ -27,7 +27,8 @@ from aiohttp import hdrs, web
 from cityvisor.core.hookspecs import public
 
 from .files import CATALOGUE, FILES, Rendered, catalogue, render
-from .publish import LiveValues, Publication, digest
+from .publish import Publication, digest
+from .values import LiveValues
 
 if TYPE_CHECKING:
     from cityvisor.core.hub import Hub

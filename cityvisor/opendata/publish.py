@@ -1,11 +1,11 @@
-"""What a deployment publishes, and the entities, features and rows it becomes.
+"""What a deployment publishes: datasets, their entities, history and aggregates.
 
 :class:`Publication` resolves ``[opendata]`` against the hub's devices and
 the plugins' :class:`~cityvisor.opendata.models.DataModel` declarations:
 one :class:`Dataset` per published family, each with its devices and the
-points it may show. It builds entities from a :class:`Values` source (the
-live point database, or the store for ``cityvisor export``) and renders
-them as NGSI-LD (normalized or key-values), GeoJSON and CSV rows.
+points it may show. It builds :class:`~cityvisor.opendata.entities.Entity`
+objects from a :class:`~cityvisor.opendata.values.Values` source (the live
+point database, or the store for ``cityvisor export``).
 
 What is never published, whatever the config says: the families in
 ``SENSITIVE_FAMILIES`` (cameras, access, switches), string points (a
@@ -16,223 +16,25 @@ except as aggregates over a large enough group and a long enough bucket.
 
 from __future__ import annotations
 
-import abc
-import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cityvisor.core.config import SENSITIVE_FAMILIES, Config, OpenDataAggregate, OpenDataFamily
 from cityvisor.core.points import DataType, Point, PointValue, now_ms
-from cityvisor.core.store import JournalEntry, Store, TrendBucket
+from cityvisor.core.store import JournalEntry, Store
 
-from .models import CONTEXTS, NGSI_LD_CORE, UNIT_CODES, Attribute, DataModel
+from .entities import Entity, iso
+from .models import UNIT_CODES, Attribute, DataModel
+from .values import Values
 
 if TYPE_CHECKING:
     from cityvisor.core.devices import DeviceType
-    from cityvisor.core.hub import Hub
 
-__all__ = [
-    "Dataset",
-    "Entity",
-    "LiveValues",
-    "Publication",
-    "StoreValues",
-    "Values",
-    "config_problems",
-]
-
-OBSERVED_TYPES = frozenset({"WaterObserved", "DeviceMeasurement"})
-"""Entity types whose model has ``dateObserved``."""
-
-
-def iso(ms: int) -> str:
-    """Epoch milliseconds as ISO 8601 UTC (``2026-12-02T10:00:00Z``)."""
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# --------------------------------------------------------------------------- values
-
-
-class Values(abc.ABC):
-    """Where the published values come from."""
-
-    @abc.abstractmethod
-    async def current(self, points: Sequence[Point]) -> dict[str, PointValue]:
-        """The latest value of each point that has one, by point id."""
-
-    @abc.abstractmethod
-    async def history(self, point_id: str, start: int, end: int) -> list[PointValue]:
-        """The recorded values of one point in ``[start, end)``, oldest first."""
-
-    @abc.abstractmethod
-    async def trend(self, point_id: str, start: int, end: int, bucket_ms: int) -> list[TrendBucket]:
-        """Count, minimum, maximum, mean and last good value per bucket from ``start``."""
-
-
-class LiveValues(Values):
-    """The running hub's point database (current values) and store (history)."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    async def current(self, points: Sequence[Point]) -> dict[str, PointValue]:
-        """The point database's current values (what the HMI shows)."""
-        return {point.id: point.current for point in points if point.current.source_ts}
-
-    async def history(self, point_id: str, start: int, end: int) -> list[PointValue]:
-        """The store's history of the point."""
-        rows = await self.hub.store.history(point_id, start, end, limit=100_000)
-        return [row for row in rows if isinstance(row, PointValue)]
-
-    async def trend(self, point_id: str, start: int, end: int, bucket_ms: int) -> list[TrendBucket]:
-        """The store's aggregates (computed by the store, not here)."""
-        rows = await self.hub.store.history(point_id, start, end, bucket_ms=bucket_ms)
-        return [row for row in rows if isinstance(row, TrendBucket)]
-
-
-class StoreValues(Values):
-    """A store only (``cityvisor export``): the latest value is the last one recorded."""
-
-    def __init__(self, store: Store, *, lookback_days: float = 31.0) -> None:
-        self.store = store
-        self.lookback_ms = int(lookback_days * 86_400_000)
-
-    async def current(self, points: Sequence[Point]) -> dict[str, PointValue]:
-        """The last recorded value of each point, looking back at most ``lookback_days``."""
-        now = now_ms()
-        found: dict[str, PointValue] = {}
-        for point in points:
-            # Recent windows first: a point that changes every second has a long history.
-            for window in (3_600_000, 86_400_000, self.lookback_ms):
-                rows = await self.store.history(point.id, now - window, now + 1, limit=1_000_000)
-                values = [row for row in rows if isinstance(row, PointValue)]
-                if values:
-                    found[point.id] = values[-1]
-                    break
-        return found
-
-    async def history(self, point_id: str, start: int, end: int) -> list[PointValue]:
-        """The store's history of the point."""
-        rows = await self.store.history(point_id, start, end, limit=100_000)
-        return [row for row in rows if isinstance(row, PointValue)]
-
-    async def trend(self, point_id: str, start: int, end: int, bucket_ms: int) -> list[TrendBucket]:
-        """The store's aggregates (computed by the store, not here)."""
-        rows = await self.store.history(point_id, start, end, bucket_ms=bucket_ms)
-        return [row for row in rows if isinstance(row, TrendBucket)]
-
-
-# --------------------------------------------------------------------------- entities
-
-
-@dataclass
-class Entity:
-    """One entity before rendering: attributes with their time and unit, relationships."""
-
-    id: str
-    type: str
-    location: tuple[float, float] | None = None
-    """(latitude, longitude)."""
-    attributes: dict[str, tuple[Any, int, str]] = field(default_factory=dict)
-    """name -> (value, observed at in ms, UN/CEFACT unit code or "")."""
-    relationships: dict[str, str] = field(default_factory=dict)
-    static: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def observed(self) -> int:
-        """The latest observation time of its attributes (0 if none)."""
-        return max((ts for _, ts, _ in self.attributes.values()), default=0)
-
-    def key_values(self) -> dict[str, Any]:
-        """The simplified representation (``options=keyValues``), as the Smart Data Models' schemas describe it."""
-        body: dict[str, Any] = {"id": self.id, "type": self.type, **self.static}
-        if self.location is not None:
-            body["location"] = _point(self.location)
-        body.update({name: value for name, (value, _, _) in self.attributes.items()})
-        body.update(self.relationships)
-        if self.type in OBSERVED_TYPES and self.observed:
-            body["dateObserved"] = iso(self.observed)
-        return body
-
-    def normalized(self) -> dict[str, Any]:
-        """The normalized NGSI-LD representation: Property, GeoProperty, Relationship."""
-        body: dict[str, Any] = {"id": self.id, "type": self.type}
-        for name, value in self.static.items():
-            body[name] = {"type": "Property", "value": value}
-        if self.location is not None:
-            body["location"] = {"type": "GeoProperty", "value": _point(self.location)}
-        for name, (value, ts, unit) in self.attributes.items():
-            attribute: dict[str, Any] = {"type": "Property", "value": value, "observedAt": iso(ts)}
-            if unit:
-                attribute["unitCode"] = unit
-            body[name] = attribute
-        for name, target in self.relationships.items():
-            body[name] = {"type": "Relationship", "object": target}
-        if self.type in OBSERVED_TYPES and self.observed:
-            body["dateObserved"] = {"type": "Property", "value": iso(self.observed)}
-        return body
-
-    def feature(self) -> dict[str, Any]:
-        """The entity as a GeoJSON feature (its key-values as properties)."""
-        properties = self.key_values()
-        properties.pop("location", None)
-        return {
-            "type": "Feature",
-            "id": self.id,
-            "geometry": _point(self.location) if self.location is not None else None,
-            "properties": properties,
-        }
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One CSV row per attribute (long format: every file has the same columns)."""
-        latitude, longitude = self.location if self.location is not None else ("", "")
-        return [
-            {
-                "entity_id": self.id,
-                "entity_type": self.type,
-                "attribute": name,
-                "value": _csv_value(value),
-                "unit_code": unit,
-                "observed_at": iso(ts),
-                "latitude": latitude,
-                "longitude": longitude,
-            }
-            for name, (value, ts, unit) in self.attributes.items()
-        ]
-
-
-CSV_COLUMNS = (
-    "entity_id",
-    "entity_type",
-    "attribute",
-    "value",
-    "unit_code",
-    "observed_at",
-    "latitude",
-    "longitude",
-)
-
-
-def _point(location: tuple[float, float]) -> dict[str, Any]:
-    latitude, longitude = location
-    return {"type": "Point", "coordinates": [longitude, latitude]}
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
-
-
-def with_context(entity: Mapping[str, Any]) -> dict[str, Any]:
-    """An entity with its ``@context`` (NGSI-LD core and its Smart Data Model's)."""
-    contexts = [CONTEXTS[entity["type"]]] if entity["type"] in CONTEXTS else []
-    return {**entity, "@context": [*contexts, NGSI_LD_CORE]}
+__all__ = ["Dataset", "Publication", "PublishedDevice", "config_problems", "digest"]
 
 
 # --------------------------------------------------------------------------- datasets

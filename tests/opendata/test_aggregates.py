@@ -14,7 +14,7 @@ from cityvisor.core.config import load_config
 from cityvisor.core.hub import Hub
 from cityvisor.core.plugins import make_plugin_manager
 from cityvisor.core.points import PointValue, Quality, now_ms
-from cityvisor.opendata.publish import StoreValues
+from cityvisor.opendata.values import StoreValues
 from cityvisor.plugins.opendata import publication
 
 pytestmark = pytest.mark.anyio

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from cityvisor.core.config import OpenDataBroker
 from cityvisor.opendata.broker import BrokerClient
-from cityvisor.opendata.publish import LiveValues
+from cityvisor.opendata.values import LiveValues
 from cityvisor.plugins.opendata import publication
 from cityvisor.testing import running_hub, wait_for_point
 

@@ -528,6 +528,9 @@ async def test_without_enabled_nothing_is_served_nor_journaled(tmp_path: Path):
 [site]
 name = "Closedville"
 
+[store]
+path = "closed.sqlite"
+
 [web]
 port = 0
 
@@ -558,6 +561,9 @@ async def test_a_cabinet_that_stops_answering_is_never_published_stale(tmp_path:
     config = """
 [site]
 name = "Darkville"
+
+[store]
+path = "dark.sqlite"
 
 [web]
 port = 0

@@ -18,7 +18,8 @@ import sniffio
 
 from cityvisor import hookimpl
 from cityvisor.opendata.models import collect_models
-from cityvisor.opendata.publish import LiveValues, Publication, config_problems
+from cityvisor.opendata.publish import Publication, config_problems
+from cityvisor.opendata.values import LiveValues
 
 if TYPE_CHECKING:
     from cityvisor.core.config import Config
