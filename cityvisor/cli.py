@@ -49,6 +49,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "cityvisor.demo",
     "cityvisor.docs",
     "cityvisor.hal.sim.cli",
+    "cityvisor.opendata.cli",
     "cityvisor.plugins.access.cli",
     "cityvisor.scaffold",
     "cityvisor.web.cli",

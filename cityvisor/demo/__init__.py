@@ -260,6 +260,7 @@ def _banner(
         "  user: admin",
         f"  password: {password}" if password else f"  password: the value of ${PASSWORD_VARIABLE}",
         "",
+        *([f"Open data (no login): {url}/opendata/", ""] if hub.config.opendata.enabled else []),
         "Life happens on its own: alarms appear within a minute. Stop with Ctrl-C.",
     ]
     print("\n".join(lines), file=out, flush=True)

@@ -433,6 +433,7 @@ class SimulatedCity:
                 entry["watched_by"] = [camera_id]
             devices.append(entry)
         centre = ZONES[0].centre
+        group = min(3, max(1, self.size.bollards))
         return {
             "site": {
                 "name": "Ville de démonstration",
@@ -453,6 +454,26 @@ class SimulatedCity:
             "devices": devices,
             "procedures": PROCEDURES,
             "users": [{"name": "admin", "role": "admin"}],
+            # The city's open data: lamps and bollards; a vehicle on a bollard's loop
+            # only as a count per hour for all the bollards together (the small city
+            # has two: its floor is lowered to two).
+            "opendata": {
+                "enabled": True,
+                "licence": "etalab-2.0",
+                "minimum_group": group,
+                "families": {
+                    "lighting": {"update_frequency": "continuous"},
+                    "bollards": {
+                        "aggregate": {
+                            "vehicle_on_loop": {
+                                "bucket": 3600,
+                                "by": "site",
+                                "minimum_group": group,
+                            }
+                        }
+                    },
+                },
+            },
         }
 
 

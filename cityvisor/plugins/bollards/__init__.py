@@ -18,6 +18,7 @@ import pydantic
 
 from cityvisor import DeviceType, alarm, command, hookimpl, interlock, point, reaches
 from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType
+from cityvisor.opendata import Attribute, DataModel
 
 POSITIONS = ["down", "up", "moving", "fault"]
 MODES = ["remote", "local", "maintenance"]
@@ -130,3 +131,21 @@ class Bollard(ModbusDeviceType):
 def cityvisor_device_types() -> list[type[DeviceType]]:
     """The bollards plugin's device types."""
     return [Bollard]
+
+
+@hookimpl
+def cityvisor_opendata_models() -> list[DataModel]:
+    """A bollard is published as a Device whose state is its position.
+
+    A vehicle on the loop is a person's car at a place and a time: it is
+    published only aggregated (``[opendata.families.bollards.aggregate.vehicle_on_loop]``).
+    """
+    return [
+        DataModel(
+            Bollard.type_name,
+            "Device",
+            [Attribute("position", "deviceState"), Attribute("height", "value")],
+            static={"category": ["actuator"], "controlledProperty": ["trafficFlow"]},
+            private=frozenset({"vehicle_on_loop"}),
+        )
+    ]

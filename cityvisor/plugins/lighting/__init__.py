@@ -15,6 +15,7 @@ import pydantic
 
 from cityvisor import DeviceType, alarm, command, hookimpl, interlock, number, point, reaches
 from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType, shared_profile
+from cityvisor.opendata import Attribute, DataModel, MemberModel
 
 from .schedule import LightingSettings, NightSchedule, config_problems, service_for
 
@@ -164,3 +165,35 @@ def cityvisor_settings() -> type[LightingSettings]:
 def cityvisor_check_config(config: Any) -> Sequence[str]:
     """Schedules follow the sun: they need the site's coordinates; they name real circuits."""
     return config_problems(config, LightingCabinet.type_name)
+
+
+@hookimpl
+def cityvisor_opendata_models() -> list[DataModel]:
+    """A cabinet is a ``StreetlightControlCabinet``; each circuit, the ``StreetLight`` it feeds.
+
+    cityvisor knows circuits, not lamps: one StreetLight entity stands for
+    the lamps of one circuit (its ``circuit`` attribute names it).
+    """
+    return [
+        DataModel(
+            LightingCabinet.type_name,
+            "StreetlightControlCabinet",
+            [],
+            member=MemberModel(
+                "circuit",
+                "StreetLight",
+                [
+                    Attribute("on", "powerState", values={True: "on", False: "off"}),
+                    Attribute("level", "illuminanceLevel", scale=0.01, unit="C62"),
+                    Attribute(
+                        "lamp_failures",
+                        "status",
+                        convert=lambda failures: "defectiveLamp" if failures else "ok",
+                    ),
+                ],
+                relation="refStreetlightControlCabinet",
+                static={"circuit": "{member}"},
+                required=("location", "status"),
+            ),
+        )
+    ]
