@@ -247,7 +247,8 @@ async def test_confirmation_approval_interlock_quality_language_trends_map(
     await other.click(".nav a[data-view='approvals']")
     item = other.locator("#approvals-decide li.pending")
     await item.wait_for()
-    assert "toggle_maintenance" in (await item.text_content() or "")
+    command = item.locator(".pending-command[data-command='toggle_maintenance']")
+    assert await command.text_content() == "Maintenance"  # its label, not its name
     await item.locator("button[data-action='approve']").click()
     await other.wait_for_selector("#approvals-decide li.pending", state="detached")
     maintenance = page.locator("td.value[data-point='nord/demo/tank-b/maintenance']")
@@ -335,3 +336,84 @@ async def test_confirmation_approval_interlock_quality_language_trends_map(
     await page.goto(city.url + "/#/cameras")
     await page.wait_for_selector("figure.camera-tile[data-camera='cam-1'][data-loaded='true']")
     assert page.errors == [] and other.errors == []
+
+
+ENGLISH_WORDS = {
+    # the server's own (English) summaries and Python's literals, none of them French
+    "raised", "cleared", "acknowledged", "shelved", "succeeded", "refused", "failed",
+    "pending_approval", "pending_confirmation", "interlocked", "within", "logged", "hub",
+    "started", "devices", "snapshot", "of", "on", "in", "True", "False", "None", "null",
+}  # fmt: skip
+
+
+def english_words(text: str) -> set[str]:
+    return {word for word in re.findall(r"[A-Za-z_]+", text) if word in ENGLISH_WORDS}
+
+
+async def test_a_french_journal_has_no_english_word(city: City, browser: Any, screenshots: Path):
+    page = await open_page(browser, city)
+    await login(page, "sue")
+
+    # An interlock refusal names the point by its label and its value in words.
+    await page.goto(city.url + "/#/equipment/cab-1")
+    await page.select_option("#cmd-set_level-member", "c1")
+    await page.fill("#cmd-set_level-level", "30")
+    await page.click("#cmd-set_level")
+    refusal = page.locator("#command-outcome .outcome[data-outcome='interlocked']")
+    await refusal.wait_for()
+    said = await refusal.text_content() or ""
+    assert "circuit éteint (c1 · Circuit allumé = Non)" in said, said
+    assert "centre/lighting" not in said and not english_words(said), said
+    # The command's description is French too (it was the English docstring).
+    doc = await page.text_content("form.command[data-command='set_level'] .command-doc") or ""
+    assert doc.startswith("Graduer le circuit"), doc
+
+    # A command that succeeds, the alarm it raises, acknowledged; a two-person request.
+    await page.goto(city.url + "/#/equipment/tank-a")
+    await page.fill("#cmd-set_level-setpoint", "96")
+    await page.click("#cmd-set_level")
+    await page.wait_for_selector("#command-outcome .outcome[data-outcome='succeeded']")
+    await wait_for_alarm(city.hub, ALARM, lambda a: a.annunciated)
+    await page.goto(city.url + f"/#/alarms/{ALARM}")
+    await page.wait_for_selector(f"#alarm-title[data-alarm='{ALARM}']")
+    await page.fill("#ack-comment", "Vanne fermée")
+    await page.click("#ack-button")
+    await page.wait_for_selector("#alarm-state[data-state='ack_active']")
+    await page.goto(city.url + "/#/equipment/tank-b")
+    await page.click("#cmd-toggle_maintenance")
+    await page.wait_for_selector("#command-outcome .outcome[data-outcome='pending']")
+    await page.goto(city.url + "/#/approvals")
+    pending = page.locator("#approvals-mine .pending-command[data-command='toggle_maintenance']")
+    assert await pending.text_content() == "Maintenance"
+
+    # The journal, in French: every line worded from the declared labels.
+    await page.goto(city.url + "/#/journal")
+    rows = page.locator("#journal-rows tr[data-kind]")
+    await page.wait_for_selector("#journal-rows tr[data-kind='ack']")
+    messages = await page.locator("#journal-rows td.journal-message").all_text_contents()
+    kinds = await rows.evaluate_all("rows => rows.map(r => r.dataset.kind)")
+    assert {"command", "alarm", "ack", "login", "config"} <= set(kinds), kinds
+    assert await page.locator("#journal-rows [lang='en']").count() == 0
+    for message in messages:
+        assert not english_words(message), message
+    text = "\n".join(messages)
+    assert "Alarme apparue : Niveau haut" in text
+    assert "Alarme acquittée : Niveau haut" in text and "Vanne fermée" in text
+    assert "Régler la consigne : exécutée — Niveau visé = 96 %" in text
+    assert "Graduer (c1) : refusée" in text
+    assert "Maintenance : en attente de validation par une seconde personne" in text
+    assert "Connexion de sue" in text
+    assert re.search(r"Démarrage du superviseur : 4 équipements, \d+ points", text)
+    await shot(page, screenshots, "journal-fr")
+
+    # ...and in English, the same lines in English.
+    await page.click(".banner button[data-lang='en']")
+    await page.wait_for_selector("#journal-rows >> text=Alarm raised: High water")
+    text = "\n".join(await page.locator("#journal-rows td.journal-message").all_text_contents())
+    assert "Set the level: succeeded — Target level = 96 %" in text
+    assert (
+        "Dim (c1): refused — Target level = 30 % — interlock: circuit is off"
+        " (c1 · Circuit switched on = No)"
+    ) in text
+    assert "Maintenance: waiting for a second person's approval" in text
+    assert page.errors == []
