@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from cityvisor.core.points import now_ms
 from cityvisor.testing import wait_for_alarm, wait_for_point
 
 from .browser_fixtures import (
@@ -416,4 +417,44 @@ async def test_a_french_journal_has_no_english_word(city: City, browser: Any, sc
         " (c1 · Circuit switched on = No)"
     ) in text
     assert "Maintenance: waiting for a second person's approval" in text
+    assert page.errors == []
+
+
+async def test_the_age_of_a_steady_value_is_the_time_since_the_device_last_answered(
+    city: City, browser: Any
+):
+    page = await open_page(browser, city)
+    await login(page, "olivia")
+    await page.goto(city.url + "/#/equipment/cab-1")
+    steady = "centre/lighting/cab-1/c1/on"  # off, and polled every 0.2 s
+    row = page.locator(f"tr[data-point-row='{steady}']")
+    await row.wait_for()
+    # Seconds pass with no change: the value is "unchanged for" longer and longer, while
+    # the cabinet keeps answering, so the value is read a moment ago.
+    await page.wait_for_function(
+        "id => { const r = document.querySelector(`tr[data-point-row='${id}'] td.age`);"
+        " return r && Date.now() - Number(r.dataset.ms) > 5000; }",
+        arg=steady,
+    )
+    await page.wait_for_function(
+        "id => { const r = document.querySelector(`tr[data-point-row='${id}'] td.read`);"
+        " return r && Date.now() - Number(r.dataset.ms) < 4000; }",
+        arg=steady,
+    )
+    answered = await page.get_attribute("#device-answered", "data-ms")
+    assert answered and now_ms() - int(answered) < 5000
+    assert "il y a" in (await page.text_content("#device-answered") or "")
+    headers = await page.locator("table.points-table thead th").all_text_contents()
+    assert headers[3:5] == ["Relevée il y a", "Inchangée depuis"]
+
+    # The cabinet stops answering: its points are not read any more, its last answer ages.
+    await city.unplug_lighting()
+    await page.wait_for_selector(f"tr[data-point-row='{steady}'] td.read >> text=non relevée")
+    await page.wait_for_function(
+        "() => Date.now() - Number(document.querySelector('#device-answered').dataset.ms) > 5000"
+    )
+    await page.click(".banner button[data-lang='en']")
+    await page.wait_for_selector("#device-answered >> text=ago")
+    headers = await page.locator("table.points-table thead th").all_text_contents()
+    assert headers[3:5] == ["Read", "Unchanged for"]
     assert page.errors == []

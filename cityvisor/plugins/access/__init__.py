@@ -161,6 +161,7 @@ class Door(DeviceType):
     async def _follow(self, reader: osdp.Reader, bus: osdp.OsdpBus) -> None:
         errors, held = -1, self.settings.held_open_time
         while reader.online:
+            self.answered()  # online: the reader answers the bus's polls
             event: osdp.ReaderEvent | None = None
             due = 1.0
             if self._opened_at is not None and not self._held:
