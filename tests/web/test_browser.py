@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cityvisor.core.points import now_ms
+from cityvisor.core.points import PointValue, Quality, now_ms
 from cityvisor.testing import wait_for_alarm, wait_for_point
 
 from .browser_fixtures import (
@@ -318,10 +318,9 @@ async def test_confirmation_approval_interlock_quality_language_trends_map(
     await page.goto(city.url + f"/#/trends/{LEVEL.replace('/', '%2F')}?range=15m")
     await page.wait_for_selector("#trend-chart canvas")
     await page.wait_for_function(
-        "() => Number(document.querySelector('#trend-chart').dataset.buckets) > 100"
+        "() => Number(document.querySelector('#trend-chart').dataset.samples) > 100"
     )
     assert "Water level" in (await page.text_content("#trend-title") or "")
-    await shot(page, screenshots, "trends")
 
     # The map, with no tile server at all: every located device is drawn, click opens it.
     await page.goto(city.url + "/#/map")
@@ -457,4 +456,116 @@ async def test_the_age_of_a_steady_value_is_the_time_since_the_device_last_answe
     await page.wait_for_selector("#device-answered >> text=ago")
     headers = await page.locator("table.points-table thead th").all_text_contents()
     assert headers[3:5] == ["Read", "Unchanged for"]
+    assert page.errors == []
+
+
+CABINET = "centre/lighting/cab-1"
+MINUTE = 60_000
+
+
+def record(city: City, point_id: str, value: Any, ts: int, quality: Quality = Quality.GOOD) -> None:
+    """A row of history as the point database would have recorded it."""
+    spec = city.hub.points.get(point_id).spec
+    city.hub.store.record(PointValue(point_id, value, quality, ts, ts), spec)
+
+
+async def chart_data(page: Any) -> list[list[float | None]]:
+    """The data uPlot draws: times (s) first, then one column per series (None: a gap)."""
+    return await page.evaluate(
+        "() => document.querySelector('#trend-chart').plot.data.map(c => Array.from(c,"
+        " v => v === undefined ? 'undefined' : v))"
+    )
+
+
+async def test_trends_draw_gaps_as_gaps_steps_as_steps_several_points_and_export_csv(
+    city: City, browser: Any, tmp_path: Path, screenshots: Path
+):
+    now = now_ms()
+    # The dimming level stood at 0 % for 40 minutes, then stepped to 40 %.
+    step_at = now - 15 * MINUTE
+    record(city, f"{CABINET}/c1/level", 0.0, now - 55 * MINUTE)
+    record(city, f"{CABINET}/c1/level", 40.0, step_at)
+    # The power was read until the cabinet stopped answering for 30 minutes.
+    for minute in range(58, 40, -2):
+        record(city, f"{CABINET}/c1/power", 1500.0 + minute, now - minute * MINUTE)
+    gap_from, gap_to = now - 40 * MINUTE, now - 10 * MINUTE
+    record(city, f"{CABINET}/c1/power", 1541.0, gap_from, Quality.bad("comm_failure"))
+    record(city, f"{CABINET}/c1/power", 1490.0, gap_to)
+    # A meter with large figures: its axis needs a prefix, not more digits.
+    for minute in range(50, 0, -5):
+        record(city, f"{CABINET}/c1/energy", 1_250_000.0 + 1_000 * minute, now - minute * MINUTE)
+
+    page = await open_page(browser, city)
+    await login(page, "olivia")
+    await page.goto(city.url + "/#/trends?range=1h")
+    # The picker searches device, zone, family and point names, accents or not.
+    await page.fill("#trend-search", "darcy niveau gradation c1")
+    await page.click(f"button.trend-result[data-point='{CABINET}/c1/level']")
+    await page.wait_for_selector(f"#trend-selected li[data-point='{CABINET}/c1/level']")
+    await page.fill("#trend-search", "eclairage centre-ville puissance c1")
+    await page.click(f"button.trend-result[data-point='{CABINET}/c1/power']")
+    await page.wait_for_selector("#trend-chart[data-series='2'] canvas")
+    await page.wait_for_function("() => document.querySelector('#trend-chart').plot")
+
+    data = await chart_data(page)
+    xs, level, power = data[0], data[1], data[2]
+
+    def at(ms: int) -> int:
+        return min(range(len(xs)), key=lambda i: abs(xs[i] * 1000 - ms))
+
+    # The step: 0 % held up to the moment of the change, then 40 %; never a slope.
+    assert level[at(step_at - 1)] == 0 and level[at(step_at)] == 40
+    assert all(v in (0, 40, "undefined") for v in level[at(now - 50 * MINUTE) : at(now - MINUTE)])
+    # The gap: nothing is drawn while the cabinet did not answer.
+    assert power[at(gap_from)] is None
+    inside = [v for x, v in zip(xs, power, strict=True) if gap_from < x * 1000 < gap_to]
+    assert all(v in (None, "undefined") for v in inside)
+    assert power[at(gap_to)] == 1490
+    assert int(await page.get_attribute("#trend-chart", "data-gaps") or 0) >= 1
+    await shot(page, screenshots, "trends")
+
+    # A boolean moves in steps too.
+    await page.fill("#trend-search", "darcy c1 allumé")
+    await page.click(f"button.trend-result[data-point='{CABINET}/c1/on']")
+    await page.wait_for_selector("#trend-chart[data-series='3']")
+    assert f"{CABINET}/c1/on" in (await page.get_attribute("#trend-chart", "data-stepped") or "")
+
+    # The data shown, as CSV: the site's time with its offset, one column per point.
+    async with page.expect_download() as waiting:
+        await page.click("#trend-csv")
+    download = await waiting.value
+    saved = tmp_path / "trend.csv"
+    await download.save_as(saved)
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    assert header[0] == "heure (Europe/Paris)" and len(header) == 4
+    assert "Armoire place Darcy — c1 · Puissance (W)" in header
+    assert all(
+        re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d,", line) for line in lines[1:]
+    )
+    assert any(",1490," in line or line.split(",")[2] == "1490" for line in lines[1:])
+
+    # Large values get an SI prefix and an axis wide enough for its labels.
+    await page.goto(city.url + f"/#/trends/{CABINET.replace('/', '%2F')}%2Fc1%2Fenergy?range=1h")
+    await page.wait_for_selector("#trend-chart[data-series='1'] canvas")
+    await page.wait_for_function("() => document.querySelector('#trend-chart').dataset.yLabels")
+    fits = await page.evaluate(
+        """() => {
+        const box = document.querySelector('#trend-chart'), u = box.plot;
+        const labels = JSON.parse(box.dataset.yLabels).kWh.filter(Boolean);
+        u.ctx.font = u.axes[1].font[0];
+        const widest = Math.max(...labels.map(l => u.ctx.measureText(l).width)) / devicePixelRatio;
+        return {labels, fits: u.axes[1]._size >= widest};
+    }"""
+    )
+    assert fits["fits"], fits
+    assert all(label.endswith(" GWh") for label in fits["labels"]), fits
+    # In English: the same chart, its words and numbers in English.
+    await page.click(".banner button[data-lang='en']")
+    await page.wait_for_selector("#trend-csv >> text=Export as CSV")
+    await page.wait_for_selector("#trend-info >> text=a value holds until the next change")
+    await page.wait_for_function(
+        "() => JSON.parse(document.querySelector('#trend-chart').dataset.yLabels || '{}')"
+        ".kWh?.some(l => /^1\\.\\d+ GWh$/.test(l))"
+    )
     assert page.errors == []
