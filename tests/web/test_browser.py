@@ -24,12 +24,14 @@ import pytest
 
 from cityvisor.core.points import PointValue, Quality, now_ms
 from cityvisor.testing import wait_for_alarm, wait_for_point
+from cityvisor.web import find_server
 
 from .browser_fixtures import (
     PASSWORD,
     City,
     browser_city,
     chromium_missing,
+    crowded_city,
     launch_chromium,
     seed_history,
     tile_server,
@@ -103,6 +105,16 @@ async def login(page: Any, name: str) -> None:
     await page.click("#login-submit")
     await page.wait_for_selector("#banner")
     await page.wait_for_selector("#connection[data-status='live']")
+
+
+async def map_items(page: Any) -> list[dict[str, Any]]:
+    """What the map draws: clusters and single devices, with their place and label."""
+    return await page.evaluate("() => document.querySelector('#map').view.items")
+
+
+async def click_map(page: Any, item: dict[str, Any]) -> None:
+    box = await page.locator("#map").bounding_box()
+    await page.mouse.click(box["x"] + item["x"], box["y"] + item["y"])
 
 
 async def shot(page: Any, folder: Path, name: str) -> None:
@@ -325,11 +337,11 @@ async def test_confirmation_approval_interlock_quality_language_trends_map(
     # The map, with no tile server at all: every located device is drawn, click opens it.
     await page.goto(city.url + "/#/map")
     await page.wait_for_selector("#map[data-markers='4'][data-ready='true']")
-    assert await page.locator("path.leaflet-interactive.marker").count() == 4
-    await page.wait_for_selector("path.marker[data-device='cab-1'][data-status='offline']")
+    await page.wait_for_selector("#map-devices button[data-device='cab-1'][data-status='offline']")
+    items = await map_items(page)
+    assert sum(item["count"] for item in items) == 4
     assert await page.locator(".leaflet-tile").count() == 0
-    await shot(page, screenshots, "map")
-    await page.locator("path.marker[data-device='tank-b']").click()
+    await click_map(page, next(item for item in items if item["device"] == "tank-b"))
     await page.wait_for_selector("#device-name >> text=Réservoir B")
 
     # The camera wall shows the camera's snapshot.
@@ -569,3 +581,61 @@ async def test_trends_draw_gaps_as_gaps_steps_as_steps_several_points_and_export
         ".kWh?.some(l => /^1\\.\\d+ GWh$/.test(l))"
     )
     assert page.errors == []
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] < b[2] and a[2] > b[0] and a[1] < b[3] and a[3] > b[1]
+
+
+async def test_a_map_of_5000_devices_is_clustered_by_zone_with_counts_and_worst_state(
+    tmp_path: Path, browser: Any, screenshots: Path
+):
+    async with crowded_city(tmp_path / "hub", devices=5000, alarms=12) as hub:
+        await wait_for_alarm(hub, "t00011:high_water", lambda a: a.annunciated)
+        server = find_server(hub)
+        assert server is not None
+        page = await open_page(browser, City(hub, server, server.url, None, None, None, None))  # type: ignore[arg-type]
+        await page.set_viewport_size({"width": 1920, "height": 1080})
+        await login(page, "olivia")
+        await page.goto(server.url + "/#/map")
+        await page.wait_for_selector("#map[data-markers='5000'][data-ready='true']")
+        await page.wait_for_function(
+            "() => Number(document.querySelector('#map').dataset.clusters) > 0"
+        )
+        items = await map_items(page)
+        # The whole city in view: every device counted once, a few dozen marks, not 5,000.
+        assert sum(item["count"] for item in items) == 5000
+        assert len(items) < 300
+        assert {item["zone"] for item in items} == {"dijon", "chenove", "talant"}
+        # A cluster is one zone's; the ones holding the tanks in alarm say so.
+        alarmed = [item for item in items if item["status"] == "alarm"]
+        assert alarmed and all(item["count"] > 1 for item in alarmed)
+        # Names only where they fit: no two labels overlap.
+        boxes = [item["box"] for item in items if item["label"]]
+        assert boxes
+        assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        await shot(page, screenshots, "map")
+
+        # A click on a cluster zooms into it.
+        zoom = int(await page.get_attribute("#map", "data-zoom") or 0)
+        await click_map(page, max(items, key=lambda item: item["count"]))
+        await page.wait_for_function(
+            f"() => Number(document.querySelector('#map').dataset.zoom) > {zoom}"
+        )
+
+        # Filters: only the devices in alarm.
+        await page.select_option("#map-status", "alarm")
+        await page.wait_for_selector("#map[data-markers='12']")
+        assert "/#/map?status=alarm" in page.url  # the filter is in the address: reload it
+        await page.reload()
+        await page.wait_for_selector("#map[data-markers='12'][data-ready='true']")
+        await page.wait_for_function("() => document.querySelector('#map').view.items.length")
+        items = await map_items(page)
+        assert sum(item["count"] for item in items) == 12
+        assert {item["status"] for item in items} == {"alarm"}
+
+        # In English: the legend and the list in English.
+        await page.click(".banner button[data-lang='en']")
+        await page.wait_for_selector("#map-counts >> text=in view, of 12")
+        assert "Cluster" in (await page.text_content(".legend") or "")
+        assert page.errors == []
