@@ -639,3 +639,59 @@ async def test_a_map_of_5000_devices_is_clustered_by_zone_with_counts_and_worst_
         await page.wait_for_selector("#map-counts >> text=in view, of 12")
         assert "Cluster" in (await page.text_content(".legend") or "")
         assert page.errors == []
+
+
+async def test_at_1920_px_the_alarm_list_uses_the_width_and_the_flood_banner_is_one_line(
+    tmp_path: Path, browser: Any, screenshots: Path
+):
+    # 36 tanks in alarm at once, 12 in each commune: a flood in all three.
+    async with crowded_city(tmp_path / "hub", devices=300, alarms=36) as hub:
+        for i in range(36):
+            await wait_for_alarm(hub, f"t{i:05d}:high_water", lambda a: a.annunciated)
+        assert len(hub.alarms.kpis()["in_flood"]) == 3
+        server = find_server(hub)
+        assert server is not None
+        page = await open_page(browser, City(hub, server, server.url, None, None, None, None))  # type: ignore[arg-type]
+        await page.set_viewport_size({"width": 1920, "height": 1080})
+        await login(page, "olivia")
+        flood = page.locator("#flood")
+        await flood.wait_for()
+        text = await flood.text_content() or ""
+        assert text.startswith("AVALANCHE : ") and "Chenôve" in text, text
+        assert "chenove" not in text  # the zone's name, not its id
+
+        async def one_line() -> bool:
+            return await page.evaluate(
+                "() => { const b = document.querySelector('#banner').getBoundingClientRect();"
+                " return [...document.querySelector('#banner').children].every(e => {"
+                " const r = e.getBoundingClientRect();"
+                " return Math.abs(r.top + r.height / 2 - (b.top + b.height / 2)) < 6; }); }"
+            )
+
+        await shot(page, screenshots, "alarm-flood")
+        assert await page.evaluate(
+            "() => document.documentElement.scrollWidth <= window.innerWidth"
+        )  # nothing pushed off the screen
+        assert await one_line()
+        await page.wait_for_selector("tr.alarm-row")
+        widths = await page.evaluate(
+            "() => [document.querySelector('.alarm-list').getBoundingClientRect().width,"
+            " document.querySelector('.split-alarms').getBoundingClientRect().width]"
+        )
+        assert widths[0] / widths[1] > 0.7, widths
+        # Device names stay on one line: a device cell is as tall as its row's time.
+        assert await page.evaluate(
+            "() => [...document.querySelectorAll('tr.alarm-row')].every(r =>"
+            " r.querySelector('td.device').getBoundingClientRect().height"
+            " <= r.querySelector('td.time').getBoundingClientRect().height + 1)"
+        )
+        await shot(page, screenshots, "alarm-flood")
+        await page.click(".banner button[data-lang='en']")
+        await page.wait_for_selector("#flood >> text=ALARM FLOOD: ")
+        # At 1920 px the three communes' names fit on that one line.
+        assert await page.evaluate(
+            "() => { const f = document.querySelector('#flood');"
+            " return f.scrollWidth <= f.clientWidth; }"
+        )
+        assert await one_line()
+        assert page.errors == []

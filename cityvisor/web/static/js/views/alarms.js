@@ -101,7 +101,7 @@ export function mount(root, route, ctx) {
     ),
   );
   const aside = h("aside", { class: "alarm-detail panel", id: "alarm-detail", "aria-live": "polite" });
-  replace(root, h("div", { class: "split" }, list, aside));
+  replace(root, h("div", { class: "split split-alarms" }, list, aside));
 
   function saveQuery() {
     ctx.replaceQuery({
@@ -169,7 +169,12 @@ export function mount(root, route, ctx) {
         h("td", {}, priorityBadge(alarm.priority, alarm.acked)),
         h("td", { class: "time" }, fmtDateTime(alarm.raised_at)),
         h("td", {}, zoneLabel(alarm.zone, tx)),
-        h("td", {}, deviceName(device, alarm.device_id), alarm.member ? ` · ${alarm.member}` : ""),
+        h(
+          "td",
+          { class: "device", title: `${deviceName(device, alarm.device_id)}${alarm.member ? ` · ${alarm.member}` : ""}` },
+          deviceName(device, alarm.device_id),
+          alarm.member ? ` · ${alarm.member}` : "",
+        ),
         h("td", { class: "message" }, tx(alarm.message)),
         h("td", { class: "value" }, formatValue(null, alarm.value)),
         h("td", { class: "state" }, h("span", { class: ["state-tag", `state-${alarm.display_state}`] }, t(`state.${alarm.display_state}`))),
