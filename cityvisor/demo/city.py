@@ -29,6 +29,8 @@ from cityvisor.hal.sim.switch import SimulatedSwitch
 __all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone"]
 
 HOST = "127.0.0.1"
+TIME_ZONE = "Europe/Paris"
+"""The demo city's time zone: its site's, and the one its cameras burn into their pictures."""
 CAMERA_USER, CAMERA_PASSWORD = "cityvisor", "demo-camera"
 """The simulated cameras' account (they are simulators: the secret protects nothing)."""
 SWITCH_COMMUNITY, SWITCH_WRITE_COMMUNITY = "public", "private"
@@ -251,7 +253,12 @@ class SimulatedCity:
         self.bollard_ids = {unit: f"borne-{unit:02d}" for unit in self.bollards.units}
         for camera_id, name in self._camera_names():
             camera = SimulatedCamera(
-                name, username=CAMERA_USER, password=CAMERA_PASSWORD, host=HOST, port=0
+                name,
+                username=CAMERA_USER,
+                password=CAMERA_PASSWORD,
+                host=HOST,
+                port=0,
+                time_zone=TIME_ZONE,
             )
             await stack.enter_async_context(camera)
             self.cameras[camera_id] = camera
@@ -436,7 +443,7 @@ class SimulatedCity:
         return {
             "site": {
                 "name": "Ville de démonstration",
-                "timezone": "Europe/Paris",
+                "timezone": TIME_ZONE,
                 "language": "fr",
                 "latitude": centre[0],
                 "longitude": centre[1],

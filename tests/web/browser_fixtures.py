@@ -198,7 +198,11 @@ async def browser_city(
         await group.start(_lighting, sim, unplug, unplugged)
         cam = await stack.enter_async_context(
             SimulatedCamera(
-                "Place Darcy", username="cityvisor", password=CAMERA_PASSWORD, image_size=(320, 180)
+                "Caméra place Darcy",
+                username="cityvisor",
+                password=CAMERA_PASSWORD,
+                image_size=(320, 180),
+                time_zone="Europe/Paris",
             )
         )
         config = CONFIG.format(
