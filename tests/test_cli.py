@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cityvisor.cli import describe_plugins, main
+from cityvisor.cli import ConsoleFormatter, _setup_logging, describe_plugins, log_in_site_time, main
 from cityvisor.core.config import reference
 from cityvisor.core.plugins import make_plugin_manager
 
@@ -382,4 +384,45 @@ def test_run_serves_the_demo_until_a_signal_then_stops_cleanly(
     assert process.returncode == 0, "".join(seen) + rest
     assert f"received {stop.name}: stopping" in rest
     assert "Traceback" not in rest
+    # Times in the site's zone (Europe/Paris), ISO 8601 with the offset.
+    running = next(line for line in seen if "running; stop with" in line)
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0[12]:00 INFO ", running), running
     assert (tmp_path / "demo.sqlite").exists()
+
+
+def test_the_console_log_is_one_line_per_record_in_the_sites_time_with_its_offset(
+    capsys: pytest.CaptureFixture[str],
+):
+    restore = _setup_logging("info")
+    try:
+        log_in_site_time("Europe/Paris")
+        record = logging.LogRecord("cityvisor.device.lighting", logging.WARNING, __file__, 1,
+                                   "cab-07: offline (comm_failure)", None, None)  # fmt: skip
+        record.created = 1796220000.25  # 2026-12-02T14:00:00.250Z
+        line = logging.getLogger().handlers[0].format(record)
+    finally:
+        restore()
+    assert line == (
+        "2026-12-02T15:00:00.250+01:00 WARNING cityvisor.device.lighting: cab-07: offline (comm_failure)"
+    )
+    assert ConsoleFormatter.zone is None  # put back as it was
+
+
+def test_protocol_libraries_speak_at_debug_only(capsys: pytest.CaptureFixture[str]):
+    restore = _setup_logging("info")
+    try:
+        logging.getLogger("pymodbus.logging").error("Connection to (127.0.0.1, 5020) failed")
+        logging.getLogger("pysnmp.carrier").warning("timeout")
+        logging.getLogger("cityvisor.device.lighting").warning("cab-07: offline")
+        logging.getLogger("aiohttp.server").error("Error handling request")
+    finally:
+        restore()
+    err = capsys.readouterr().err
+    assert "cab-07: offline" in err and "Error handling request" in err
+    assert "Connection to" not in err and "timeout" not in err
+    restore = _setup_logging("debug")
+    try:
+        logging.getLogger("pymodbus.logging").error("Connection to (127.0.0.1, 5020) failed")
+    finally:
+        restore()
+    assert " DEBUG   pymodbus.logging: Connection to" in capsys.readouterr().err

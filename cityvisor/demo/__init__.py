@@ -137,6 +137,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) -> None:
     """Run the demo city until SIGINT or SIGTERM (the ``cityvisor demo`` command, awaitable)."""
+    from ..cli import log_in_site_time
     from ..core.config import ConfigError, check_config, load_config
     from ..core.hub import Hub
     from ..core.plugins import make_plugin_manager
@@ -160,6 +161,7 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
                 tomlfile.dumps(city.config(STORE_NAME), header=HEADER), encoding="utf-8"
             )
             config = load_config(config_path)
+            log_in_site_time(config.site.timezone)
             plugins = make_plugin_manager(entry_points=False)
             if plugins.failures:  # a broken install: say which plugin, not a traceback later
                 raise DemoError("; ".join(str(failure) for failure in plugins.failures))
