@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import __version__
-from .core.config import Config, ConfigError, check_config, load_config, reference
+from .core.config import (
+    Config,
+    ConfigError,
+    PluginsSection,
+    check_config,
+    check_file,
+    load_config,
+    reference,
+)
 from .core.plugins import PluginManager, make_plugin_manager
 
 if TYPE_CHECKING:
@@ -233,12 +241,22 @@ def _setup_logging(level: str) -> Callable[[], None]:
     return restore
 
 
-def _plugin_manager(config: Config | None) -> PluginManager:
+def _plugin_manager(config: Config | PluginsSection | None) -> PluginManager:
     if config is None:
         return make_plugin_manager()
-    return make_plugin_manager(
-        entry_points=config.plugins.entry_points, disabled=config.plugins.disabled
-    )
+    section = config.plugins if isinstance(config, Config) else config
+    return make_plugin_manager(entry_points=section.entry_points, disabled=section.disabled)
+
+
+def _plugins_section(path: str) -> PluginsSection | None:
+    """The ``[plugins]`` table of a file that does not load as a whole (None if unusable)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return PluginsSection.model_validate(data.get("plugins", {}))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------- run
@@ -291,12 +309,16 @@ async def _serve(hub: Hub) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    plugins = _plugin_manager(config)
-    problems = check_config(config, plugins)
+    # The plugins the file asks for, if its [plugins] table can be read at all:
+    # the devices are checked against their types even when the rest has problems.
+    try:
+        plugins = _plugin_manager(load_config(args.file))
+    except ConfigError:
+        plugins = _plugin_manager(_plugins_section(args.file))
+    config, problems = check_file(args.file, plugins)
     for failure in plugins.failures:
         print(f"warning: {failure}", file=sys.stderr)
-    if problems:
+    if problems or config is None:
         raise ConfigError(problems)
     print(
         f"OK: {len(config.zones)} zones, {len(config.devices)} devices, {len(config.alarms)} alarms"

@@ -126,13 +126,60 @@ def test_check_config_prints_every_problem_and_exits_2(
     assert main(["check-config", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.splitlines() == [
-        f"{path}: devices[0].zone: unknown zone 'nord' (declared zones: centre)",
-    ]
+    # Both passes at once: the unknown zone does not hide the device's bad config.
+    # Each problem names the device by its id and gives the line of the key.
+    zone, capacity = err.splitlines()
+    assert zone == f"{path}:12: device tank-1: zone: unknown zone 'nord' (declared zones: centre)"
+    assert capacity.startswith(
+        f"{path}:13: device tank-1: config.capacity: Input should be a valid number"
+    )
     path.write_text(BAD.replace('"nord"', '"centre"'))
     assert main(["check-config", str(path)]) == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"{path}: devices[0].config.capacity: Input should be a valid number")
+    assert capsys.readouterr().err.splitlines() == [capacity]
+
+
+def test_check_config_reports_a_sections_mistake_and_every_device_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    path = write(
+        tmp_path,
+        """
+        [site]
+        name = "Testville"
+        timezone = "Europe/Dijon"
+
+        [[zones]]
+        id = "centre"
+        name = "Centre"
+
+        [[devices]]
+        id = "tank-1"
+        type = "demo.tank"
+        zone = "centre"
+
+        [[devices]]
+        id = "tank-2"
+        type = "demo.tank"
+        zone = "centre"
+        config = { capacity = "lots", colour = "blue" }
+
+        [[devices]]
+        type = "demo.tank"
+        zone = "centre"
+        """,
+    )
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{path}:4: site.timezone: ")
+    assert any(
+        line.startswith(f"{path}:21: devices[2].id: required key is missing") for line in lines
+    ), lines
+    assert any(line.startswith(f"{path}:19: device tank-2: config.capacity: ") for line in lines), (
+        lines
+    )
+    assert any(
+        line.startswith(f"{path}:19: device tank-2: config.colour: unknown key") for line in lines
+    ), lines
 
 
 def test_check_config_includes_the_plugins_own_checks(
@@ -156,7 +203,7 @@ def test_check_config_includes_the_plugins_own_checks(
         """,
     )
     assert main(["check-config", str(path)]) == 2
-    assert capsys.readouterr().err == f"{path}: devices[0]: gauges need a location\n"
+    assert capsys.readouterr().err == f"{path}:9: device gauge-1: gauges need a location\n"
 
 
 def test_a_missing_file_or_a_toml_error_is_one_line_and_exit_2(
@@ -290,7 +337,7 @@ def test_disabled_plugins_are_not_loaded(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["check-config", str(path)]) == 2
     # The known types listed are those of the other built-in families, if any.
     assert capsys.readouterr().err.startswith(
-        f"{path}: devices[0].type: unknown device type 'demo.tank' (known types: "
+        f"{path}:15: device tank-1: type: unknown device type 'demo.tank' (known types: "
     )
 
 
@@ -324,7 +371,7 @@ def test_python_m_cityvisor_check_config_with_problems_exits_2_without_a_traceba
 ):
     done = run_cli("check-config", str(write(tmp_path, BAD)))
     assert done.returncode == 2
-    assert "devices[0].zone: unknown zone 'nord'" in done.stderr
+    assert ":12: device tank-1: zone: unknown zone 'nord'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
