@@ -7,6 +7,7 @@ HTTP.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -139,3 +140,8 @@ async def test_demo_serves_the_hmi_raises_an_alarm_within_a_minute_and_stops_on_
     assert rest.strip().endswith("demo stopped")
     config = load_config(data_dir / "demo-city.toml")
     assert check_config(config, make_plugin_manager(entry_points=False)) == []
+    # The map's offline background: the communes' outlines, next to the config.
+    assert config.web.basemap == data_dir / "communes.geojson"
+    basemap = json.loads(config.web.basemap.read_text(encoding="utf-8"))
+    names = {feature["properties"]["name"] for feature in basemap["features"]}
+    assert names == {"Dijon", "Chenôve", "Talant"}

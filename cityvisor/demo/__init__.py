@@ -23,6 +23,7 @@ little next to the hub (docs/performance.md, "The demo city").
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -36,7 +37,7 @@ from typing import Any, TextIO
 import anyio
 
 from . import tomlfile
-from .city import BADGES, FULL, SMALL, SimulatedCity
+from .city import BADGES, FULL, SMALL, SimulatedCity, outlines
 from .life import Life
 
 __all__ = ["DemoError", "DemoOptions", "register", "run_demo"]
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "demo-city.toml"
 STORE_NAME = "demo.sqlite"
+BASEMAP_NAME = "communes.geojson"
 PASSWORD_VARIABLE = "CITYVISOR_ADMIN_PASSWORD"
 SUPERVISOR = "superviseur"
 """The demo's second user, a supervisor: with ``admin``, two people to try two-person approval."""
@@ -157,8 +159,13 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
             started = anyio.current_time()
             await city.start(simulators)
             config_path = data_dir / CONFIG_NAME
+            written = city.config(STORE_NAME, basemap=BASEMAP_NAME)
+            # The map's background, with no tile server: the communes' outlines.
+            await anyio.Path(data_dir / BASEMAP_NAME).write_text(
+                json.dumps(outlines(written), ensure_ascii=False), encoding="utf-8"
+            )
             await anyio.Path(config_path).write_text(
-                tomlfile.dumps(city.config(STORE_NAME), header=HEADER), encoding="utf-8"
+                tomlfile.dumps(written, header=HEADER), encoding="utf-8"
             )
             config = load_config(config_path)
             log_in_site_time(config.site.timezone)

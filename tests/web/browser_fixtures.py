@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import math
 import os
 import shutil
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from PIL import Image
 
 from cityvisor.core.hub import Hub
 from cityvisor.core.points import PointValue, Quality, now_ms
+from cityvisor.demo.city import outlines
 from cityvisor.hal.sim.camera import SimulatedCamera
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.plugins import cameras, demo, lighting
@@ -241,7 +244,7 @@ def crowded_config(devices: int, alarms: int, port: int = 0) -> str:
         '[site]\nname = "Ville encombrée"\ntimezone = "Europe/Paris"\nlanguage = "fr"',
         "latitude = 47.3220\nlongitude = 5.0415",
         '[store]\npath = "crowded.sqlite"\nflush_interval = 0.5',
-        f'[web]\nhost = "127.0.0.1"\nport = {port}',
+        f'[web]\nhost = "127.0.0.1"\nport = {port}\nbasemap = "communes.geojson"',
     ]
     for zone, (name, _) in CROWDED_ZONES.items():
         lines.append(f'[[zones]]\nid = "{zone}"\nname = "{name}"')
@@ -269,6 +272,11 @@ async def crowded_city(directory: Path, *, devices: int, alarms: int = 0) -> Asy
     """Run a hub with ``devices`` idle demo tanks (for the map at scale); users created."""
     await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
     config = crowded_config(devices, alarms)
+    # The map's offline background: the communes' outlines, as the demo writes them.
+    parsed = tomllib.loads(config)
+    await anyio.Path(directory / "communes.geojson").write_text(
+        json.dumps(outlines(parsed), ensure_ascii=False), encoding="utf-8"
+    )
     async with running_hub(config, directory, plugins=[demo, web_plugin]) as hub:
         server = find_server(hub)
         assert server is not None, "the web plugin did not start a server"

@@ -614,6 +614,13 @@ async def test_a_map_of_5000_devices_is_clustered_by_zone_with_counts_and_worst_
         boxes = [item["box"] for item in items if item["label"]]
         assert boxes
         assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        # No tile server, no Internet: the communes' outlines from the config, named.
+        await page.wait_for_selector("#map[data-basemap='3']")
+        labels = await page.locator(".leaflet-tooltip.basemap-label").all_text_contents()
+        assert sorted(labels) == ["Chenôve", "Dijon", "Talant"]
+        assert "contours fournis par la configuration" in (
+            await page.text_content("#map-tiles") or ""
+        )
         await shot(page, screenshots, "map")
 
         # A click on a cluster zooms into it.

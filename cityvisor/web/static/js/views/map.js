@@ -5,6 +5,7 @@
 // (/api/v1/site tile_url) when there is one; without them the map still works.
 
 import * as L from "../../vendor/leaflet-1.9.4/leaflet-src.esm.js";
+import * as api from "../api.js";
 import { h, option, replace } from "../dom.js";
 import { t, tx } from "../i18n.js";
 import { deviceName, familyLabel } from "../format.js";
@@ -182,6 +183,31 @@ export function mount(root, route, ctx) {
   } else {
     notice.textContent = t("map.no_tiles");
     mapBox.classList.add("no-tiles");
+  }
+
+  // The offline background of [web] basemap: outlines (communes...) drawn by the hub's own
+  // GeoJSON, under the equipment. It needs no tile server and no Internet.
+  let closed = false;
+  if (site.basemap) {
+    api
+      .get("/api/v1/basemap")
+      .then((geojson) => {
+        if (closed) return;
+        const layer = L.geoJSON(geojson, {
+          interactive: false,
+          style: () => ({ className: "basemap", weight: 2, fillOpacity: 0.05 }),
+          onEachFeature: (feature, shape) => {
+            const name = feature.properties && (feature.properties.label ? tx(feature.properties.label) : feature.properties.name);
+            if (name) shape.bindTooltip(String(name), { permanent: true, direction: "center", className: "basemap-label", interactive: false });
+          },
+        }).addTo(map);
+        mapBox.dataset.basemap = String(layer.getLayers().length);
+        mapBox.classList.add("with-basemap");
+        if (!site.tile_url) notice.textContent = t("map.basemap_on");
+      })
+      .catch(() => {
+        notice.textContent = t("map.basemap_error");
+      });
   }
 
   // One canvas over the map, in the map's own pane stack (above tiles, below controls).
@@ -467,6 +493,7 @@ export function mount(root, route, ctx) {
 
   return {
     unmount() {
+      closed = true;
       for (const stop of stops) stop();
       if (frame !== null) cancelAnimationFrame(frame);
       clearTimeout(listTimer);
