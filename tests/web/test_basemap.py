@@ -5,16 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anyio
 import pytest
 
 from cityvisor.core.config import ConfigError, load_config
-from cityvisor.plugins import demo
-from cityvisor.plugins import web as web_plugin
-from cityvisor.testing import running_hub
-from cityvisor.web import find_server
 
-from .conftest import CONFIG, Env, add_users
+from .conftest import CONFIG, Env, running_env
 
 pytestmark = pytest.mark.anyio
 
@@ -45,25 +40,15 @@ async def test_the_basemap_is_served_to_a_session_only(tmp_path: Path):
     (tmp_path / "outlines.geojson").write_text(json.dumps(OUTLINES), encoding="utf-8")
     config = CONFIG.replace("[web]\n", '[web]\nbasemap = "outlines.geojson"\n', 1)
     assert 'basemap = "outlines.geojson"' in config
-    async with running_hub(config, tmp_path, plugins=[demo, web_plugin]) as hub:
-        server = find_server(hub)
-        assert server is not None
-        with anyio.fail_after(10):
-            await server.ready.wait()
-        await add_users(hub)
-        environment = Env(hub, server, server.url)
-        try:
-            anonymous = environment.client()
-            status, _ = await anonymous.get("/api/v1/basemap")
-            assert status == 401
-            client = await environment.login("victor")
-            status, site = await client.get("/api/v1/site")
-            assert site["basemap"] is True
-            status, body = await client.get("/api/v1/basemap")
-            assert status == 200 and body == OUTLINES
-        finally:
-            for session in environment.sessions:
-                await session.close()
+    async with running_env(config, tmp_path) as environment:
+        anonymous = environment.client()
+        status, _ = await anonymous.get("/api/v1/basemap")
+        assert status == 401
+        client = await environment.login("victor")
+        status, site = await client.get("/api/v1/site")
+        assert site["basemap"] is True
+        status, body = await client.get("/api/v1/basemap")
+        assert status == 200 and body == OUTLINES
 
 
 def test_a_basemap_that_is_not_there_is_a_config_error_naming_the_key(tmp_path: Path):
