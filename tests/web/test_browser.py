@@ -416,7 +416,6 @@ async def test_a_french_journal_has_no_english_word(city: City, browser: Any, sc
     assert "Maintenance : en attente de validation par une seconde personne" in text
     assert "Connexion de sue" in text
     assert re.search(r"Démarrage du superviseur : 4 équipements, \d+ points", text)
-    await shot(page, screenshots, "journal-fr")
 
     # ...and in English, the same lines in English.
     await page.click(".banner button[data-lang='en']")
@@ -675,7 +674,6 @@ async def test_at_1920_px_the_alarm_list_uses_the_width_and_the_flood_banner_is_
                 " return Math.abs(r.top + r.height / 2 - (b.top + b.height / 2)) < 6; }); }"
             )
 
-        await shot(page, screenshots, "alarm-flood")
         assert await page.evaluate(
             "() => document.documentElement.scrollWidth <= window.innerWidth"
         )  # nothing pushed off the screen
