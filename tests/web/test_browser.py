@@ -203,6 +203,11 @@ async def operator_session(city: City, browser: Any, screenshots: Path) -> None:
     acked = await wait_for_alarm(city.hub, ALARM, lambda a: a.acked)
     assert acked.acked_by == "olivia"
     await page.wait_for_selector("#alarm-history >> text=Vanne vérifiée sur place")
+    # The alarm's history says what happened in words: raised, then acknowledged.
+    await page.wait_for_selector(
+        "#alarm-history .kind[data-transition='acknowledged'] >> text=acquittée"
+    )
+    assert await page.text_content("#alarm-history .kind[data-transition='raised']") == "apparue"
     await shot(page, screenshots, "alarms")
 
     # The journal has the acknowledgement, the comment and who did it (key 5 opens it).

@@ -3,7 +3,7 @@
 
 import * as api from "../api.js";
 import { clear, h, option, replace } from "../dom.js";
-import { fmtAge, fmtDateTime, fmtDuration, t, tx } from "../i18n.js";
+import { fmtAge, fmtDateTime, fmtDuration, t, tOr, tx } from "../i18n.js";
 import { deviceName, errorText, formatValue } from "../format.js";
 import { hasCameras, PRIORITIES, state, userMay, zoneLabel } from "../state.js";
 import { empty, field, notify, priorityBadge } from "../ui.js";
@@ -563,7 +563,13 @@ function alarmDetail(root, alarmId, ctx) {
                 {},
                 h("span", { class: "time" }, fmtDateTime(entry.ts)),
                 " ",
-                h("span", { class: "kind" }, t(`journal.kind.${entry.kind}`)),
+                h(
+                  "span",
+                  { class: "kind", dataset: { transition: (entry.data && entry.data.kind) || entry.kind } },
+                  entry.data && entry.data.kind
+                    ? tOr(`wording.transition.${entry.data.kind}`, t(`journal.kind.${entry.kind}`))
+                    : t(`journal.kind.${entry.kind}`),
+                ),
                 entry.user ? h("span", { class: "user" }, ` ${entry.user}`) : "",
                 entry.data && entry.data.comment ? h("q", { class: "comment" }, entry.data.comment) : "",
               ),
