@@ -301,6 +301,7 @@ class Camera(DeviceType):
                 while True:
                     await anyio.sleep(min(15.0, retry))
                     await camera.device_information()
+                    self.answered()
 
     def _on_event(self, event: CameraEvent) -> None:
         if event.kind == "motion":
@@ -324,6 +325,7 @@ class Camera(DeviceType):
                     self._moved.set()  # then try again
                     break
                 self._restore("ptz_status")
+                self.answered()  # the head is followed every 30 s: the camera answers
                 if "ptz_presets" in self._unavailable:
                     break  # where the head stands means nothing without the presets
                 at = next((p.name for p in self._presets.values() if p.matches(status)), "")
