@@ -26,9 +26,11 @@ from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.hal.sim.osdp_reader import ReaderLine, SimulatedReader
 from cityvisor.hal.sim.switch import SimulatedSwitch
 
-__all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone"]
+__all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone", "outlines"]
 
 HOST = "127.0.0.1"
+TIME_ZONE = "Europe/Paris"
+"""The demo city's time zone: its site's, and the one its cameras burn into their pictures."""
 CAMERA_USER, CAMERA_PASSWORD = "cityvisor", "demo-camera"
 """The simulated cameras' account (they are simulators: the secret protects nothing)."""
 SWITCH_COMMUNITY, SWITCH_WRITE_COMMUNITY = "public", "private"
@@ -251,7 +253,12 @@ class SimulatedCity:
         self.bollard_ids = {unit: f"borne-{unit:02d}" for unit in self.bollards.units}
         for camera_id, name in self._camera_names():
             camera = SimulatedCamera(
-                name, username=CAMERA_USER, password=CAMERA_PASSWORD, host=HOST, port=0
+                name,
+                username=CAMERA_USER,
+                password=CAMERA_PASSWORD,
+                host=HOST,
+                port=0,
+                time_zone=TIME_ZONE,
             )
             await stack.enter_async_context(camera)
             self.cameras[camera_id] = camera
@@ -301,7 +308,7 @@ class SimulatedCity:
 
     # ------------------------------------------------------------------ the config
 
-    def config(self, store_path: str = "demo.sqlite") -> dict[str, Any]:
+    def config(self, store_path: str = "demo.sqlite", basemap: str | None = None) -> dict[str, Any]:
         """The deployment file of the city, as data (see :func:`cityvisor.demo.tomlfile.dumps`)."""
         spread = random.Random(self.seed)
         zones = {zone.id: zone for zone in ZONES}
@@ -437,13 +444,14 @@ class SimulatedCity:
         return {
             "site": {
                 "name": "Ville de démonstration",
-                "timezone": "Europe/Paris",
+                "timezone": TIME_ZONE,
                 "language": "fr",
                 "latitude": centre[0],
                 "longitude": centre[1],
             },
             "store": {"path": store_path, "flush_interval": 1.0, "retention": {"default": 7}},
-            "web": {"host": self.web_host, "port": self.web_port},
+            "web": {"host": self.web_host, "port": self.web_port}
+            | ({"basemap": basemap} if basemap else {}),
             # Only the built-in families: the demo must not depend on what else is installed.
             "plugins": {"entry_points": False},
             "zones": [
@@ -475,6 +483,65 @@ class SimulatedCity:
                 },
             },
         }
+
+
+def outlines(config: Mapping[str, Any], margin: float = 0.003) -> dict[str, Any]:
+    """The communes of a demo config as GeoJSON, for the map's offline background.
+
+    Schematic, not the legal boundaries: each commune is the convex hull of its
+    equipment, widened by ``margin`` degrees, named as the config names it.
+    """
+    features = []
+    for zone in config.get("zones", []):
+        points = sorted(
+            (float(d["location"][1]), float(d["location"][0]))  # GeoJSON: longitude first
+            for d in config.get("devices", [])
+            if d["zone"] == zone["id"] and d.get("location")
+        )
+        if not points:
+            continue
+        hull = _convex_hull(points)
+        cx = sum(x for x, _ in hull) / len(hull)
+        cy = sum(y for _, y in hull) / len(hull)
+        ring = []
+        for x, y in hull:
+            distance = max(((x - cx) ** 2 + (y - cy) ** 2) ** 0.5, 1e-9)
+            ring.append([round(x + (x - cx) / distance * margin * 1.5, 6),
+                         round(y + (y - cy) / distance * margin, 6)])  # fmt: skip
+        if len(ring) < 3:  # one or two pieces of equipment: a small square around them
+            ring = [[round(cx + dx, 6), round(cy + dy, 6)]
+                    for dx, dy in ((-margin * 1.5, -margin), (margin * 1.5, -margin),
+                                   (margin * 1.5, margin), (-margin * 1.5, margin))]  # fmt: skip
+        ring.append(ring[0])
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"zone": zone["id"], "name": zone["name"], "schematic": True},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Andrew's monotone chain over sorted points: the hull, counter-clockwise."""
+    if len(points) <= 2:
+        return points
+
+    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple[float, float]] = []
+    upper: list[tuple[float, float]] = []
+    for p in points:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    for p in reversed(points):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return lower[:-1] + upper[:-1]
 
 
 def free_udp_port(host: str = HOST) -> int:

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from aiohttp import hdrs, web
 
 from ..core.alarms import Priority, UnknownAlarmError
@@ -372,8 +373,31 @@ async def site(request: web.Request) -> web.StreamResponse:
                 {d.family for d in _hub(request).devices.values() if seen.sees_zone(d.zone)}
             ),
             "tile_url": config.web.tile_url,
+            "basemap": config.web.basemap is not None,
         }
     )
+
+
+@ROUTES.route(
+    "GET",
+    "/api/v1/basemap",
+    summary="The map's offline background: the GeoJSON of [web] basemap",
+    tag="site",
+    responses={
+        200: "a GeoJSON document (served as application/json)",
+        404: "no basemap configured",
+    },
+)
+async def basemap(request: web.Request) -> web.StreamResponse:
+    """The GeoJSON the map draws under the equipment (outlines of the communes...)."""
+    path = _hub(request).config.web.basemap
+    if path is None:
+        raise ApiError(404, "no_basemap", "no [web] basemap is configured")
+    try:
+        body = await anyio.Path(path).read_bytes()
+    except OSError as error:
+        raise ApiError(404, "no_basemap", f"the basemap cannot be read: {error.strerror}") from None
+    return web.Response(body=body, content_type="application/json")
 
 
 # --------------------------------------------------------------------------- devices
@@ -389,9 +413,17 @@ def _scrub(text: str) -> str:
 def _communication(hub: Hub, device: DeviceType) -> dict[str, Any]:
     driver = hub.supervisor.drivers.get(device.id)
     if driver is None:
-        return {"online": False, "restarts": 0, "failures": 0, "last_reason": "", "last_error": ""}
+        return {
+            "online": False,
+            "restarts": 0,
+            "failures": 0,
+            "last_reason": "",
+            "last_error": "",
+            "answered_ms": device.answered_ms or None,
+        }
     return {
         "online": driver.online,
+        "answered_ms": device.answered_ms or None,
         "restarts": driver.restarts,
         "failures": driver.failures,
         "last_reason": driver.last_reason,
@@ -444,6 +476,10 @@ _DEVICE_SCHEMA = {
                 "failures": {"type": "integer"},
                 "last_reason": {"type": "string"},
                 "last_error": {"type": "string"},
+                "answered_ms": {
+                    "type": ["integer", "null"],
+                    "description": "when the equipment last answered (epoch ms), changed or not",
+                },
             },
         },
         "alarms": {

@@ -89,6 +89,9 @@ class Bollard(ModbusDeviceType):
         interlocks=[NO_VEHICLE, REMOTE, HEALTHY],
         feedback=reaches("position", UP, within="travel_time"),
         label=_t("Lever", "Raise"),
+        doc=_t(
+            "Lever la borne (jamais sur un véhicule).", "Raise the bollard (never onto a vehicle)."
+        ),
     )
     async def raise_bollard(self) -> None:
         """Raise the bollard (never onto a vehicle)."""
@@ -99,12 +102,22 @@ class Bollard(ModbusDeviceType):
         interlocks=[REMOTE, HEALTHY],
         feedback=reaches("position", DOWN, within="travel_time"),
         label=_t("Baisser", "Lower"),
+        doc=_t(
+            "Baisser la borne pour laisser passer.", "Lower the bollard to let vehicles through."
+        ),
     )
     async def lower(self) -> None:
         """Lower the bollard to let vehicles through."""
         await self._order("lower", DOWN)
 
-    @command(feedback=reaches("fault_code", 0, within="travel_time"), label=_t("Réarmer", "Reset"))
+    @command(
+        feedback=reaches("fault_code", 0, within="travel_time"),
+        label=_t("Réarmer", "Reset"),
+        doc=_t(
+            "Acquitter et effacer le défaut de l'automate.",
+            "Acknowledge and clear the PLC's fault.",
+        ),
+    )
     async def reset(self) -> None:
         """Acknowledge and clear the PLC's fault (a bollard stopped mid-stroke settles down)."""
         await self.write("reset_fault", True)

@@ -116,6 +116,10 @@ class LightingCabinet(ModbusDeviceType):
         per="circuit",
         feedback=reaches("on", True, within="feedback_time"),
         label=_t("Allumer", "Switch on"),
+        doc=_t(
+            "Allumer le circuit : son niveau monte jusqu'à la consigne.",
+            "Switch the circuit on: its level ramps to the setpoint.",
+        ),
     )
     async def switch_on(self, circuit: str) -> None:
         """Switch the circuit on: its level ramps to the setpoint."""
@@ -125,6 +129,7 @@ class LightingCabinet(ModbusDeviceType):
         per="circuit",
         feedback=reaches("on", False, within="feedback_time"),
         label=_t("Éteindre", "Switch off"),
+        doc=_t("Éteindre le circuit.", "Switch the circuit off."),
     )
     async def switch_off(self, circuit: str) -> None:
         """Switch the circuit off."""
@@ -136,6 +141,10 @@ class LightingCabinet(ModbusDeviceType):
         interlocks=[interlock("on", equals=True, reason=_t("circuit éteint", "circuit is off"))],
         feedback=reaches("level", param="level", tolerance=1.0, within="feedback_time"),
         label=_t("Graduer", "Dim"),
+        doc=_t(
+            "Graduer le circuit au niveau voulu (l'allumer d'abord).",
+            "Dim the circuit to the level wanted (switch it on first).",
+        ),
     )
     async def set_level(self, circuit: str, level: float) -> None:
         """Dim the circuit to ``level`` %: its level ramps there (switch it on first)."""
