@@ -105,7 +105,8 @@ function commandEntry(entry, detail) {
   const data = entry.data || {};
   const command = commandIn(detail, data.command);
   const label = command ? commandLabel(command) : data.command || "?";
-  const outcome = outcomeWord(data.outcome);
+  // An order journaled before it is sent has no outcome yet.
+  const outcome = entry.kind === "command_sent" ? t("wording.sending") : outcomeWord(data.outcome);
   if (data.selector) {
     const criteria = selectorText(data.selector);
     return t("wording.group_command", { command: label, criteria, n: data.targets ?? 0, outcome });
@@ -173,6 +174,22 @@ function configEntry(entry) {
   return null;
 }
 
+function opendataEntry(entry) {
+  const data = entry.data || {};
+  switch (data.via) {
+    case "startup":
+      return t("wording.opendata_started", { datasets: Object.keys(data.datasets || {}).join(", ") || "—" });
+    case "http":
+      return t("wording.opendata_served", { file: `${data.dataset || "?"}/${data.file || "?"}` });
+    case "export":
+      return t("wording.opendata_exported", { n: (data.files || []).length });
+    case "broker":
+      return data.errors ? t("wording.opendata_push_failed") : t("wording.opendata_pushed", { n: (data.entities || []).length });
+    default:
+      return null;
+  }
+}
+
 function accessEntry(entry) {
   const data = entry.data || {};
   if (data.granted === undefined) return null;
@@ -190,7 +207,11 @@ export function journalText(entry, detail) {
   let text = null;
   switch (entry.kind) {
     case "command":
+    case "command_sent":
       text = data.command || data.selector ? commandEntry(entry, detail) : null;
+      break;
+    case "opendata":
+      text = opendataEntry(entry);
       break;
     case "login":
       text = t("wording.login", { user: entry.user || "?" });

@@ -27,6 +27,7 @@ export const KINDS = [
   "evidence",
   "access",
   "badges",
+  "opendata",
 ];
 const PAGE = 50;
 
