@@ -21,8 +21,8 @@ import asyncio
 import bisect
 import logging
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.entity import config as pysnmp_config
@@ -31,6 +31,9 @@ from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
 from pysnmp.smi import error as smi_error
 from pysnmp.smi.instrum import AbstractMibInstrumController
+
+if TYPE_CHECKING:
+    from cityvisor.hal.snmp import UsmCredentials
 
 __all__ = ["Apply", "LiveMib", "Oid", "Setter", "SnmpAgent", "integer", "oid", "text_of"]
 
@@ -160,10 +163,11 @@ def integer(value: Any) -> int:
 
 
 class SnmpAgent:
-    """Serves a :class:`LiveMib` over SNMP v2c on ``host:port`` (``port=0``: a free one).
+    """Serves a :class:`LiveMib` over SNMP v2c (and v3) on ``host:port`` (``port=0``: a free one).
 
-    ``community`` reads; ``write_community`` reads and writes. Start it inside
-    a running event loop with :meth:`start`, stop it with :meth:`stop`.
+    ``community`` reads; ``write_community`` reads and writes; ``users``
+    read and write over v3 (authPriv). Start it inside a running event loop
+    with :meth:`start`, stop it with :meth:`stop`.
     """
 
     def __init__(
@@ -174,6 +178,7 @@ class SnmpAgent:
         port: int = 0,
         community: str = "public",
         write_community: str = "private",
+        users: Sequence[UsmCredentials] = (),
     ) -> None:
         if community == write_community:
             raise ValueError("the read and write communities must differ")
@@ -182,6 +187,7 @@ class SnmpAgent:
         self.requested_port = port
         self.community = community
         self.write_community = write_community
+        self.users = list(users)
         self.engine: SnmpEngine | None = None
         self._socket: socket.socket | None = None
         self._bound: tuple[str, int] | None = None
@@ -190,6 +196,13 @@ class SnmpAgent:
     def address(self) -> tuple[str, int]:
         """The (host, port) the agent answers on."""
         return self._bound or (self.host, self.requested_port)
+
+    @property
+    def engine_id(self) -> bytes:
+        """The agent's snmpEngineID (what a trap receiver needs for its v3 traps)."""
+        if self.engine is None:
+            raise RuntimeError("the agent is not running")
+        return bytes(self.engine.snmpEngineID.asOctets())
 
     async def start(self) -> None:
         """Bind the UDP socket (a bind error raises here) and answer requests."""
@@ -216,6 +229,9 @@ class SnmpAgent:
         pysnmp_config.add_vacm_user(engine, 2, "readers", "noAuthNoPriv", everything, nothing)
         pysnmp_config.add_v1_system(engine, "writers", self.write_community)
         pysnmp_config.add_vacm_user(engine, 2, "writers", "noAuthNoPriv", everything, everything)
+        for user in self.users:
+            user.add_to(engine)
+            pysnmp_config.add_vacm_user(engine, 3, user.user, "authPriv", everything, everything)
         snmp_context = context.SnmpContext(engine)
         snmp_context.unregister_context_name(b"")
         snmp_context.register_context_name(b"", self.mib)  # type: ignore[arg-type]
