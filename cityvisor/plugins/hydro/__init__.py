@@ -31,6 +31,7 @@ from cityvisor import DeviceConfig, DeviceError, DeviceType, Quality, alarm, hoo
 from cityvisor.hal import mqtt
 from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType
 
+from .alerts import AlertBroadcaster, AlertsSettings, Crossing
 from .levels import STAGES, LevelWatch, Thresholds
 
 __all__ = ["GaugeBase", "ModbusGauge", "MqttGauge", "Thresholds"]
@@ -270,3 +271,75 @@ def _finite(value: Any) -> bool:
 def cityvisor_device_types() -> list[type[DeviceType]]:
     """The hydro family's device types."""
     return [ModbusGauge, MqttGauge]
+
+
+# --------------------------------------------------------------------------- alerts
+
+STAGE_OF_ALARM = {"vigilance": "vigilance", "flood_alert": "alert", "flood_crisis": "crisis"}
+"""The threshold alarms and the stage each one's raising is a crossing of."""
+
+
+def _broadcaster(hub: Any) -> AlertBroadcaster:
+    settings = hub.config.settings("hydro") or AlertsSettings()
+    return hub.resources.get("hydro.alerts", lambda: AlertBroadcaster(hub, settings))
+
+
+def _alerting(hub: Any) -> list[GaugeBase]:
+    return [d for d in hub.devices.values() if isinstance(d, GaugeBase) and d.config.alerts]  # type: ignore[attr-defined]
+
+
+@hookimpl
+def cityvisor_settings() -> type[AlertsSettings]:
+    """Declared alerts: ``[plugins.hydro.alerts.<name>]`` (docs/families/hydro.md)."""
+    return AlertsSettings
+
+
+@hookimpl
+def cityvisor_startup(hub: Any) -> Any:
+    """Broadcast the alerts of threshold crossings, if any gauge declares some."""
+    return _broadcaster(hub).run if _alerting(hub) else None
+
+
+@hookimpl
+def cityvisor_alarm_transition(alarm: Any, transition: Any, hub: Any) -> None:
+    """A threshold alarm raised is a crossing: hand it to the broadcaster (no I/O here)."""
+    stage = STAGE_OF_ALARM.get(alarm.spec.name)
+    if transition.kind != "raised" or stage is None:
+        return
+    device = hub.devices.get(alarm.device_id)
+    if not isinstance(device, GaugeBase) or not device.config.alerts:  # type: ignore[attr-defined]
+        return
+    config: Any = device.config
+    raised = alarm.raised_at or transition.ts
+    level = device.point("level").current
+    _broadcaster(hub).offer(
+        Crossing(
+            key=f"{alarm.id}@{raised}",
+            device=device.id,
+            zone=device.zone,
+            stage=stage,  # type: ignore[arg-type]
+            value=None if level is None else level.value,
+            ts=raised,
+            alerts=tuple(config.alerts),
+            message=dict(alarm.spec.message),
+            area=config.area,
+        )
+    )
+
+
+@hookimpl
+def cityvisor_check_config(config: Any) -> list[str]:
+    """Every alert a gauge names is declared in ``[plugins.hydro.alerts]``."""
+    settings = config.settings("hydro")
+    declared = set(settings.alerts) if settings is not None else set()
+    problems = []
+    for number, entry in enumerate(config.devices):
+        if entry.type not in (ModbusGauge.type_name, MqttGauge.type_name):
+            continue
+        for name in entry.config.get("alerts", []):
+            if name not in declared:
+                problems.append(
+                    f"devices[{number}].config.alerts: no alert {name!r} in [plugins.hydro.alerts] "
+                    f"(declared: {', '.join(sorted(declared)) or 'none'})"
+                )
+    return problems
