@@ -102,7 +102,12 @@ class _Gauges:
 
 
 class HydroGaugeSimulator(_Gauges, ModbusSimulator):
-    """Gauges ``g1..gN`` as Modbus units ``1..N`` behind one Modbus/TCP gateway."""
+    """Gauges ``g1..gN`` as Modbus units ``1..N`` behind one Modbus/TCP gateway.
+
+    With ``storms_every`` (seconds), storms come at random, on average that
+    often: a flood wave of ``storm_peak`` metres (a range) down the river,
+    reaching each gauge in turn.
+    """
 
     kind = "hydro gauge"
 
@@ -117,11 +122,15 @@ class HydroGaugeSimulator(_Gauges, ModbusSimulator):
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        storms_every: float | None = None,
+        storm_peak: tuple[float, float] = (0.5, 2.0),
     ) -> None:
         super().__init__(
             host, port, profile="hydro_gauge", units=range(1, gauges + 1), tick=tick, seed=seed
         )
         self.clock, self.time_scale = clock, time_scale
+        self.storms_every = storms_every
+        self.storm_peak = storm_peak
         self.gauges = {f"g{unit}": Gauge(f"g{unit}", base_level=level) for unit in self.units}
 
     async def setup(self, unit: int) -> None:
@@ -129,7 +138,16 @@ class HydroGaugeSimulator(_Gauges, ModbusSimulator):
         await self._publish(unit)
 
     async def tick(self, unit: int, dt: float) -> None:
-        """Move the water."""
+        """Move the water; with ``storms_every``, a storm now and then (the demo's weather)."""
+        first = unit == self.units[0]  # one draw per tick, not one per gauge
+        if first and self.storms_every and self.random.random() < dt / self.storms_every:
+            # A storm upstream: every gauge of the river sees the wave, the lower ones later.
+            peak = self.random.uniform(*self.storm_peak)
+            duration = self.random.uniform(300, 900)
+            for position, gauge in enumerate(self.gauges.values()):
+                start = self.clock() + position * 30 / self.time_scale
+                gauge.events = [e for e in gauge.events if e.start + e.duration > self.clock()]
+                gauge.events.append(RainEvent(start, duration / self.time_scale, peak))
         await self._publish(unit)
 
     async def _publish(self, unit: int) -> None:
