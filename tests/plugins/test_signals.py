@@ -175,3 +175,30 @@ async def test_a_broken_loop_raises_the_detector_alarm(tmp_path: Path, junctions
         junctions[0].set_detector_fault(2)
         await wait_for_alarm(hub, "j-a:d2:detector_failed", lambda a: a.active, timeout=WAIT)
         await wait_for_point(hub, POINT + "d2/occupancy", lambda v: not v.quality.is_good)
+
+
+async def test_the_ring_diagram_is_served_live_and_only_to_the_junctions_readers(
+    tmp_path: Path, junctions
+):
+    from cityvisor.plugins import web
+    from cityvisor.testing import api_client
+
+    config = deployment(junctions) + '\n[web]\nport = 0\n[security]\nzone_reading = "own"\n'
+    async with running_hub(config, tmp_path, plugins=[signals, web]) as hub:
+        await wait_for_point(hub, POINT + "p2/state", lambda v: v.value == GREEN, timeout=WAIT)
+        async with api_client(hub, "nord-op", role="operator", zones=["nord"]) as client:
+            status, ring = await client.get("/api/v1/signals/j-a/ring")
+            assert status == 200, ring
+            assert ring["junction"] == "crossroads" and ring["stages"] == [[2, 6], [4, 8]]
+            assert ring["greens"] == [30, 20] and ring["plan"] == 1
+            p2 = next(p for p in ring["phases"] if p["number"] == 2)
+            assert p2["state"] == "green" and p2["bus"] and p2["conflicts"] == [4, 8]
+            status, page = await client.get("/plugins/signals/ring?device=j-a")
+            assert status == 200 and 'src="/plugins/signals/ring.js"' in page
+            status, script = await client.get("/plugins/signals/ring.js")
+            assert status == 200 and "export function draw" in script
+            status, _body = await client.get("/api/v1/signals/j-z/ring")
+            assert status == 404
+        async with api_client(hub, "sud-op", role="operator", zones=["sud"]) as client:
+            status, body = await client.get("/api/v1/signals/j-a/ring")
+            assert status == 404, body  # another zone's junction is unknown to them

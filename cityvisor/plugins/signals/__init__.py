@@ -425,3 +425,11 @@ class SignalController(DeviceType):
 def cityvisor_device_types() -> list[type[DeviceType]]:
     """The signals family's device types."""
     return [SignalController]
+
+
+@hookimpl
+def cityvisor_web_routes(hub: Any) -> list[Any]:
+    """``GET /api/v1/signals/{id}/ring`` and the ring diagram page ``/plugins/signals/ring``."""
+    from .web import routes
+
+    return routes(hub)
