@@ -22,7 +22,7 @@ from cityvisor.core.config import check_config, parse_config
 from cityvisor.core.plugins import make_plugin_manager
 from cityvisor.hal.sim.gauge import HydroGaugeSimulator, MqttGaugeSimulator
 from cityvisor.plugins import hydro
-from cityvisor.plugins.hydro import ModbusGauge
+from cityvisor.plugins.hydro import ModbusGauge, MqttGauge
 from cityvisor.plugins.hydro.levels import STAGES, LevelWatch, Thresholds
 from cityvisor.testing import (
     check_device_type,
@@ -194,6 +194,38 @@ def mqtt_deployment(sim: MqttGaugeSimulator, **extra: Any) -> str:
 
 
 MQTT = "nord/hydro/underpass-2/"
+
+
+async def test_the_mqtt_gauge_keeps_the_plugin_contract():
+    broker_is_listening()
+    prefix = f"cityvisor-test/{uuid.uuid4().hex}"
+    config = {"topic": f"{prefix}/g", "stale_after": 1.0, "thresholds": THRESHOLDS}
+    await check_device_type(
+        MqttGauge,
+        config,
+        lambda: MqttGaugeSimulator(["g"], prefix=prefix, period=0.1),
+        optional_points=["rate_of_rise", "rising_fast"],
+    )
+
+
+async def test_an_unreachable_broker_is_a_lost_gauge_not_a_crash(tmp_path: Path):
+    closed = free_tcp_port()  # nothing listens there
+    config = city(
+        device(
+            "tremie",
+            "hydro.mqtt_gauge",
+            "nord",
+            broker="127.0.0.1",
+            port=closed,
+            topic="gauges/tremie",
+            thresholds=THRESHOLDS,
+        )
+    )
+    async with running_hub(config, tmp_path, plugins=[hydro]) as hub:
+        await wait_for_alarm(hub, "tremie:communication_lost", lambda a: a.active, timeout=WAIT)
+        level = hub.points.value("nord/hydro/tremie/level")
+        assert not level.quality.is_good
+        assert hub.supervisor.restarts >= 1
 
 
 async def test_an_mqtt_gauge_reads_its_json_and_crosses_thresholds(tmp_path, mqtt_gauges):

@@ -363,8 +363,10 @@ class SignalController(DeviceType):
             retries=config.retries,
         )
         self._ntcip = NtcipController(client, list(config.layout.phases), config.detectors)
-        if self.point("bus_priority").current.value is None:
-            self.publish({"bus_priority": config.bus_priority})
+        # Bus priority is the hub's own state: it outlives driver restarts (which mark
+        # every point bad), so it is published again, good, with the value it had.
+        enabled = self.point("bus_priority").current.value
+        self.publish({"bus_priority": config.bus_priority if enabled is None else enabled})
         try:
             await self._refresh()  # raises if the controller does not answer: not online
             task_status.started()
