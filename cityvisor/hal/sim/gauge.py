@@ -18,6 +18,7 @@ status. Time is the simulator's clock (:func:`time.monotonic` unless given);
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
@@ -30,9 +31,9 @@ from typing import Any, Self
 import aiomqtt
 import anyio
 
-from cityvisor.hal.sim.modbus_server import ModbusSimulator
+from cityvisor.hal.sim.modbus_server import ModbusSimulator, run_simulator_cli
 
-__all__ = ["STATUSES", "Gauge", "HydroGaugeSimulator", "MqttGaugeSimulator", "RainEvent"]
+__all__ = ["STATUSES", "Gauge", "HydroGaugeSimulator", "MqttGaugeSimulator", "RainEvent", "main"]
 
 STATUSES = ("ok", "no_echo", "fouled", "fault")
 
@@ -245,3 +246,28 @@ class MqttGaugeSimulator(_Gauges):
                     await self._client.publish(self.topic(name), data, qos=1)
                     self.published += 1
             await anyio.sleep(self.period)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``cityvisor sim hydro``: serve water-level gauges over Modbus/TCP until interrupted."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--gauges", type=int, default=1, help="gauges (units 1..N)")
+        parser.add_argument("--level", type=float, default=0.5, help="initial level, m")
+        parser.add_argument(
+            "--storms-every", type=float, default=None, help="a storm every N s on average"
+        )
+
+    def build(args: argparse.Namespace) -> HydroGaugeSimulator:
+        return HydroGaugeSimulator(
+            args.host,
+            args.port,
+            gauges=args.gauges,
+            level=args.level,
+            seed=args.seed,
+            storms_every=args.storms_every,
+        )
+
+    return run_simulator_cli(
+        "Simulated water-level gauges over Modbus/TCP", add_arguments, build, argv
+    )

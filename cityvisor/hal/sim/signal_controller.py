@@ -32,11 +32,13 @@ are refused with ``wrongValue``.
 
 from __future__ import annotations
 
+import argparse
 import collections
+import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -56,7 +58,7 @@ from cityvisor.hal.ntcip import (
 )
 from cityvisor.hal.sim.snmp_agent import Apply, LiveMib, SnmpAgent, integer, oid, text_of
 
-__all__ = ["PriorityRequest", "SimulatedController", "simulated_controllers"]
+__all__ = ["PriorityRequest", "SimulatedController", "main", "simulated_controllers"]
 
 log = logging.getLogger(__name__)
 
@@ -549,3 +551,34 @@ async def simulated_controllers(
             )
             for number in range(1, count + 1)
         ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``cityvisor sim signals``: serve a signal controller until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="cityvisor sim signals", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=16100, help="UDP port (0: any free port)")
+    parser.add_argument("--name", default="tsc-01", help="sysName of the controller")
+    parser.add_argument(
+        "--junction", default="crossroads", help="junction profile: a bundled name or a file"
+    )
+    parser.add_argument("--time-scale", type=float, default=1.0, help="run N times faster")
+    parser.add_argument("--community", default="public", help="read community")
+    parser.add_argument("--write-community", default="private", help="read-write community")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    controller = SimulatedController(
+        args.name,
+        args.junction,
+        host=args.host,
+        port=args.port,
+        community=args.community,
+        write_community=args.write_community,
+        time_scale=args.time_scale,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(controller.run, backend="asyncio")
+    return 0
