@@ -63,11 +63,13 @@ class Webhook:
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.calls: list[tuple[int, str, dict[str, Any]]] = []
+        self.authorizations: list[str] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         status = 503 if len(self.calls) < self.failures else 204
         self.calls.append((status, request.headers.get("Idempotency-Key", ""), body))
+        self.authorizations.append(request.headers.get("Authorization", ""))
         return web.Response(status=status)
 
     @property
@@ -135,7 +137,7 @@ retry_max = 0.5
 
 [plugins.hydro.alerts.prefecture]
 stages = ["alert"]
-webhook = {{ url = "http://127.0.0.1:{webhook_port}/alerts" }}
+webhook = {{ url = "http://127.0.0.1:{webhook_port}/alerts", token = "s3cret-hook" }}
 cap = {{ topic = "{topic}", sender = "alerte@ville.example" }}
 
 [plugins.hydro.alerts.prefecture.email]
@@ -197,6 +199,8 @@ async def test_a_crossing_broadcasts_one_email_one_webhook_and_one_cap_message(
             # The webhook failed twice, was retried, and every call carried the same key.
             assert [status for status, _key, _body in hook.calls] == [503, 503, 204]
             assert len({key for _status, key, _body in hook.calls}) == 1
+            assert set(hook.authorizations) == {"Bearer s3cret-hook"}
+            assert "s3cret-hook" not in json.dumps(hub.config.redacted())
             key, body = hook.accepted[0]
             assert body["stage"] == "alert" and body["device"] == "ouche-1"
             cap = ElementTree.fromstring(cap_feed.messages[0])

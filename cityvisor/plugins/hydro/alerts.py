@@ -97,8 +97,10 @@ class WebhookChannel(pydantic.BaseModel):
     model_config = _Strict
     url: pydantic.HttpUrl
     """Where to POST."""
+    token: str = ""
+    """Sent as ``Authorization: Bearer <token>`` when set; from the environment: ``${NAME}``."""
     headers: dict[str, str] = {}
-    """Extra headers (an ``Authorization`` from the environment: ``${NAME}``)."""
+    """Extra headers, not secret (they are shown in config dumps): put secrets in ``token``."""
     timeout: float = pydantic.Field(10.0, gt=0)
     """Seconds the request may take."""
 
@@ -461,6 +463,8 @@ async def _send_email(channel: EmailChannel, crossing: Crossing, key: str) -> No
 async def _send_webhook(channel: WebhookChannel, crossing: Crossing, key: str) -> None:
     timeout = aiohttp.ClientTimeout(total=channel.timeout)
     headers = {**channel.headers, "Idempotency-Key": key}
+    if channel.token:
+        headers["Authorization"] = f"Bearer {channel.token}"
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
         session.post(str(channel.url), json=_json(crossing, key), headers=headers) as response,
