@@ -75,6 +75,7 @@ def routes(hub: Any) -> list[web.RouteDef]:
     """The family's routes (mounted behind the web server's session check)."""
 
     async def ring_data(request: web.Request) -> web.Response:
+        """A junction's ring diagram: stages, phases with live colour and hold, plan, flash."""
         device = visibility(request).device_or_404(request.match_info["id"])
         if not isinstance(device, SignalController):
             from cityvisor.web.routing import ApiError
@@ -83,6 +84,7 @@ def routes(hub: Any) -> list[web.RouteDef]:
         return web.json_response(ring(device))
 
     async def static(request: web.Request) -> web.Response:
+        """The ring diagram page (``?device=<id>``), its script and its style sheet."""
         name, content_type = _STATIC[request.match_info["name"]]
         body = (resources.files(__package__) / "static" / name).read_bytes()
         return web.Response(body=body, content_type=content_type, charset="utf-8")
