@@ -118,10 +118,6 @@ class UnitControlStatus(enum.IntEnum):
     INTERCONNECT_BACKUP = 8
 
 
-CENTRAL_CONTROL = frozenset({UnitControlStatus.SYSTEM_CONTROL})
-LOCAL_CONTROL = frozenset({UnitControlStatus.MANUAL})
-
-
 class UnitFlashStatus(enum.IntEnum):
     """Why the unit flashes, or that it does not (``unitFlashStatus``)."""
 

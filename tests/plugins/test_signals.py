@@ -202,3 +202,15 @@ async def test_the_ring_diagram_is_served_live_and_only_to_the_junctions_readers
         async with api_client(hub, "sud-op", role="operator", zones=["sud"]) as client:
             status, body = await client.get("/api/v1/signals/j-a/ring")
             assert status == 404, body  # another zone's junction is unknown to them
+
+
+async def test_central_orders_wait_while_a_technician_has_the_junction(tmp_path: Path, junctions):
+    async with running_hub(deployment(junctions), tmp_path, plugins=[signals]) as hub:
+        await wait_for_point(hub, POINT + "online", lambda v: v.value is True, timeout=WAIT)
+        junctions[0].set_local_control(True)
+        await wait_for_alarm(hub, "j-a:local_takeover", lambda a: a.active, timeout=WAIT)
+        with pytest.raises(InterlockedError, match="under local control"):
+            await send_command(hub, "j-a", "select_plan", plan=2, user=OPERATOR)
+        with pytest.raises(InterlockedError, match="under local control"):
+            await send_command(hub, "j-a", "hold_phase", "p2", user=OPERATOR)
+        assert junctions[0].called_pattern == 0 and junctions[0].holds == set()

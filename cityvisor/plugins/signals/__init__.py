@@ -49,6 +49,15 @@ def _t(fr: str, en: str) -> dict[str, str]:
 
 
 CONTROL = {status.value: status.name.lower() for status in UnitControlStatus}
+NOT_LOCAL = interlock(
+    "local_control",
+    equals=False,
+    reason=_t(
+        "le carrefour est en commande locale (armoire)",
+        "the junction is under local control (at the cabinet)",
+    ),
+)
+"""A technician at the cabinet has the junction: the central's orders wait."""
 FLASH = {status.value: status.name.lower() for status in UnitFlashStatus}
 PHASE_STATES = ["dark", "red", "yellow", "green", "flash"]
 
@@ -190,6 +199,7 @@ class SignalController(DeviceType):
     @command(
         plan=integer(1, 253, doc=_t("Numéro du plan", "Plan number")),
         confirm=True,
+        interlocks=[NOT_LOCAL],
         feedback=reaches("plan", param="plan", within="feedback_time"),
         label=_t("Choisir un plan de feux", "Select a timing plan"),
     )
@@ -206,6 +216,7 @@ class SignalController(DeviceType):
 
     @command(
         confirm=True,
+        interlocks=[NOT_LOCAL],
         feedback=reaches("flashing", True, within="feedback_time"),
         label=_t("Passer en clignotant", "Go to flash"),
     )
@@ -218,6 +229,7 @@ class SignalController(DeviceType):
 
     @command(
         confirm=True,
+        interlocks=[NOT_LOCAL],
         feedback=reaches("central_control", False, within="feedback_time"),
         label=_t("Retour au programme horaire", "Return to schedule"),
     )
@@ -244,6 +256,7 @@ class SignalController(DeviceType):
                 equals=False,
                 reason=_t("le carrefour est en clignotant", "the junction is in flash"),
             ),
+            NOT_LOCAL,
         ],
         feedback=reaches("held", True, within="feedback_time"),
         label=_t("Maintenir la phase au vert", "Hold the phase on green"),
