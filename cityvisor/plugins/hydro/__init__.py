@@ -153,7 +153,7 @@ class ModbusGauge(ModbusDeviceType, GaugeBase):
     family = "hydro"
     type_name = "hydro.modbus_gauge"
     label = _t("Limnimètre (Modbus)", "Water-level gauge (Modbus)")
-    Config = ModbusGaugeConfig
+    Config = ModbusGaugeConfig  # type: ignore[assignment]  # a ModbusConfig too
 
     def received(self, values: dict[str, Any]) -> None:
         """Each poll's level goes through the thresholds and the rate of rise."""
@@ -235,7 +235,7 @@ class MqttGauge(GaugeBase):
             return self._refused(payload, "is not JSON")
         if not isinstance(data, dict):
             return self._refused(payload, "is not a JSON object")
-        level = data.get("level")
+        level: Any = data.get("level")
         if not _finite(level):
             return self._refused(payload, "has no numeric level")
         values: dict[str, Any] = {"level": float(level)}
@@ -247,7 +247,7 @@ class MqttGauge(GaugeBase):
             values["sensor_status"] = SENSOR_STATUSES.index(status)
         return values
 
-    def _refused(self, payload: bytes, why: str) -> None:
+    def _refused(self, payload: bytes, why: str) -> dict[str, Any] | None:
         self.bad_payloads += 1
         if self.bad_payloads == 1 or self.bad_payloads % 100 == 0:
             self.log.warning(
@@ -280,7 +280,7 @@ STAGE_OF_ALARM = {"vigilance": "vigilance", "flood_alert": "alert", "flood_crisi
 
 
 def _broadcaster(hub: Any) -> AlertBroadcaster:
-    settings = hub.config.settings("hydro") or AlertsSettings()
+    settings = hub.config.settings("hydro") or AlertsSettings.model_validate({})
     return hub.resources.get("hydro.alerts", lambda: AlertBroadcaster(hub, settings))
 
 

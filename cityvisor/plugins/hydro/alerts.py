@@ -33,7 +33,7 @@ import logging
 import smtplib
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -43,7 +43,7 @@ from xml.etree import ElementTree
 import aiohttp
 import anyio
 import pydantic
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from cityvisor.core.store import JournalEntry
 from cityvisor.hal import mqtt
@@ -208,11 +208,11 @@ def cap_message(crossing: Crossing, key: str, sender: str) -> bytes:
         ("scope", "Public"),
     ):
         sub(alert, tag, text)
-    for language, text in (
-        ("fr-FR", crossing.message.get("fr")),
-        ("en-GB", crossing.message.get("en")),
+    for language, headline in (
+        ("fr-FR", crossing.message.get("fr", "")),
+        ("en-GB", crossing.message.get("en", "")),
     ):
-        if not text:
+        if not headline:
             continue
         info = sub(alert, "info")
         sub(info, "language", language)
@@ -221,8 +221,8 @@ def cap_message(crossing: Crossing, key: str, sender: str) -> bytes:
         sub(info, "urgency", _URGENCY[crossing.stage])
         sub(info, "severity", _SEVERITY[crossing.stage])
         sub(info, "certainty", "Observed")
-        sub(info, "headline", text)
-        sub(info, "description", f"{text}: {crossing.value} m ({crossing.device})")
+        sub(info, "headline", headline)
+        sub(info, "description", f"{headline}: {crossing.value} m ({crossing.device})")
         parameter = sub(info, "parameter")
         sub(parameter, "valueName", "waterLevel")
         sub(parameter, "value", str(crossing.value))
@@ -254,8 +254,8 @@ class AlertBroadcaster:
     def __init__(self, hub: Any, settings: AlertsSettings) -> None:
         self.hub = hub
         self.settings = settings
-        self._send: ObjectSendStream[Crossing]
-        self._receive: ObjectReceiveStream[Crossing]
+        self._send: MemoryObjectSendStream[Crossing]
+        self._receive: MemoryObjectReceiveStream[Crossing]
         self._send, self._receive = anyio.create_memory_object_stream[Crossing](256)
         self._wake = anyio.Event()
         self.dropped = 0
@@ -485,4 +485,9 @@ async def _send_cap(channel: CapChannel, crossing: Crossing, key: str) -> None:
     )
 
 
-_SENDERS = {"email": _send_email, "webhook": _send_webhook, "cap": _send_cap}
+_SENDERS: dict[str, Callable[[Any, Crossing, str], Awaitable[None]]] = {
+    "email": _send_email,
+    "webhook": _send_webhook,
+    "cap": _send_cap,
+}
+"""How each channel sends a delivery."""
