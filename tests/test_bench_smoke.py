@@ -112,6 +112,26 @@ def test_snmp_poll_benchmark_runs_quickly_and_prints_its_ratios():
     assert "0 driver restarts" in out
 
 
+def test_ntcip_poll_benchmark_runs_quickly_and_prints_its_ratios():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.ntcip_poll", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"requests per cycle: raw 10, cityvisor 10", out)
+    assert re.search(
+        r"ratio cityvisor / raw \(median of paired cycles\): [\d.]+ x wall, [\d.]+ x CPU", out
+    )
+    assert re.search(r"between two reads of a controller: median [\d.]+ s, max [\d.]+ s", out)
+    assert re.search(r"CPU +[\d.]+% of one core", out)
+    assert "0 driver restarts" in out
+
+
 def test_patterns_benchmark_runs_quickly_and_prints_its_ratios():
     run = subprocess.run(
         [sys.executable, "-m", "bench.patterns", "--quick"],

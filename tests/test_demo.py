@@ -120,7 +120,15 @@ async def test_demo_serves_the_hmi_raises_an_alarm_within_a_minute_and_stops_on_
                     async with http.get(url + "/api/v1/devices") as response:
                         devices = (await response.json())["devices"]
                     families = {device["family"] for device in devices}
-                    assert {"lighting", "bollards", "cameras", "switches", "access"} <= families
+                    assert {
+                        "lighting",
+                        "bollards",
+                        "cameras",
+                        "switches",
+                        "access",
+                        "signals",
+                        "hydro",
+                    } <= families
                     alarms: list[dict] = []
                     with anyio.fail_after(30):  # the first event, 5 s in, raises one
                         while not alarms:

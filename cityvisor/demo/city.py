@@ -7,8 +7,9 @@ then writes the deployment file that points the hub at them: the same file
 an integrator would write for real equipment, with real addresses instead.
 
 Two sizes: :data:`FULL` (3 communes, 40 lighting cabinets with 296
-circuits, 12 bollards, 20 cameras, 8 switches, 10 doors) and :data:`SMALL`
-(a few of each, for tests and slow machines).
+circuits, 12 bollards, 20 cameras, 8 switches, 10 doors, 3 signalled
+junctions, 4 flood gauges) and :data:`SMALL` (a few of each, for tests and
+slow machines).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from cityvisor.hal.sim.camera import SimulatedCamera
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.hal.sim.osdp_reader import ReaderLine, SimulatedReader
 from cityvisor.hal.sim.switch import SimulatedSwitch
+
+from .procedures import procedure
+from .river import PROCEDURES as RIVER_PROCEDURES
+from .river import River
 
 __all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone", "outlines"]
 
@@ -220,6 +225,8 @@ class SimulatedCity:
     trap_ports: dict[str, int] = field(default_factory=dict)
     lines: dict[str, ReaderLine] = field(default_factory=dict)
     readers: list[Reader] = field(default_factory=list)
+    river: River = field(default_factory=River)
+    """The junctions and the gauges along the river (:mod:`cityvisor.demo.river`)."""
 
     async def start(self, stack: AsyncExitStack) -> None:
         """Start every simulator (on free loopback ports); ``stack`` stops them."""
@@ -291,6 +298,8 @@ class SimulatedCity:
             self.readers.append(Reader(f"porte-{door.building}", door, reader))
         for line in self.lines.values():
             line.start()
+        self.river.seed = self.seed
+        await self.river.start(stack, small=size is SMALL)
 
     def _camera_names(self) -> list[tuple[str, str]]:
         size = self.size
@@ -439,6 +448,7 @@ class SimulatedCity:
             if camera_id in self.cameras:
                 entry["watched_by"] = [camera_id]
             devices.append(entry)
+        devices += self.river.devices()
         centre = ZONES[0].centre
         group = min(3, max(1, self.size.bollards))
         return {
@@ -460,7 +470,7 @@ class SimulatedCity:
                 if any(d["zone"] == zone.id for d in devices)
             ],
             "devices": devices,
-            "procedures": PROCEDURES,
+            "procedures": PROCEDURES + RIVER_PROCEDURES,
             "users": [{"name": "admin", "role": "admin"}],
             # The city's open data: lamps and bollards; a vehicle on a bollard's loop
             # only as a count per hour for all the bollards together (the small city
@@ -551,17 +561,8 @@ def free_udp_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def _procedure(id_: str, title: tuple[str, str], *steps: tuple[str, str]) -> dict[str, Any]:
-    return {
-        "id": id_,
-        "version": 1,
-        "title": {"fr": title[0], "en": title[1]},
-        "steps": [{"fr": fr, "en": en} for fr, en in steps],
-    }
-
-
 PROCEDURES = [
-    _procedure(
+    procedure(
         "COMM-01",
         ("Perte de communication", "Communication lost"),
         (
@@ -577,7 +578,7 @@ PROCEDURES = [
             "Without recovery, open a maintenance ticket.",
         ),
     ),
-    _procedure(
+    procedure(
         "COMM-02",
         ("Défaut de l'équipement", "Device fault"),
         (
@@ -589,7 +590,7 @@ PROCEDURES = [
             "The link works: send the equipment's technician, not the network's.",
         ),
     ),
-    _procedure(
+    procedure(
         "LIGHT-02",
         ("Armoire d'éclairage ouverte", "Lighting cabinet open"),
         (
@@ -598,7 +599,7 @@ PROCEDURES = [
         ),
         ("Sinon, envoyer la patrouille la plus proche.", "If not, send the nearest patrol."),
     ),
-    _procedure(
+    procedure(
         "LIGHT-03",
         ("Armoire sans alimentation", "Cabinet without power"),
         (
@@ -607,7 +608,7 @@ PROCEDURES = [
         ),
         ("Prévenir l'astreinte éclairage public.", "Call the street-lighting on-call crew."),
     ),
-    _procedure(
+    procedure(
         "LIGHT-07",
         ("Lampe en panne", "Lamp failure"),
         ("Noter l'armoire et le circuit touchés.", "Note the cabinet and circuit affected."),
@@ -616,7 +617,7 @@ PROCEDURES = [
             "Raise a work order for the lighting crew.",
         ),
     ),
-    _procedure(
+    procedure(
         "BOLLARD-01",
         ("Borne en défaut", "Bollard fault"),
         (
@@ -629,7 +630,7 @@ PROCEDURES = [
             "If the fault returns, send the technician.",
         ),
     ),
-    _procedure(
+    procedure(
         "BOLLARD-02",
         ("Borne bloquée", "Bollard blocked"),
         ("Regarder la caméra de la borne.", "Look at the bollard's camera."),
@@ -638,19 +639,19 @@ PROCEDURES = [
             "Send the municipal police to secure the entry.",
         ),
     ),
-    _procedure(
+    procedure(
         "CCTV-02",
         ("Caméra sabotée", "Camera tampered with"),
         ("Vérifier l'image de la caméra.", "Check the camera's picture."),
         ("Prévenir la police municipale.", "Call the municipal police."),
     ),
-    _procedure(
+    procedure(
         "CCTV-03",
         ("Mouvement dans un bâtiment fermé", "Motion in a closed building"),
         ("Regarder l'instantané joint à l'alarme.", "Look at the snapshot stored with the alarm."),
         ("En cas d'intrusion, appeler la police (17).", "If it is an intrusion, call the police."),
     ),
-    _procedure(
+    procedure(
         "NET-01",
         ("Lien fibre coupé", "Fibre link down"),
         (
@@ -659,7 +660,7 @@ PROCEDURES = [
         ),
         ("Prévenir l'exploitant du réseau fibre.", "Call the fibre network's operator."),
     ),
-    _procedure(
+    procedure(
         "NET-02",
         ("Erreurs sur un port", "Errors on a port"),
         ("Surveiller le taux d'erreurs dix minutes.", "Watch the error rate for ten minutes."),
@@ -668,7 +669,7 @@ PROCEDURES = [
             "If it persists, have the connectors cleaned.",
         ),
     ),
-    _procedure(
+    procedure(
         "ACCESS-01",
         ("Porte forcée", "Door forced"),
         ("Regarder la caméra de la porte.", "Look at the door's camera."),
@@ -677,12 +678,12 @@ PROCEDURES = [
             "Send the patrol; lock the building down if needed.",
         ),
     ),
-    _procedure(
+    procedure(
         "ACCESS-02",
         ("Porte restée ouverte", "Door held open"),
         ("Appeler le gardien du bâtiment.", "Call the building's caretaker."),
     ),
-    _procedure(
+    procedure(
         "ACCESS-03",
         ("Lecteur de badge arraché", "Badge reader tampered with"),
         ("Regarder la caméra de la porte.", "Look at the door's camera."),

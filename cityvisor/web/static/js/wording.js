@@ -174,6 +174,17 @@ function configEntry(entry) {
   return null;
 }
 
+function notificationEntry(entry) {
+  const data = entry.data || {};
+  if (!data.channel) return null;
+  return t(data.outcome === "sent" ? "wording.notification_sent" : "wording.notification_failed", {
+    alert: data.alert || "?",
+    channel: tOr(`wording.channel.${data.channel}`, data.channel),
+    stage: tOr(`wording.stage.${data.stage}`, data.stage || "?"),
+    n: data.attempts ?? 1,
+  });
+}
+
 function opendataEntry(entry) {
   const data = entry.data || {};
   switch (data.via) {
@@ -212,6 +223,9 @@ export function journalText(entry, detail) {
       break;
     case "opendata":
       text = opendataEntry(entry);
+      break;
+    case "notification":
+      text = notificationEntry(entry);
       break;
     case "login":
       text = t("wording.login", { user: entry.user || "?" });

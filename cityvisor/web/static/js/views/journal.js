@@ -28,6 +28,7 @@ export const KINDS = [
   "access",
   "badges",
   "opendata",
+  "notification",
 ];
 const PAGE = 50;
 
