@@ -15,6 +15,7 @@ a traceback; status 1 is kept for failures that are bugs.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
 import logging
@@ -24,9 +25,18 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import __version__
-from .core.config import Config, ConfigError, check_config, load_config, reference
+from .core.config import (
+    Config,
+    ConfigError,
+    PluginsSection,
+    check_config,
+    check_file,
+    load_config,
+    reference,
+)
 from .core.plugins import PluginManager, make_plugin_manager
 
 if TYPE_CHECKING:
@@ -49,6 +59,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "cityvisor.demo",
     "cityvisor.docs",
     "cityvisor.hal.sim.cli",
+    "cityvisor.opendata.cli",
     "cityvisor.plugins.access.cli",
     "cityvisor.scaffold",
     "cityvisor.web.cli",
@@ -155,6 +166,55 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIBRARIES = ("pymodbus", "pysnmp", "pyasn1", "zeep", "onvif", "httpx", "aiohttp.client")
+"""Loggers of the protocol libraries under the HAL (and their children). What they say
+is about a device its driver already reports on, with the device's id: their records
+are shown at ``debug`` only, however loud they are. (asyncio's and aiohttp's server
+loggers are not among them: what they report is ours to fix.)"""
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``2026-12-02T15:16:00.123+01:00 WARNING cityvisor.device.lighting: message``.
+
+    The time is ISO 8601 with its offset, in the site's time zone once a command
+    knows it (:func:`log_in_site_time`), the machine's until then.
+    """
+
+    zone: dt.tzinfo | None = None
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """The record's time, ISO 8601 with milliseconds and the offset."""
+        moment = dt.datetime.fromtimestamp(record.created).astimezone(ConsoleFormatter.zone)
+        return moment.isoformat(timespec="milliseconds")
+
+
+def log_in_site_time(zone: str) -> None:
+    """Write the console's times in ``zone`` (the site's, an IANA name) from now on."""
+    try:
+        ConsoleFormatter.zone = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown time zone %r: the log keeps the machine's", zone)
+
+
+class _LibraryNoise(logging.Filter):
+    """Demote the HAL's libraries' records to ``debug``; drop them under ``threshold``."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a library's record when debug is not shown; else keep it (demoted)."""
+        name = record.name
+        library = any(name == lib or name.startswith(lib + ".") for lib in LIBRARIES)
+        if library and record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return record.levelno >= self.threshold
+
+
 def _setup_logging(level: str) -> Callable[[], None]:
     """Log to stderr at ``level``; return what puts the root logger back as it was.
 
@@ -163,8 +223,10 @@ def _setup_logging(level: str) -> Callable[[], None]:
     """
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(ConsoleFormatter())
+    handler.addFilter(_LibraryNoise(logging.getLevelName(level.upper())))
     saved_level, saved_handlers = root.level, root.handlers[:]
+    saved_zone = ConsoleFormatter.zone
     for existing in saved_handlers:
         root.removeHandler(existing)
     root.addHandler(handler)
@@ -175,16 +237,27 @@ def _setup_logging(level: str) -> Callable[[], None]:
         for existing in saved_handlers:
             root.addHandler(existing)
         root.setLevel(saved_level)
+        ConsoleFormatter.zone = saved_zone
 
     return restore
 
 
-def _plugin_manager(config: Config | None) -> PluginManager:
+def _plugin_manager(config: Config | PluginsSection | None) -> PluginManager:
     if config is None:
         return make_plugin_manager()
-    return make_plugin_manager(
-        entry_points=config.plugins.entry_points, disabled=config.plugins.disabled
-    )
+    section = config.plugins if isinstance(config, Config) else config
+    return make_plugin_manager(entry_points=section.entry_points, disabled=section.disabled)
+
+
+def _plugins_section(path: str) -> PluginsSection | None:
+    """The ``[plugins]`` table of a file that does not load as a whole (None if unusable)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return PluginsSection.model_validate(data.get("plugins", {}))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------- run
@@ -201,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
     from .core.hub import Hub
 
     hub = Hub(config, plugins)
+    log_in_site_time(config.site.timezone)
     log.info("starting %s from %s", config.site.name, config.source)
     try:
         import anyio
@@ -236,12 +310,16 @@ async def _serve(hub: Hub) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
-    plugins = _plugin_manager(config)
-    problems = check_config(config, plugins)
+    # The plugins the file asks for, if its [plugins] table can be read at all:
+    # the devices are checked against their types even when the rest has problems.
+    try:
+        plugins = _plugin_manager(load_config(args.file))
+    except ConfigError:
+        plugins = _plugin_manager(_plugins_section(args.file))
+    config, problems = check_file(args.file, plugins)
     for failure in plugins.failures:
         print(f"warning: {failure}", file=sys.stderr)
-    if problems:
+    if problems or config is None:
         raise ConfigError(problems)
     print(
         f"OK: {len(config.zones)} zones, {len(config.devices)} devices, {len(config.alarms)} alarms"

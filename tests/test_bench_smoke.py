@@ -112,6 +112,26 @@ def test_snmp_poll_benchmark_runs_quickly_and_prints_its_ratios():
     assert "0 driver restarts" in out
 
 
+def test_ntcip_poll_benchmark_runs_quickly_and_prints_its_ratios():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.ntcip_poll", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"requests per cycle: raw 10, cityvisor 10", out)
+    assert re.search(
+        r"ratio cityvisor / raw \(median of paired cycles\): [\d.]+ x wall, [\d.]+ x CPU", out
+    )
+    assert re.search(r"between two reads of a controller: median [\d.]+ s, max [\d.]+ s", out)
+    assert re.search(r"CPU +[\d.]+% of one core", out)
+    assert "0 driver restarts" in out
+
+
 def test_patterns_benchmark_runs_quickly_and_prints_its_ratios():
     run = subprocess.run(
         [sys.executable, "-m", "bench.patterns", "--quick"],
@@ -144,3 +164,23 @@ def test_command_audit_benchmark_runs_quickly_and_journals_every_order():
     for label in ("(a) CommandBus, one at a time", "(b) CommandBus", "(c) CommandBus"):
         assert re.search(re.escape(label) + r".*\s+[\d,]+/s\s+[\d.]+ x baseline", out), label
     assert re.search(r"command_sent entries: ([\d,]+) of \1\n", out), out
+
+
+def test_map_frames_benchmark_runs_quickly_and_prints_its_figures():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.map_frames", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline \(no devices\): frame p50 [\d.]+ ms, p95 [\d.]+ ms", out)
+    found = re.findall(
+        r"5,000 devices, zoom \d+: clustering [\d.]+ ms, draw p50 [\d.]+ ms, frame p50 [\d.]+ ms,"
+        r" p95 [\d.]+ ms \([\d.]+ x baseline\), \d+ marks drawn",
+        out,
+    )
+    assert len(found) == 3, out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cityvisor.cli import describe_plugins, main
+from cityvisor.cli import ConsoleFormatter, _setup_logging, describe_plugins, log_in_site_time, main
 from cityvisor.core.config import reference
 from cityvisor.core.plugins import make_plugin_manager
 
@@ -124,13 +126,60 @@ def test_check_config_prints_every_problem_and_exits_2(
     assert main(["check-config", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.splitlines() == [
-        f"{path}: devices[0].zone: unknown zone 'nord' (declared zones: centre)",
-    ]
+    # Both passes at once: the unknown zone does not hide the device's bad config.
+    # Each problem names the device by its id and gives the line of the key.
+    zone, capacity = err.splitlines()
+    assert zone == f"{path}:12: device tank-1: zone: unknown zone 'nord' (declared zones: centre)"
+    assert capacity.startswith(
+        f"{path}:13: device tank-1: config.capacity: Input should be a valid number"
+    )
     path.write_text(BAD.replace('"nord"', '"centre"'))
     assert main(["check-config", str(path)]) == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"{path}: devices[0].config.capacity: Input should be a valid number")
+    assert capsys.readouterr().err.splitlines() == [capacity]
+
+
+def test_check_config_reports_a_sections_mistake_and_every_device_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    path = write(
+        tmp_path,
+        """
+        [site]
+        name = "Testville"
+        timezone = "Europe/Dijon"
+
+        [[zones]]
+        id = "centre"
+        name = "Centre"
+
+        [[devices]]
+        id = "tank-1"
+        type = "demo.tank"
+        zone = "centre"
+
+        [[devices]]
+        id = "tank-2"
+        type = "demo.tank"
+        zone = "centre"
+        config = { capacity = "lots", colour = "blue" }
+
+        [[devices]]
+        type = "demo.tank"
+        zone = "centre"
+        """,
+    )
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{path}:4: site.timezone: ")
+    assert any(
+        line.startswith(f"{path}:21: devices[2].id: required key is missing") for line in lines
+    ), lines
+    assert any(line.startswith(f"{path}:19: device tank-2: config.capacity: ") for line in lines), (
+        lines
+    )
+    assert any(
+        line.startswith(f"{path}:19: device tank-2: config.colour: unknown key") for line in lines
+    ), lines
 
 
 def test_check_config_includes_the_plugins_own_checks(
@@ -154,7 +203,7 @@ def test_check_config_includes_the_plugins_own_checks(
         """,
     )
     assert main(["check-config", str(path)]) == 2
-    assert capsys.readouterr().err == f"{path}: devices[0]: gauges need a location\n"
+    assert capsys.readouterr().err == f"{path}:9: device gauge-1: gauges need a location\n"
 
 
 def test_a_missing_file_or_a_toml_error_is_one_line_and_exit_2(
@@ -288,7 +337,7 @@ def test_disabled_plugins_are_not_loaded(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["check-config", str(path)]) == 2
     # The known types listed are those of the other built-in families, if any.
     assert capsys.readouterr().err.startswith(
-        f"{path}: devices[0].type: unknown device type 'demo.tank' (known types: "
+        f"{path}:15: device tank-1: type: unknown device type 'demo.tank' (known types: "
     )
 
 
@@ -322,7 +371,7 @@ def test_python_m_cityvisor_check_config_with_problems_exits_2_without_a_traceba
 ):
     done = run_cli("check-config", str(write(tmp_path, BAD)))
     assert done.returncode == 2
-    assert "devices[0].zone: unknown zone 'nord'" in done.stderr
+    assert ":12: device tank-1: zone: unknown zone 'nord'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -382,4 +431,45 @@ def test_run_serves_the_demo_until_a_signal_then_stops_cleanly(
     assert process.returncode == 0, "".join(seen) + rest
     assert f"received {stop.name}: stopping" in rest
     assert "Traceback" not in rest
+    # Times in the site's zone (Europe/Paris), ISO 8601 with the offset.
+    running = next(line for line in seen if "running; stop with" in line)
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0[12]:00 INFO ", running), running
     assert (tmp_path / "demo.sqlite").exists()
+
+
+def test_the_console_log_is_one_line_per_record_in_the_sites_time_with_its_offset(
+    capsys: pytest.CaptureFixture[str],
+):
+    restore = _setup_logging("info")
+    try:
+        log_in_site_time("Europe/Paris")
+        record = logging.LogRecord("cityvisor.device.lighting", logging.WARNING, __file__, 1,
+                                   "cab-07: offline (comm_failure)", None, None)  # fmt: skip
+        record.created = 1796220000.25  # 2026-12-02T14:00:00.250Z
+        line = logging.getLogger().handlers[0].format(record)
+    finally:
+        restore()
+    assert line == (
+        "2026-12-02T15:00:00.250+01:00 WARNING cityvisor.device.lighting: cab-07: offline (comm_failure)"
+    )
+    assert ConsoleFormatter.zone is None  # put back as it was
+
+
+def test_protocol_libraries_speak_at_debug_only(capsys: pytest.CaptureFixture[str]):
+    restore = _setup_logging("info")
+    try:
+        logging.getLogger("pymodbus.logging").error("Connection to (127.0.0.1, 5020) failed")
+        logging.getLogger("pysnmp.carrier").warning("timeout")
+        logging.getLogger("cityvisor.device.lighting").warning("cab-07: offline")
+        logging.getLogger("aiohttp.server").error("Error handling request")
+    finally:
+        restore()
+    err = capsys.readouterr().err
+    assert "cab-07: offline" in err and "Error handling request" in err
+    assert "Connection to" not in err and "timeout" not in err
+    restore = _setup_logging("debug")
+    try:
+        logging.getLogger("pymodbus.logging").error("Connection to (127.0.0.1, 5020) failed")
+    finally:
+        restore()
+    assert " DEBUG   pymodbus.logging: Connection to" in capsys.readouterr().err

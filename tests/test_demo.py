@@ -7,6 +7,7 @@ HTTP.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from anyio.streams.text import TextReceiveStream
 
 from cityvisor.core.config import check_config, load_config
 from cityvisor.core.plugins import make_plugin_manager
-from cityvisor.demo import tomlfile
+from cityvisor.demo import SUPERVISOR, tomlfile
 from cityvisor.demo.city import FULL, PROCEDURES, SMALL
 
 PASSWORD = "demo password for the test"
@@ -89,7 +90,11 @@ async def test_demo_serves_the_hmi_raises_an_alarm_within_a_minute_and_stops_on_
             stdout = TextReceiveStream(process.stdout)
             try:
                 with anyio.fail_after(40):  # start-up, on a shared two-core machine
-                    hmi = await _read_until(lines, stdout, "HMI: ")
+                    await _read_until(lines, stdout, "Life happens on its own")
+                hmi = next(line for line in lines if line.startswith("HMI: "))
+                second = next(line for line in lines if line.startswith("  second user: "))
+                assert second.startswith(f"  second user: {SUPERVISOR} (supervisor), password: ")
+                supervisor_password = second.rsplit(" ", 1)[1]
                 started = anyio.current_time()
                 url = hmi.split()[1].rstrip("/")
                 jar = aiohttp.CookieJar(unsafe=True)
@@ -101,10 +106,29 @@ async def test_demo_serves_the_hmi_raises_an_alarm_within_a_minute_and_stops_on_
                         url + "/api/v1/session", json=login, headers={"Origin": url}
                     ) as response:
                         assert response.status == 200, await response.text()
+                    # The second user, for two-person approvals, logs in with the printed password.
+                    async with (
+                        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+                        other.post(
+                            url + "/api/v1/session",
+                            json={"username": SUPERVISOR, "password": supervisor_password},
+                            headers={"Origin": url},
+                        ) as response,
+                    ):
+                        assert response.status == 200, await response.text()
+                        assert (await response.json())["user"]["role"] == "supervisor"
                     async with http.get(url + "/api/v1/devices") as response:
                         devices = (await response.json())["devices"]
                     families = {device["family"] for device in devices}
-                    assert {"lighting", "bollards", "cameras", "switches", "access"} <= families
+                    assert {
+                        "lighting",
+                        "bollards",
+                        "cameras",
+                        "switches",
+                        "access",
+                        "signals",
+                        "hydro",
+                    } <= families
                     alarms: list[dict] = []
                     with anyio.fail_after(30):  # the first event, 5 s in, raises one
                         while not alarms:
@@ -124,3 +148,8 @@ async def test_demo_serves_the_hmi_raises_an_alarm_within_a_minute_and_stops_on_
     assert rest.strip().endswith("demo stopped")
     config = load_config(data_dir / "demo-city.toml")
     assert check_config(config, make_plugin_manager(entry_points=False)) == []
+    # The map's offline background: the communes' outlines, next to the config.
+    assert config.web.basemap == data_dir / "communes.geojson"
+    basemap = json.loads(config.web.basemap.read_text(encoding="utf-8"))
+    names = {feature["properties"]["name"] for feature in basemap["features"]}
+    assert names == {"Dijon", "Chenôve", "Talant"}

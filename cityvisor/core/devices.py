@@ -243,6 +243,17 @@ class DeviceType:
             {"device": info.id},
         )
         self._points: dict[str, Point] = {}
+        self.answered_ms = 0
+        """When the equipment last answered (epoch ms; 0: never): see :meth:`answered`."""
+
+    def answered(self, ts: int | None = None) -> None:
+        """Say that the equipment answered now (or at ``ts``), even with nothing new.
+
+        :meth:`publish` says it by itself. A driver that publishes only what
+        changed calls this after every exchange, so that the HMI can tell a
+        steady value (the device answers, the value stays) from a frozen one.
+        """
+        self.answered_ms = ts if ts is not None else now_ms()
 
     def members(self, per: str) -> list[str]:
         """The members of kind ``per`` (``"circuit"`` -> ``["c1", "c2", ...]``).
@@ -311,7 +322,9 @@ class DeviceType:
         source_ts: int | None = None,
     ) -> None:
         """Publish values by relative id: ``{"door_open": False, "c1/level": 40.0}``."""
-        ts = source_ts if source_ts is not None else now_ms()
+        now = now_ms()
+        ts = source_ts if source_ts is not None else now
+        self.answered_ms = now
         db = self.points
         for relative, value in values.items():
             db.update_point(self.point(relative), value, quality, ts)
@@ -321,6 +334,7 @@ class DeviceType:
         entry = self.point(relative)
         scaling = entry.spec.scaling
         value = scaling.to_engineering(raw) if scaling is not None else raw
+        self.answered_ms = now_ms()
         self.points.update_point(entry, value, Quality.GOOD, source_ts)
 
     def mark(self, quality: Quality, relatives: Iterable[str] | None = None) -> None:

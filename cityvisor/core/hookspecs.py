@@ -20,7 +20,8 @@ arguments by name), so a plugin may leave out the ones it does not use.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .devices import DeviceType
     from .hub import Hub
+    from .plugins import PluginManager
 
 PROJECT = "cityvisor"
 
@@ -68,6 +70,9 @@ def cityvisor_web_routes(hub: Hub) -> Sequence[Any]:
     policy (``[security] zone_reading``): ask
     ``cityvisor.web.visibility.visibility(request)`` (``sees_device``,
     ``sees_zone``, ``sees_point``, ``sees_alarm``) and answer 404 for the rest.
+    A read-only handler meant for anyone (open data)
+    is marked with :func:`public`: it answers without a session, so it must
+    only return what anyone may read.
 
     :param hub: the running hub (devices, points, alarms, command bus, store).
     :return: a list of ``aiohttp.web.RouteDef`` (``web.get(path, handler)``)
@@ -80,6 +85,51 @@ def cityvisor_web_routes(hub: Hub) -> Sequence[Any]:
             async def snapshot(request):
                 ...
             return [web.get("/api/v1/cameras/{id}/snapshot", snapshot)]
+    """
+
+
+PUBLIC_ROUTE = "public"
+"""The mark :func:`public` puts on a handler (the web server's name for "no session")."""
+
+
+def public(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a route handler of :func:`cityvisor_web_routes` as answering without a session.
+
+    For read-only data anyone may read (``/opendata/``); the handler does its
+    own rate limiting, and nothing it returns may be personal or secret.
+    """
+
+    async def answer(request: Any) -> Any:
+        return await handler(request)
+
+    # A wrapper, so that a bound method can be marked too.
+    functools.update_wrapper(answer, handler)
+    answer.__cityvisor_auth__ = PUBLIC_ROUTE  # type: ignore[attr-defined]
+    return answer
+
+
+@hookspec
+def cityvisor_opendata_models() -> Sequence[Any]:
+    """Return the open data models of this plugin's device types.
+
+    Called when open data is published (``[opendata] enabled = true``) and by
+    ``cityvisor export``. Each model is a :class:`cityvisor.opendata.DataModel`
+    naming a device type, the FIWARE Smart Data Model its devices become
+    (``StreetlightControlCabinet``, ``WaterObserved``...) and which point
+    gives which attribute; a member kind (``per="circuit"``) may become its
+    own entities (``StreetLight``). A device type without a model is
+    published as a ``Device`` with ``DeviceMeasurement`` entities, and only
+    if the deployment names its points. Points that could identify a person
+    are declared ``private``: published only aggregated.
+
+    :return: a list of ``DataModel`` declarations; collected from every plugin.
+
+    Example::
+
+        @hookimpl
+        def cityvisor_opendata_models():
+            return [DataModel("flood.gauge", "WaterObserved",
+                              [Attribute("level", "height", unit="MTR")])]
     """
 
 
@@ -183,7 +233,9 @@ def cityvisor_settings() -> type[Any] | None:
 
 
 @hookspec
-def cityvisor_check_config(config: Config) -> Sequence[str]:
+def cityvisor_check_config(
+    config: Config, device_types: Mapping[str, type[DeviceType]], plugins: PluginManager
+) -> Sequence[str]:
     """Return problems the plugin finds in a deployment's config, beyond its schema.
 
     Called by ``cityvisor check-config`` and before the hub starts, after the
@@ -192,6 +244,10 @@ def cityvisor_check_config(config: Config) -> Sequence[str]:
     (``devices[3].config.port``).
 
     :param config: the validated deployment config.
+    :param device_types: every device type the loaded plugins declare, by
+        ``type_name`` (to check a section that names families or points).
+    :param plugins: the plugin manager (to collect another hook's
+        declarations, as open data does with its models).
     :return: a list of problems (empty if none); collected from every plugin.
 
     Example::

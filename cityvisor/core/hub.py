@@ -185,6 +185,9 @@ class Hub:
                         message=f"hub started: {len(self.devices)} devices, "
                         f"{len(self.points)} points",
                         data={
+                            "event": "started",
+                            "devices": len(self.devices),
+                            "points": len(self.points),
                             "config": str(getattr(self.config, "source", "")),
                             "sha256": self._config_digest(),
                             "plugins": self.plugins.plugin_names(),
@@ -202,7 +205,9 @@ class Hub:
             with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
                 await self.resources.aclose()
                 self.plugins.call_each("cityvisor_shutdown", hub=self)
-                await self.store.journal(JournalEntry(kind="config", message="hub stopped"))
+                await self.store.journal(
+                    JournalEntry(kind="config", message="hub stopped", data={"event": "stopped"})
+                )
                 await self.store.close()
 
     def _services(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:

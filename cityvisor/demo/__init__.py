@@ -9,7 +9,9 @@ It starts the simulators of every family on free loopback ports
 (:mod:`cityvisor.demo.city`), writes the deployment file that points a hub
 at them into the data directory (``demo-city.toml``: read it, copy it,
 ``cityvisor run -c`` it), sets the ``admin`` password (``$CITYVISOR_ADMIN_PASSWORD``,
-or a generated one, printed), enrols a few badges, runs the hub with the
+or a generated one, printed) and a second user's, the supervisor ``superviseur``
+(``$CITYVISOR_SUPERVISOR_PASSWORD`` or generated, always printed: two people
+to try a two-person approval), enrols a few badges, runs the hub with the
 HMI, and lets life happen (:mod:`cityvisor.demo.life`): alarms appear
 within the first minute. Ctrl-C (or SIGTERM) stops the hub, then the
 simulators, and exits with status 0.
@@ -21,6 +23,7 @@ little next to the hub (docs/performance.md, "The demo city").
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -34,7 +37,7 @@ from typing import Any, TextIO
 import anyio
 
 from . import tomlfile
-from .city import BADGES, FULL, SMALL, SimulatedCity
+from .city import BADGES, FULL, SMALL, SimulatedCity, outlines
 from .life import Life
 
 __all__ = ["DemoError", "DemoOptions", "register", "run_demo"]
@@ -43,7 +46,11 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "demo-city.toml"
 STORE_NAME = "demo.sqlite"
+BASEMAP_NAME = "communes.geojson"
 PASSWORD_VARIABLE = "CITYVISOR_ADMIN_PASSWORD"
+SUPERVISOR = "superviseur"
+"""The demo's second user, a supervisor: with ``admin``, two people to try two-person approval."""
+SUPERVISOR_VARIABLE = "CITYVISOR_SUPERVISOR_PASSWORD"
 
 HEADER = """\
 The demo city, written by `cityvisor demo` at each start: the simulators'
@@ -79,7 +86,9 @@ def register(commands: Any, log_level: argparse.ArgumentParser) -> None:
         description="Start the simulators of a small city (lighting, bollards, cameras, "
         "switches, badge readers), a hub configured for them and the HMI, and let life "
         "happen: lamps fail, links drop, badges are presented, cameras see motion. "
-        f"The admin password is ${PASSWORD_VARIABLE}, or generated and printed. "
+        f"The admin password is ${PASSWORD_VARIABLE}, or generated and printed; a second "
+        f"user, the supervisor {SUPERVISOR}, has ${SUPERVISOR_VARIABLE} or a generated "
+        "password, printed (two people, to try two-person approvals). "
         "Stop with Ctrl-C.",
     )
     demo.add_argument("--host", default="127.0.0.1", help="address of the HMI (default: 127.0.0.1)")
@@ -130,6 +139,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) -> None:
     """Run the demo city until SIGINT or SIGTERM (the ``cityvisor demo`` command, awaitable)."""
+    from ..cli import log_in_site_time
     from ..core.config import ConfigError, check_config, load_config
     from ..core.hub import Hub
     from ..core.plugins import make_plugin_manager
@@ -149,17 +159,23 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
             started = anyio.current_time()
             await city.start(simulators)
             config_path = data_dir / CONFIG_NAME
+            written = city.config(STORE_NAME, basemap=BASEMAP_NAME)
+            # The map's background, with no tile server: the communes' outlines.
+            await anyio.Path(data_dir / BASEMAP_NAME).write_text(
+                json.dumps(outlines(written), ensure_ascii=False), encoding="utf-8"
+            )
             await anyio.Path(config_path).write_text(
-                tomlfile.dumps(city.config(STORE_NAME), header=HEADER), encoding="utf-8"
+                tomlfile.dumps(written, header=HEADER), encoding="utf-8"
             )
             config = load_config(config_path)
+            log_in_site_time(config.site.timezone)
             plugins = make_plugin_manager(entry_points=False)
             if plugins.failures:  # a broken install: say which plugin, not a traceback later
                 raise DemoError("; ".join(str(failure) for failure in plugins.failures))
             problems = check_config(config, plugins)
             if problems:  # a bug of the demo: the file is ours
                 raise ConfigError(problems)
-            password = await _prepare_store(config)
+            password, supervisor_password = await _prepare_store(config)
             hub = Hub(config, plugins)
             life = Life(city, rate=options.life_rate, seed=options.seed)
             async with anyio.create_task_group() as tg:
@@ -167,7 +183,7 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
                 url = await _hmi_url(hub)
                 await tg.start(life.run)
                 log.info("demo city up in %.1f s", anyio.current_time() - started)
-                _banner(out, city, hub, url, password, config_path)
+                _banner(out, city, hub, url, (password, supervisor_password), config_path)
                 async for signum in signals:
                     log.info("received %s: stopping", signal.Signals(signum).name)
                     tg.cancel_scope.cancel()
@@ -188,8 +204,12 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
-async def _prepare_store(config: Any) -> str | None:
-    """Set the admin's password and enrol the demo's badges; return a generated password."""
+async def _prepare_store(config: Any) -> tuple[str | None, str]:
+    """Set the two users' passwords and enrol the demo's badges.
+
+    Return the admin's password if it was generated (None when it came from the
+    environment) and the supervisor's (always shown: it protects only the demo).
+    """
     from ..core.store import SqliteStore
     from ..core.users import Role
     from ..plugins.access import rights
@@ -204,10 +224,15 @@ async def _prepare_store(config: Any) -> str | None:
     try:
         accounts = Accounts(store, config.user_list())
         await accounts.setup()
-        if await accounts.get("admin") is None:
-            await accounts.add("admin", password, Role.ADMIN, ["*"])
-        else:
-            await accounts.set_password("admin", password)
+        supervisor = os.environ.get(SUPERVISOR_VARIABLE) or secrets.token_urlsafe(12)
+        for name, secret, role in (
+            ("admin", password, Role.ADMIN),
+            (SUPERVISOR, supervisor, Role.SUPERVISOR),
+        ):
+            if await accounts.get(name) is None:
+                await accounts.add(name, secret, role, ["*"])
+            else:
+                await accounts.set_password(name, secret)
 
         def enrol(db: Any) -> None:
             rights.create_tables(db)
@@ -224,7 +249,7 @@ async def _prepare_store(config: Any) -> str | None:
         await store.call(enrol)
     finally:
         await store.close()
-    return generated
+    return generated, supervisor
 
 
 async def _hmi_url(hub: Any) -> str:
@@ -242,9 +267,10 @@ def _banner(
     city: SimulatedCity,
     hub: Any,
     url: str,
-    password: str | None,
+    passwords: tuple[str | None, str],
     config_path: Path,
 ) -> None:
+    password, supervisor = passwords
     size = city.size
     cabinets = len(city.cabinets)
     lines = [
@@ -259,7 +285,10 @@ def _banner(
         f"HMI: {url}/",
         "  user: admin",
         f"  password: {password}" if password else f"  password: the value of ${PASSWORD_VARIABLE}",
+        f"  second user: {SUPERVISOR} (supervisor), password: {supervisor}",
+        "  (two-person commands wait for the other one's approval: log in as both to try it)",
         "",
+        *([f"Open data (no login): {url}/opendata/", ""] if hub.config.opendata.enabled else []),
         "Life happens on its own: alarms appear within a minute. Stop with Ctrl-C.",
     ]
     print("\n".join(lines), file=out, flush=True)

@@ -7,8 +7,9 @@ then writes the deployment file that points the hub at them: the same file
 an integrator would write for real equipment, with real addresses instead.
 
 Two sizes: :data:`FULL` (3 communes, 40 lighting cabinets with 296
-circuits, 12 bollards, 20 cameras, 8 switches, 10 doors) and :data:`SMALL`
-(a few of each, for tests and slow machines).
+circuits, 12 bollards, 20 cameras, 8 switches, 10 doors, 3 signalled
+junctions, 4 flood gauges) and :data:`SMALL` (a few of each, for tests and
+slow machines).
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.hal.sim.osdp_reader import ReaderLine, SimulatedReader
 from cityvisor.hal.sim.switch import SimulatedSwitch
 
-__all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone"]
+from .procedures import procedure
+from .river import PROCEDURES as RIVER_PROCEDURES
+from .river import River
+
+__all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone", "outlines"]
 
 HOST = "127.0.0.1"
+TIME_ZONE = "Europe/Paris"
+"""The demo city's time zone: its site's, and the one its cameras burn into their pictures."""
 CAMERA_USER, CAMERA_PASSWORD = "cityvisor", "demo-camera"
 """The simulated cameras' account (they are simulators: the secret protects nothing)."""
 SWITCH_COMMUNITY, SWITCH_WRITE_COMMUNITY = "public", "private"
@@ -218,6 +225,8 @@ class SimulatedCity:
     trap_ports: dict[str, int] = field(default_factory=dict)
     lines: dict[str, ReaderLine] = field(default_factory=dict)
     readers: list[Reader] = field(default_factory=list)
+    river: River = field(default_factory=River)
+    """The junctions and the gauges along the river (:mod:`cityvisor.demo.river`)."""
 
     async def start(self, stack: AsyncExitStack) -> None:
         """Start every simulator (on free loopback ports); ``stack`` stops them."""
@@ -251,7 +260,12 @@ class SimulatedCity:
         self.bollard_ids = {unit: f"borne-{unit:02d}" for unit in self.bollards.units}
         for camera_id, name in self._camera_names():
             camera = SimulatedCamera(
-                name, username=CAMERA_USER, password=CAMERA_PASSWORD, host=HOST, port=0
+                name,
+                username=CAMERA_USER,
+                password=CAMERA_PASSWORD,
+                host=HOST,
+                port=0,
+                time_zone=TIME_ZONE,
             )
             await stack.enter_async_context(camera)
             self.cameras[camera_id] = camera
@@ -284,6 +298,8 @@ class SimulatedCity:
             self.readers.append(Reader(f"porte-{door.building}", door, reader))
         for line in self.lines.values():
             line.start()
+        self.river.seed = self.seed
+        await self.river.start(stack, small=size is SMALL)
 
     def _camera_names(self) -> list[tuple[str, str]]:
         size = self.size
@@ -301,7 +317,7 @@ class SimulatedCity:
 
     # ------------------------------------------------------------------ the config
 
-    def config(self, store_path: str = "demo.sqlite") -> dict[str, Any]:
+    def config(self, store_path: str = "demo.sqlite", basemap: str | None = None) -> dict[str, Any]:
         """The deployment file of the city, as data (see :func:`cityvisor.demo.tomlfile.dumps`)."""
         spread = random.Random(self.seed)
         zones = {zone.id: zone for zone in ZONES}
@@ -432,17 +448,20 @@ class SimulatedCity:
             if camera_id in self.cameras:
                 entry["watched_by"] = [camera_id]
             devices.append(entry)
+        devices += self.river.devices()
         centre = ZONES[0].centre
+        group = min(3, max(1, self.size.bollards))
         return {
             "site": {
                 "name": "Ville de démonstration",
-                "timezone": "Europe/Paris",
+                "timezone": TIME_ZONE,
                 "language": "fr",
                 "latitude": centre[0],
                 "longitude": centre[1],
             },
             "store": {"path": store_path, "flush_interval": 1.0, "retention": {"default": 7}},
-            "web": {"host": self.web_host, "port": self.web_port},
+            "web": {"host": self.web_host, "port": self.web_port}
+            | ({"basemap": basemap} if basemap else {}),
             # Only the built-in families: the demo must not depend on what else is installed.
             "plugins": {"entry_points": False},
             "zones": [
@@ -451,9 +470,88 @@ class SimulatedCity:
                 if any(d["zone"] == zone.id for d in devices)
             ],
             "devices": devices,
-            "procedures": PROCEDURES,
+            "procedures": PROCEDURES + RIVER_PROCEDURES,
             "users": [{"name": "admin", "role": "admin"}],
+            # The city's open data: lamps and bollards; a vehicle on a bollard's loop
+            # only as a count per hour for all the bollards together (the small city
+            # has two: its floor is lowered to two).
+            "opendata": {
+                "enabled": True,
+                "licence": "etalab-2.0",
+                "minimum_group": group,
+                "families": {
+                    "lighting": {"update_frequency": "continuous"},
+                    "bollards": {
+                        "aggregate": {
+                            "vehicle_on_loop": {
+                                "bucket": 3600,
+                                "by": "site",
+                                "minimum_group": group,
+                            }
+                        }
+                    },
+                },
+            },
         }
+
+
+def outlines(config: Mapping[str, Any], margin: float = 0.003) -> dict[str, Any]:
+    """The communes of a demo config as GeoJSON, for the map's offline background.
+
+    Schematic, not the legal boundaries: each commune is the convex hull of its
+    equipment, widened by ``margin`` degrees, named as the config names it.
+    """
+    features = []
+    for zone in config.get("zones", []):
+        points = sorted(
+            (float(d["location"][1]), float(d["location"][0]))  # GeoJSON: longitude first
+            for d in config.get("devices", [])
+            if d["zone"] == zone["id"] and d.get("location")
+        )
+        if not points:
+            continue
+        hull = _convex_hull(points)
+        cx = sum(x for x, _ in hull) / len(hull)
+        cy = sum(y for _, y in hull) / len(hull)
+        ring = []
+        for x, y in hull:
+            distance = max(((x - cx) ** 2 + (y - cy) ** 2) ** 0.5, 1e-9)
+            ring.append([round(x + (x - cx) / distance * margin * 1.5, 6),
+                         round(y + (y - cy) / distance * margin, 6)])  # fmt: skip
+        if len(ring) < 3:  # one or two pieces of equipment: a small square around them
+            ring = [[round(cx + dx, 6), round(cy + dy, 6)]
+                    for dx, dy in ((-margin * 1.5, -margin), (margin * 1.5, -margin),
+                                   (margin * 1.5, margin), (-margin * 1.5, margin))]  # fmt: skip
+        ring.append(ring[0])
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"zone": zone["id"], "name": zone["name"], "schematic": True},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Andrew's monotone chain over sorted points: the hull, counter-clockwise."""
+    if len(points) <= 2:
+        return points
+
+    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple[float, float]] = []
+    upper: list[tuple[float, float]] = []
+    for p in points:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    for p in reversed(points):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return lower[:-1] + upper[:-1]
 
 
 def free_udp_port(host: str = HOST) -> int:
@@ -463,17 +561,8 @@ def free_udp_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def _procedure(id_: str, title: tuple[str, str], *steps: tuple[str, str]) -> dict[str, Any]:
-    return {
-        "id": id_,
-        "version": 1,
-        "title": {"fr": title[0], "en": title[1]},
-        "steps": [{"fr": fr, "en": en} for fr, en in steps],
-    }
-
-
 PROCEDURES = [
-    _procedure(
+    procedure(
         "COMM-01",
         ("Perte de communication", "Communication lost"),
         (
@@ -489,7 +578,7 @@ PROCEDURES = [
             "Without recovery, open a maintenance ticket.",
         ),
     ),
-    _procedure(
+    procedure(
         "COMM-02",
         ("Défaut de l'équipement", "Device fault"),
         (
@@ -501,7 +590,7 @@ PROCEDURES = [
             "The link works: send the equipment's technician, not the network's.",
         ),
     ),
-    _procedure(
+    procedure(
         "LIGHT-02",
         ("Armoire d'éclairage ouverte", "Lighting cabinet open"),
         (
@@ -510,7 +599,7 @@ PROCEDURES = [
         ),
         ("Sinon, envoyer la patrouille la plus proche.", "If not, send the nearest patrol."),
     ),
-    _procedure(
+    procedure(
         "LIGHT-03",
         ("Armoire sans alimentation", "Cabinet without power"),
         (
@@ -519,7 +608,7 @@ PROCEDURES = [
         ),
         ("Prévenir l'astreinte éclairage public.", "Call the street-lighting on-call crew."),
     ),
-    _procedure(
+    procedure(
         "LIGHT-07",
         ("Lampe en panne", "Lamp failure"),
         ("Noter l'armoire et le circuit touchés.", "Note the cabinet and circuit affected."),
@@ -528,7 +617,7 @@ PROCEDURES = [
             "Raise a work order for the lighting crew.",
         ),
     ),
-    _procedure(
+    procedure(
         "BOLLARD-01",
         ("Borne en défaut", "Bollard fault"),
         (
@@ -541,7 +630,7 @@ PROCEDURES = [
             "If the fault returns, send the technician.",
         ),
     ),
-    _procedure(
+    procedure(
         "BOLLARD-02",
         ("Borne bloquée", "Bollard blocked"),
         ("Regarder la caméra de la borne.", "Look at the bollard's camera."),
@@ -550,19 +639,19 @@ PROCEDURES = [
             "Send the municipal police to secure the entry.",
         ),
     ),
-    _procedure(
+    procedure(
         "CCTV-02",
         ("Caméra sabotée", "Camera tampered with"),
         ("Vérifier l'image de la caméra.", "Check the camera's picture."),
         ("Prévenir la police municipale.", "Call the municipal police."),
     ),
-    _procedure(
+    procedure(
         "CCTV-03",
         ("Mouvement dans un bâtiment fermé", "Motion in a closed building"),
         ("Regarder l'instantané joint à l'alarme.", "Look at the snapshot stored with the alarm."),
         ("En cas d'intrusion, appeler la police (17).", "If it is an intrusion, call the police."),
     ),
-    _procedure(
+    procedure(
         "NET-01",
         ("Lien fibre coupé", "Fibre link down"),
         (
@@ -571,7 +660,7 @@ PROCEDURES = [
         ),
         ("Prévenir l'exploitant du réseau fibre.", "Call the fibre network's operator."),
     ),
-    _procedure(
+    procedure(
         "NET-02",
         ("Erreurs sur un port", "Errors on a port"),
         ("Surveiller le taux d'erreurs dix minutes.", "Watch the error rate for ten minutes."),
@@ -580,7 +669,7 @@ PROCEDURES = [
             "If it persists, have the connectors cleaned.",
         ),
     ),
-    _procedure(
+    procedure(
         "ACCESS-01",
         ("Porte forcée", "Door forced"),
         ("Regarder la caméra de la porte.", "Look at the door's camera."),
@@ -589,12 +678,12 @@ PROCEDURES = [
             "Send the patrol; lock the building down if needed.",
         ),
     ),
-    _procedure(
+    procedure(
         "ACCESS-02",
         ("Porte restée ouverte", "Door held open"),
         ("Appeler le gardien du bâtiment.", "Call the building's caretaker."),
     ),
-    _procedure(
+    procedure(
         "ACCESS-03",
         ("Lecteur de badge arraché", "Badge reader tampered with"),
         ("Regarder la caméra de la porte.", "Look at the door's camera."),

@@ -205,6 +205,8 @@ class ModbusDeviceType(DeviceType):
         # Unless received() is overridden (it sees every value), only
         # result.changed is even looked at: the values of blocks whose registers
         # did not change since the last poll were published then.
+        if result.answered:
+            self.answered()
         published = self._published
         failed = result.failed
         for relatives in failed.values():

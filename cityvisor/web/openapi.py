@@ -136,6 +136,9 @@ def _plugin_operation(method: str, handler: Any) -> dict[str, Any]:
     }
     if method not in ("GET", "HEAD"):
         operation["security"] = [{"session": [], "csrf": []}]
+    if getattr(handler, "__cityvisor_auth__", None) == PUBLIC:  # hookspecs.public: no session
+        operation["security"] = []
+        del operation["responses"]["401"]
     return operation
 
 

@@ -334,8 +334,8 @@ def test_an_unknown_key_is_an_error_that_lists_the_expected_keys(tmp_path: Path)
     )
     assert problems_of(path) == [
         f"{path}: web.prot: unknown key (expected one of: host, port, session_lifetime, "
-        "secure_cookies, tile_url, metrics_token, read_timeout, max_connections_per_address, "
-        "ws_send_timeout, ws_heartbeat)"
+        "secure_cookies, tile_url, basemap, metrics_token, read_timeout, "
+        "max_connections_per_address, ws_send_timeout, ws_heartbeat)"
     ]
     path.write_text(path.read_text().replace("prot", "port"))
     (problem,) = problems_of(path, TYPES)

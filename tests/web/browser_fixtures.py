@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import math
 import os
 import shutil
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from PIL import Image
 
 from cityvisor.core.hub import Hub
 from cityvisor.core.points import PointValue, Quality, now_ms
+from cityvisor.demo.city import outlines
 from cityvisor.hal.sim.camera import SimulatedCamera
 from cityvisor.hal.sim.lighting import LightingSimulator
 from cityvisor.plugins import cameras, demo, lighting
@@ -48,6 +51,7 @@ __all__ = [
     "City",
     "browser_city",
     "chromium_missing",
+    "crowded_city",
     "launch_chromium",
     "seed_history",
     "tile_server",
@@ -197,7 +201,11 @@ async def browser_city(
         await group.start(_lighting, sim, unplug, unplugged)
         cam = await stack.enter_async_context(
             SimulatedCamera(
-                "Place Darcy", username="cityvisor", password=CAMERA_PASSWORD, image_size=(320, 180)
+                "Caméra place Darcy",
+                username="cityvisor",
+                password=CAMERA_PASSWORD,
+                image_size=(320, 180),
+                time_zone="Europe/Paris",
             )
         )
         config = CONFIG.format(
@@ -221,6 +229,61 @@ async def browser_city(
                 await wait_for_point(hub, "centre/cameras/cam-1/online", lambda v: v.value is True)
         await add_users(hub)
         yield City(hub, server, server.url, sim, cam, unplug, unplugged)
+
+
+CROWDED_ZONES = {
+    "dijon": ("Dijon", (47.3220, 5.0415)),
+    "chenove": ("Chenôve", (47.2930, 5.0070)),
+    "talant": ("Talant", (47.3370, 5.0060)),
+}
+
+
+def crowded_config(devices: int, alarms: int, port: int = 0) -> str:
+    """A city of ``devices`` idle tanks around three communes; ``alarms`` of them in alarm."""
+    lines = [
+        '[site]\nname = "Ville encombrée"\ntimezone = "Europe/Paris"\nlanguage = "fr"',
+        "latitude = 47.3220\nlongitude = 5.0415",
+        '[store]\npath = "crowded.sqlite"\nflush_interval = 0.5',
+        f'[web]\nhost = "127.0.0.1"\nport = {port}\nbasemap = "communes.geojson"',
+    ]
+    for zone, (name, _) in CROWDED_ZONES.items():
+        lines.append(f'[[zones]]\nid = "{zone}"\nname = "{name}"')
+    zones = list(CROWDED_ZONES.items())
+    side = math.ceil(math.sqrt(devices / len(zones)))
+    for i in range(devices):
+        zone, (_, (latitude, longitude)) = zones[i % len(zones)]
+        n = i // len(zones)
+        # A square grid around the commune's centre, about 25 m apart.
+        location = [
+            latitude + (n // side - side / 2) * 0.00022,
+            longitude + (n % side - side / 2) * 0.00033,
+        ]
+        level = 95 if i < alarms else 40
+        lines.append(
+            f'[[devices]]\nid = "t{i:05d}"\ntype = "demo.tank"\nzone = "{zone}"\n'
+            f'name = "Réservoir {i}"\nlocation = [{location[0]:.6f}, {location[1]:.6f}]\n'
+            f"config = {{ period = 3600, initial_level = {level} }}"
+        )
+    return "\n\n".join(lines) + "\n"
+
+
+@asynccontextmanager
+async def crowded_city(directory: Path, *, devices: int, alarms: int = 0) -> AsyncIterator[Hub]:
+    """Run a hub with ``devices`` idle demo tanks (for the map at scale); users created."""
+    await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
+    config = crowded_config(devices, alarms)
+    # The map's offline background: the communes' outlines, as the demo writes them.
+    parsed = tomllib.loads(config)
+    await anyio.Path(directory / "communes.geojson").write_text(
+        json.dumps(outlines(parsed), ensure_ascii=False), encoding="utf-8"
+    )
+    async with running_hub(config, directory, plugins=[demo, web_plugin]) as hub:
+        server = find_server(hub)
+        assert server is not None, "the web plugin did not start a server"
+        with anyio.fail_after(120):
+            await server.ready.wait()
+        await add_users(hub)
+        yield hub
 
 
 def seed_history(hub: Hub, point_id: str, minutes: float = 15.0, step_s: float = 5.0) -> int:

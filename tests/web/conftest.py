@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,10 @@ async def add_users(hub: Hub) -> None:
         await accounts.add(name, PASSWORD, role, zones, hasher=CHEAP)
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    """A running hub serving the HMI on a free port, with the test users."""
-    async with running_hub(CONFIG, tmp_path, plugins=[demo, web_plugin]) as hub:
+@asynccontextmanager
+async def running_env(config: str, directory: Path) -> AsyncIterator[Env]:
+    """A hub of ``config`` serving the HMI on a free port, with the test users."""
+    async with running_hub(config, directory, plugins=[demo, web_plugin]) as hub:
         server = find_server(hub)
         assert server is not None, "the web plugin did not start a server"
         with anyio.fail_after(10):
@@ -184,6 +185,13 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         finally:
             for session in environment.sessions:
                 await session.close()
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    """A running hub serving the HMI on a free port, with the test users."""
+    async with running_env(CONFIG, tmp_path) as environment:
+        yield environment
 
 
 def small_receive_buffer(addr_info: Any) -> socket.socket:

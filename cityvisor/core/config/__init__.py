@@ -24,7 +24,8 @@ Where each part lives: ``model.py`` (:class:`Config`), ``sections.py``
 (its sections and entries), ``values.py`` (identifiers, names, text),
 ``loading.py`` (:func:`load_config`, :func:`parse_config`,
 :func:`check_config` and the cross-checks), ``messages.py`` (problems as
-lines that name file and key), ``redaction.py`` (secrets), ``reference.py``
+lines that name file and key), ``opendata.py`` (``[opendata]``), ``report.py`` (check-config's
+report: every problem with its line), ``redaction.py`` (secrets), ``reference.py``
 (the generated reference) and ``errors.py`` (:class:`ConfigError`).
 """
 
@@ -33,8 +34,17 @@ from __future__ import annotations
 from .errors import ConfigError
 from .loading import Loc, Problem, check_config, load_config, parse_config, resolve_devices
 from .model import CAMERA_FAMILY, Config, ResolvedDevice
+from .opendata import (
+    LICENCES,
+    SENSITIVE_FAMILIES,
+    OpenDataAggregate,
+    OpenDataBroker,
+    OpenDataFamily,
+    OpenDataSection,
+)
 from .redaction import REDACTED, SECRET_WORDS, is_secret_key, redact
 from .reference import reference
+from .report import check_file
 from .sections import (
     AlarmEntry,
     DeviceEntry,
@@ -52,8 +62,10 @@ from .values import Language, Name, Scalar, Slug, Text
 
 __all__ = [
     "CAMERA_FAMILY",
+    "LICENCES",
     "REDACTED",
     "SECRET_WORDS",
+    "SENSITIVE_FAMILIES",
     "AlarmEntry",
     "Config",
     "ConfigError",
@@ -61,6 +73,10 @@ __all__ = [
     "Language",
     "Loc",
     "Name",
+    "OpenDataAggregate",
+    "OpenDataBroker",
+    "OpenDataFamily",
+    "OpenDataSection",
     "PluginsSection",
     "Problem",
     "ProcedureEntry",
@@ -76,6 +92,7 @@ __all__ = [
     "WebSection",
     "ZoneEntry",
     "check_config",
+    "check_file",
     "is_secret_key",
     "load_config",
     "parse_config",

@@ -101,8 +101,10 @@ def check_config(config: Config, plugins: PluginManager) -> list[str]:
     plugin whose check raises is reported by name, not propagated.
     """
     problems: list[str] = []
+    device_types: dict[str, type[DeviceType]] = {}
     try:
-        config.resolve_devices(collect_device_types(plugins))
+        device_types = collect_device_types(plugins)
+        config.resolve_devices(device_types)
     except PluginConflictError as error:
         problems.append(f"{config.source}: {error}")
     except ConfigError as error:
@@ -113,7 +115,9 @@ def check_config(config: Config, plugins: PluginManager) -> list[str]:
         problems.extend(error.problems)
     # call_each records a plugin whose check raises in plugins.failures and goes on.
     failed_before = len(plugins.failures)
-    for _plugin, found in plugins.call_each("cityvisor_check_config", config=config):
+    for _plugin, found in plugins.call_each(
+        "cityvisor_check_config", config=config, device_types=device_types, plugins=plugins
+    ):
         problems.extend(f"{config.source}: {problem}" for problem in found or ())
     problems.extend(
         f"{config.source}: could not check: {failure}"

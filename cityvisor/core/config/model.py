@@ -14,6 +14,7 @@ from ..points import DataType
 from ..users import User
 from .errors import ConfigError, Loc, Problem
 from .messages import _path, _pydantic_problems
+from .opendata import OpenDataSection
 from .redaction import redact
 from .sections import (
     AlarmEntry,
@@ -68,6 +69,7 @@ class Config(Section):
     alarms: list[AlarmEntry] = []
     procedures: list[ProcedureEntry] = []
     users: list[UserEntry] = []
+    opendata: OpenDataSection = OpenDataSection()
 
     _source: str = pydantic.PrivateAttr(default="<config>")
     _settings: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pydantic
 
+from .opendata import OpenDataAggregate, OpenDataBroker, OpenDataFamily, OpenDataSection
 from .sections import (
     AlarmEntry,
     DeviceEntry,
@@ -37,6 +38,10 @@ _SECTIONS: tuple[tuple[str, type[Section], bool], ...] = (
     ("alarms", AlarmEntry, True),
     ("procedures", ProcedureEntry, True),
     ("users", UserEntry, True),
+    ("opendata", OpenDataSection, False),
+    ("opendata.families.<family>", OpenDataFamily, False),
+    ("opendata.families.<family>.aggregate.<point>", OpenDataAggregate, False),
+    ("opendata.broker", OpenDataBroker, False),
 )
 
 
@@ -54,7 +59,8 @@ def reference() -> str:
         "",
         "A deployment is one TOML file (`cityvisor run -c city.toml`). Check it with",
         "`cityvisor check-config city.toml`: every problem is reported at once, with",
-        "the file, the key path (`devices[2].config.port`) and what was expected.",
+        "the file and line, the entry by its id and the key path (`city.toml:57: device",
+        "cab-07: config.port: ...`) and what was expected.",
         "Unknown keys are errors. Durations are in seconds. A *slug* is an identifier",
         "of lower-case letters, digits, `-` and `_` (at most 64 characters).",
         "",

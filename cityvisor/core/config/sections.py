@@ -105,6 +105,11 @@ class WebSection(Section):
     tile_url: str = ""
     """Map tile URL template (``https://tile.example.org/{z}/{x}/{y}.png``); empty: no
     background map, equipment is drawn on a blank canvas."""
+    basemap: Path | None = None
+    """A GeoJSON file drawn under the equipment on the map (outlines of the communes,
+    main streets), served by the hub itself: a background that needs neither a tile
+    server nor the Internet. A relative path is relative to the config file's
+    directory. ``cityvisor demo`` writes one for its communes."""
     metrics_token: str = ""
     """Bearer token that lets a Prometheus server read ``/metrics`` without a session
     (``metrics_token = "${CITYVISOR_METRICS_TOKEN}"``); empty: ``/metrics`` needs a
@@ -124,6 +129,18 @@ class WebSection(Section):
     ws_heartbeat: float = Field(default=10.0, ge=1, le=300)
     """Seconds between two pings to an idle WebSocket client; a client that has not
     answered within half of it is dropped (a client that reads nothing at all)."""
+
+    @pydantic.field_validator("basemap")
+    @classmethod
+    def _basemap_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not value.is_absolute():
+            value = Path(os.path.normpath(Path(base) / value))
+        if base is not None and not value.is_file():
+            raise ValueError(f"no GeoJSON file at {value}")
+        return value
 
     @pydantic.field_validator("tile_url")
     @classmethod

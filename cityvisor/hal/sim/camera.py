@@ -45,6 +45,7 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import io
 import logging
@@ -57,6 +58,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
+from zoneinfo import ZoneInfo
 
 import anyio
 from aiohttp import web
@@ -176,10 +178,13 @@ class SimulatedCamera:
         image_size: tuple[int, int] = (320, 180),
         uri_credentials: bool = False,
         snapshot_auth: str = "digest",
+        time_zone: str = "UTC",
     ) -> None:
         if snapshot_auth not in SNAPSHOT_AUTH:
             raise ValueError(f"snapshot_auth is one of {', '.join(SNAPSHOT_AUTH)}")
         self.snapshot_auth = snapshot_auth
+        self.time_zone = ZoneInfo(time_zone)
+        """The zone of the time burned into the pictures (the site's, as a real camera is set)."""
         self.name = name
         self.username = username
         self.password = password
@@ -726,7 +731,9 @@ class SimulatedCamera:
         second = int(now.timestamp())
         async with self._frame_lock:
             if self._frame is None or self._frame[0] != second:
-                image = await anyio.to_thread.run_sync(_render, self.name, now, self.image_size)
+                image = await anyio.to_thread.run_sync(
+                    _render, self.name, now.astimezone(self.time_zone), self.image_size
+                )
                 self._frame = (second, image)
             return self._frame[1]
 
@@ -791,9 +798,34 @@ def _duration(text: str) -> float:
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
+FONTS = ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+"""A font with French accents (Debian's fonts-dejavu-core; FreeType finds it by name too)."""
+
+
+@functools.cache
+def _font(size: int) -> Any:
+    """The pictures' font at ``size`` px: DejaVu Sans, else Pillow's own (accents may go)."""
+    from PIL import ImageFont
+
+    for name in FONTS:
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # a Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def caption(moment: dt.datetime) -> str:
+    """The time burned into a picture: ``2026-12-02 15:16:00 CET`` (``moment``'s own zone)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def _render(name: str, moment: dt.datetime, size: tuple[int, int]) -> bytes:
-    """A JPEG showing the camera's name and the time (Pillow; runs in a worker thread)."""
-    from PIL import Image, ImageDraw, ImageFont
+    """A JPEG showing the camera's name and the time in ``moment``'s zone (Pillow; in a thread)."""
+    from PIL import Image, ImageDraw
 
     width, height = size
     image = Image.new("RGB", size, (40, 60, 80))
@@ -804,17 +836,9 @@ def _render(name: str, moment: dt.datetime, size: tuple[int, int]) -> bytes:
     draw.line(
         (width * 3 // 4, height // 4, width * 3 // 4, height * 2 // 3), fill=(30, 30, 30), width=3
     )
-    try:
-        font = ImageFont.load_default(size=max(10, height // 12))
-    except (TypeError, OSError):  # a Pillow without FreeType: the small bitmap font
-        font = ImageFont.load_default()
+    font = _font(max(10, height // 12))
     draw.text((8, 6), name, fill=(255, 255, 255), font=font)
-    draw.text(
-        (8, height - height // 8 - 6),
-        moment.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        fill=(255, 255, 0),
-        font=font,
-    )
+    draw.text((8, height - height // 8 - 6), caption(moment), fill=(255, 255, 0), font=font)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=80)
     return out.getvalue()
@@ -854,6 +878,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", default="admin")
     parser.add_argument(
+        "--time-zone",
+        default="UTC",
+        help="zone of the time written on the pictures (default UTC; e.g. Europe/Paris)",
+    )
+    parser.add_argument(
         "--motion-every",
         type=float,
         default=0.0,
@@ -867,6 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             password=args.password,
             host=args.host,
             port=args.port + i if args.port else 0,
+            time_zone=args.time_zone,
         )
         for i in range(args.count)
     ]

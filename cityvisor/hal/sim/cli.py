@@ -16,6 +16,8 @@ SIMULATORS: dict[str, tuple[str, str]] = {
     "bollards": ("cityvisor.hal.sim.bollard", "bollard PLCs over Modbus/TCP"),
     "osdp": ("cityvisor.hal.sim.osdp_reader", "OSDP badge readers"),
     "camera": ("cityvisor.hal.sim.camera", "ONVIF cameras"),
+    "signals": ("cityvisor.hal.sim.signal_controller", "an NTCIP traffic signal controller"),
+    "hydro": ("cityvisor.hal.sim.gauge", "water-level gauges over Modbus/TCP"),
 }
 """Simulator name -> (module with ``main(argv)``, one-line description)."""
 

@@ -18,7 +18,9 @@ test or the demo decides what the operators see. Many switches run in one
 process, each on its own port (:func:`simulated_switches`), which is what the
 switches benchmark (50 x 48 ports) uses.
 
-Why a pysnmp responder rather than snmpsim: values are computed when asked
+The agent is :class:`~cityvisor.hal.sim.snmp_agent.SnmpAgent` over a
+:class:`~cityvisor.hal.sim.snmp_agent.LiveMib`. Why a pysnmp responder
+rather than snmpsim: values are computed when asked
 (counters from traffic rates, status from the port's state), SETs change the
 state, and traps follow; snmpsim serves recorded data files and would need
 pysmi, a data file per switch and a variation module to do the same.
@@ -26,10 +28,7 @@ pysmi, a data file per switch and a variation module to do the same.
 
 from __future__ import annotations
 
-import asyncio
-import bisect
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -39,20 +38,16 @@ from typing import Any, Self
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
-from pysnmp.carrier.asyncio.dgram import udp
-from pysnmp.entity import config as pysnmp_config
 from pysnmp.entity.engine import SnmpEngine
-from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
     UdpTransportTarget,
     send_notification,
 )
-from pysnmp.proto import rfc1902, rfc1905
-from pysnmp.smi import error as smi_error
-from pysnmp.smi.instrum import AbstractMibInstrumController
+from pysnmp.proto import rfc1902
 
+from cityvisor.hal.sim.snmp_agent import Apply, LiveMib, Setter, SnmpAgent, integer, text_of
 from cityvisor.hal.snmp import (
     IF_INDEX,
     LINK_DOWN,
@@ -186,26 +181,33 @@ class SimulatedSwitch:
         #: Agent restarts counted like snmpEngineBoots (1 at first start).
         self.boots = 1
         self._engine: SnmpEngine | None = None
-        self._socket: socket.socket | None = None
-        self._bound: tuple[str, int] | None = None
+        self._agent: SnmpAgent | None = None
         self._stack: AsyncExitStack | None = None
         self._traps: ObjectSendStream[int] | None = None
-        #: Requests answered, SETs applied and traps sent (for tests and benchmarks).
-        self.requests = 0
-        self.sets = 0
+        #: Traps sent and dropped (for tests and benchmarks).
         self.traps_sent = 0
         self.traps_dropped = 0
-        self._mib = _SwitchMib(self)
+        self._mib = _switch_mib(self)
 
     def __repr__(self) -> str:
         return f"SimulatedSwitch({self.name!r}, {len(self.ports)} ports, {self.address})"
+
+    @property
+    def requests(self) -> int:
+        """Requests answered (GET, GETNEXT, each GETBULK repetition, SET)."""
+        return self._mib.requests
+
+    @property
+    def sets(self) -> int:
+        """SET requests applied."""
+        return self._mib.sets
 
     # -- lifecycle
 
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the agent answers on."""
-        return self._bound or (self.host, self._requested_port)
+        return self._agent.address if self._agent else (self.host, self._requested_port)
 
     @property
     def engine_id(self) -> bytes:
@@ -256,51 +258,24 @@ class SimulatedSwitch:
             await anyio.sleep_forever()
 
     async def _start_agent(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind((self.host, self._requested_port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        self._socket = sock
-        self._bound = sock.getsockname()[:2]
-        engine = SnmpEngine()
-        self._engine = engine
-        transport = udp.UdpAsyncioTransport()
-        # Our own endpoint, awaited: pysnmp's open_server_mode would bind in a
-        # background future and lose a bind error.
-        await asyncio.get_running_loop().create_datagram_endpoint(lambda: transport, sock=sock)
-        pysnmp_config.add_transport(engine, udp.DOMAIN_NAME, transport)
-        everything = (1, 3, 6)
-        pysnmp_config.add_v1_system(engine, "readers", self.community)
-        # pysnmp 7.1 allows writes when a group has no write view at all (its VACM
-        # returns the notInView error instead of raising it): give readers a write
-        # view on zeroDotZero, where nothing lives, so that a SET is refused.
-        nothing = (0, 0)
-        pysnmp_config.add_vacm_user(engine, 2, "readers", "noAuthNoPriv", everything, nothing)
-        pysnmp_config.add_v1_system(engine, "writers", self.write_community)
-        pysnmp_config.add_vacm_user(engine, 2, "writers", "noAuthNoPriv", everything, everything)
-        for user in self.users:
-            user.add_to(engine)
-            pysnmp_config.add_vacm_user(engine, 3, user.user, "authPriv", everything, everything)
-        snmp_context = context.SnmpContext(engine)
-        # Every request in the default context is answered by our switch model.
-        snmp_context.unregister_context_name(b"")
-        snmp_context.register_context_name(b"", self._mib)  # type: ignore[arg-type]
-        cmdrsp.GetCommandResponder(engine, snmp_context)
-        cmdrsp.NextCommandResponder(engine, snmp_context)
-        cmdrsp.BulkCommandResponder(engine, snmp_context)
-        cmdrsp.SetCommandResponder(engine, snmp_context)
+        agent = SnmpAgent(
+            self._mib,
+            host=self.host,
+            port=self._requested_port,
+            community=self.community,
+            write_community=self.write_community,
+            users=self.users,
+        )
+        await agent.start()
+        self._agent = agent
+        self._engine = agent.engine
         log.info("simulated switch %s answering on %s:%d", self.name, *self.address)
 
     def _stop_agent(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.close_dispatcher()
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        agent, self._agent = self._agent, None
+        self._engine = None
+        if agent is not None:
+            agent.stop()
 
     # -- the world acting on the switch
 
@@ -403,130 +378,74 @@ def _oid_text(oid: Sequence[int]) -> str:
 Getter = Callable[[float], Any]
 
 
-class _SwitchMib(AbstractMibInstrumController):
-    """The switch's MIB for pysnmp's command responders: values computed when read.
+def _switch_mib(switch: SimulatedSwitch) -> LiveMib:
+    """The switch's MIB: system group, ifNumber, ifTable and ifXTable of every port.
 
-    The set of OIDs is fixed (system group, ifNumber, ifTable and ifXTable
-    columns for every port) and kept sorted, so GETNEXT/GETBULK is a binary
-    search; each OID has a getter that reads the switch's state at the time
-    of the request.
+    Values are computed when read, all of one request at the same uptime
+    (taken when the request arrives), so a manager's rates never mix two
+    instants.
     """
+    s = switch
+    entries: dict[tuple[int, ...], Getter] = {}
+    entries[(*_SYSTEM, 1, 0)] = lambda _t: rfc1902.OctetString(s.description)
+    entries[(*_SYSTEM, 2, 0)] = lambda _t: rfc1902.ObjectIdentifier(_SYS_OBJECT_ID)
+    entries[(*_SYSTEM, 3, 0)] = lambda t: rfc1902.TimeTicks(int(t * 100) % _WRAP32)
+    entries[(*_SYSTEM, 4, 0)] = lambda _t: rfc1902.OctetString(s.contact)
+    entries[(*_SYSTEM, 5, 0)] = lambda _t: rfc1902.OctetString(s.name)
+    entries[(*_SYSTEM, 6, 0)] = lambda _t: rfc1902.OctetString(s.location)
+    entries[(*_SYSTEM, 7, 0)] = lambda _t: rfc1902.Integer32(6)  # sysServices: L2 + L3
+    entries[_IF_NUMBER] = lambda _t: rfc1902.Integer32(len(s.ports))
+    # SNMP-FRAMEWORK-MIB snmpEngine group: managers read the engine ID to accept v3 traps.
+    entries[(*_SNMP_ENGINE, 1, 0)] = lambda _t: rfc1902.OctetString(s.engine_id)
+    entries[(*_SNMP_ENGINE, 2, 0)] = lambda _t: rfc1902.Integer32(s.boots)
+    entries[(*_SNMP_ENGINE, 3, 0)] = lambda t: rfc1902.Integer32(int(t))
+    entries[(*_SNMP_ENGINE, 4, 0)] = lambda _t: rfc1902.Integer32(65507)
+    for port in switch.ports:
+        for column, getter in _port_columns(port).items():
+            entries[(*column, port.index)] = getter
+    setters: dict[tuple[int, ...], Setter] = {
+        (*_SYSTEM, 4, 0): _text_setter(lambda value: setattr(s, "contact", value)),
+        (*_SYSTEM, 5, 0): _text_setter(lambda value: setattr(s, "name", value)),
+        (*_SYSTEM, 6, 0): _text_setter(lambda value: setattr(s, "location", value)),
+    }
+    for port in switch.ports:
+        setters[(*_IF_ENTRY, 7, port.index)] = _admin_setter(switch, port.index)
+        setters[(*_IF_X_ENTRY, 18, port.index)] = _text_setter(
+            lambda value, port=port: setattr(port, "alias", value)
+        )
+    now = [0.0]
 
-    def __init__(self, switch: SimulatedSwitch) -> None:
-        self.switch = switch
-        entries: dict[tuple[int, ...], Getter] = {}
-        s = switch
-        entries[(*_SYSTEM, 1, 0)] = lambda _t: rfc1902.OctetString(s.description)
-        entries[(*_SYSTEM, 2, 0)] = lambda _t: rfc1902.ObjectIdentifier(_SYS_OBJECT_ID)
-        entries[(*_SYSTEM, 3, 0)] = lambda t: rfc1902.TimeTicks(int(t * 100) % _WRAP32)
-        entries[(*_SYSTEM, 4, 0)] = lambda _t: rfc1902.OctetString(s.contact)
-        entries[(*_SYSTEM, 5, 0)] = lambda _t: rfc1902.OctetString(s.name)
-        entries[(*_SYSTEM, 6, 0)] = lambda _t: rfc1902.OctetString(s.location)
-        entries[(*_SYSTEM, 7, 0)] = lambda _t: rfc1902.Integer32(6)  # sysServices: L2 + L3
-        entries[_IF_NUMBER] = lambda _t: rfc1902.Integer32(len(s.ports))
-        # SNMP-FRAMEWORK-MIB snmpEngine group: managers read the engine ID to accept v3 traps.
-        entries[(*_SNMP_ENGINE, 1, 0)] = lambda _t: rfc1902.OctetString(s.engine_id)
-        entries[(*_SNMP_ENGINE, 2, 0)] = lambda _t: rfc1902.Integer32(s.boots)
-        entries[(*_SNMP_ENGINE, 3, 0)] = lambda t: rfc1902.Integer32(int(t))
-        entries[(*_SNMP_ENGINE, 4, 0)] = lambda _t: rfc1902.Integer32(65507)
-        for port in switch.ports:
-            for column, getter in _port_columns(port).items():
-                entries[(*column, port.index)] = getter
-        self.oids = sorted(entries)
-        self.getters = entries
-        self.writable: dict[tuple[int, ...], Callable[[Any], None]] = {
-            (*_SYSTEM, 4, 0): lambda value: setattr(s, "contact", _text(value)),
-            (*_SYSTEM, 5, 0): lambda value: setattr(s, "name", _text(value)),
-            (*_SYSTEM, 6, 0): lambda value: setattr(s, "location", _text(value)),
-        }
-        for port in switch.ports:
-            self.writable[(*_IF_ENTRY, 7, port.index)] = _admin_setter(switch, port.index)
-            self.writable[(*_IF_X_ENTRY, 18, port.index)] = _alias_setter(port)
+    def on_request() -> None:
+        now[0] = s.uptime
 
-    def read_variables(self, *var_binds: Any, **context: Any) -> list[tuple[Any, Any]]:
-        """GET: each instance's value, or noSuchObject/noSuchInstance."""
-        self.switch.requests += 1
-        uptime = self.switch.uptime
-        result = []
-        for name, _value in var_binds:
-            oid = tuple(name)
-            getter = self.getters.get(oid)
-            if getter is not None:
-                result.append((name, getter(uptime)))
-            elif any(oid[: len(col)] == col for col in _TABLE_ENTRIES):
-                result.append((name, rfc1905.noSuchInstance))
-            else:
-                result.append((name, rfc1905.noSuchObject))
-        return result
-
-    def read_next_variables(self, *var_binds: Any, **context: Any) -> list[tuple[Any, Any]]:
-        """GETNEXT (and each GETBULK repetition): the next instance, or endOfMibView."""
-        self.switch.requests += 1
-        uptime = self.switch.uptime
-        result = []
-        for name, _value in var_binds:
-            position = bisect.bisect_right(self.oids, tuple(name))
-            if position < len(self.oids):
-                oid = self.oids[position]
-                result.append((rfc1902.ObjectName(oid), self.getters[oid](uptime)))
-            else:
-                result.append((name, rfc1905.endOfMibView))
-        return result
-
-    def write_variables(self, *var_binds: Any, **context: Any) -> list[tuple[Any, Any]]:
-        """SET: check every varbind first (all or nothing), then apply."""
-        self.switch.requests += 1
-        access_check = context.get("acFun")
-        setters = []
-        for idx, (name, value) in enumerate(var_binds):
-            oid = tuple(name)
-            if access_check is not None:
-                # pysnmp's VACM check raises, or returns True for "not in the view".
-                # Either way, as net-snmp does: no write access is noAccess.
-                try:
-                    denied = access_check(
-                        "write", (name, value), snmpEngine=context["snmpEngine"], idx=idx
-                    )
-                except smi_error.AuthorizationError:
-                    denied = True
-                if denied:
-                    raise smi_error.NoAccessError(name=name, idx=idx)
-            setter = self.writable.get(oid)
-            if setter is None:
-                if oid in self.getters:
-                    raise smi_error.NotWritableError(name=name, idx=idx)
-                raise smi_error.NoCreationError(name=name, idx=idx)
-            _check_value(oid, value, name, idx)
-            setters.append((setter, value))
-        for setter, value in setters:
-            setter(value)
-        self.switch.sets += 1
-        return list(var_binds)
+    mib = LiveMib(tables=_TABLE_ENTRIES, on_request=on_request)
+    for instance, getter in entries.items():
+        mib.add(instance, lambda getter=getter: getter(now[0]), setters.get(instance))
+    return mib
 
 
 _TABLE_ENTRIES = (_IF_ENTRY, _IF_X_ENTRY)
 
 
-def _check_value(oid: tuple[int, ...], value: Any, name: Any, idx: int) -> None:
-    if oid[: len(_IF_ENTRY) + 1] == (*_IF_ENTRY, 7):
-        if not isinstance(value, rfc1902.Integer32 | rfc1902.Integer):
-            raise smi_error.WrongTypeError(name=name, idx=idx)
-        if int(value) not in (IfAdminStatus.UP, IfAdminStatus.DOWN):
-            raise smi_error.WrongValueError(name=name, idx=idx)
-    elif not isinstance(value, rfc1902.OctetString):
-        raise smi_error.WrongTypeError(name=name, idx=idx)
+def _text_setter(apply: Callable[[str], None]) -> Setter:
+    def setter(value: Any) -> Apply:
+        if not isinstance(value, rfc1902.OctetString):
+            raise TypeError("an OCTET STRING is expected")
+        text = text_of(value)
+        return lambda: apply(text)
+
+    return setter
 
 
-def _text(value: Any) -> str:
-    return bytes(value.asOctets()).decode("utf-8", errors="replace")
+def _admin_setter(switch: SimulatedSwitch, index: int) -> Setter:
+    def setter(value: Any) -> Apply:
+        status = integer(value)
+        if status not in (IfAdminStatus.UP, IfAdminStatus.DOWN):
+            raise ValueError("ifAdminStatus is up(1) or down(2)")
 
+        return lambda: switch.set_admin(index, IfAdminStatus(status))
 
-def _admin_setter(switch: SimulatedSwitch, index: int) -> Callable[[Any], None]:
-    return lambda value: switch.set_admin(index, IfAdminStatus(int(value)))
-
-
-def _alias_setter(port: SimulatedPort) -> Callable[[Any], None]:
-    return lambda value: setattr(port, "alias", _text(value))
+    return setter
 
 
 def _port_columns(port: SimulatedPort) -> dict[tuple[int, ...], Getter]:

@@ -393,6 +393,26 @@ class SnmpClient:
             raise SnmpSetRefusedError(oid_text, _status_name(status), self.agent)
         return to_python(var_binds[0][1]) if var_binds else None
 
+    async def set_many(self, values: Sequence[tuple[str, Any]]) -> dict[str, SnmpValue]:
+        """Write several instances in ONE SetRequest: the agent applies all of them or none.
+
+        ``values`` are ``(oid, value)`` pairs typed as for :meth:`set`; returns
+        ``{oid: confirmed value}``. Use it when the objects only make sense
+        together (an NTCIP priority request's vehicle, phase and arrival time).
+
+        Raises :class:`SnmpSetRefusedError` naming the varbind the agent refused.
+        """
+        oids = [_oid_text(_oid(oid)) for oid, _value in values]
+        var_binds = [
+            ObjectType(ObjectIdentity(oid), _set_value(value))
+            for oid, (_oid_given, value) in zip(oids, values, strict=True)
+        ]
+        status, index, answer = await self._request(set_cmd, *var_binds)
+        if status:
+            refused = oids[index - 1] if 0 < index <= len(oids) else ", ".join(oids)
+            raise SnmpSetRefusedError(refused, _status_name(status), self.agent)
+        return {str(name): to_python(value) for name, value in answer}
+
     async def set_admin_status(self, if_index: int, status: IfAdminStatus) -> None:
         """Enable (``IfAdminStatus.UP``) or disable (``DOWN``) a port: SET ifAdminStatus.N."""
         await self.set(f"{IF_ADMIN_STATUS}.{int(if_index)}", int(status))

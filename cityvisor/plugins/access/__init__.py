@@ -92,7 +92,9 @@ class Door(DeviceType):
     _opened_at: float | None = None
     _held = _door_known = False
 
-    @command(confirm=True, label={"fr": "Ouvrir une fois", "en": "Unlock once"})
+    @command(confirm=True, label={"fr": "Ouvrir une fois", "en": "Unlock once"},
+             doc={"fr": "Libérer la gâche un instant (quelqu'un qu'on fait entrer).",
+                  "en": "Release the strike for a moment (someone let in from the control room)."})  # fmt: skip
     async def unlock_once(self) -> None:
         """Release the strike for ``strike_pulse`` seconds (someone let in from the control room)."""
         await self._release_strike()
@@ -101,13 +103,16 @@ class Door(DeviceType):
     # The mode is the hub's (decisions are ours), so a door whose reader is offline is
     # locked down too, and shows it when the reader is back.
     @command(confirm=True, feedback=feedback("access_mode", 1, within=5), requires_online=False,
-             label={"fr": "Confiner", "en": "Lock down"})  # fmt: skip
+             label={"fr": "Confiner", "en": "Lock down"},
+             doc={"fr": "Refuser tous les badges sauf les exceptions au confinement, jusqu'à la levée.",
+                  "en": "Deny every badge but the lockdown exceptions, until released."})  # fmt: skip
     async def lockdown(self) -> None:
         """Deny every badge but the lockdown exceptions, until released."""
         await self._set_mode("lockdown")
 
     @command(confirm=True, role="supervisor", feedback=feedback("access_mode", 0, within=5),
-             requires_online=False, label={"fr": "Lever le confinement", "en": "Release"})  # fmt: skip
+             requires_online=False, label={"fr": "Lever le confinement", "en": "Release"},
+             doc={"fr": "Retour à l'accès normal.", "en": "Back to normal access."})  # fmt: skip
     async def release(self) -> None:
         """Back to normal access."""
         await self._set_mode("normal")
@@ -156,6 +161,7 @@ class Door(DeviceType):
     async def _follow(self, reader: osdp.Reader, bus: osdp.OsdpBus) -> None:
         errors, held = -1, self.settings.held_open_time
         while reader.online:
+            self.answered()  # online: the reader answers the bus's polls
             event: osdp.ReaderEvent | None = None
             due = 1.0
             if self._opened_at is not None and not self._held:

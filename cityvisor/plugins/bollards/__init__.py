@@ -18,6 +18,7 @@ import pydantic
 
 from cityvisor import DeviceType, alarm, command, hookimpl, interlock, point, reaches
 from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType
+from cityvisor.opendata import Attribute, DataModel
 
 POSITIONS = ["down", "up", "moving", "fault"]
 MODES = ["remote", "local", "maintenance"]
@@ -88,6 +89,9 @@ class Bollard(ModbusDeviceType):
         interlocks=[NO_VEHICLE, REMOTE, HEALTHY],
         feedback=reaches("position", UP, within="travel_time"),
         label=_t("Lever", "Raise"),
+        doc=_t(
+            "Lever la borne (jamais sur un véhicule).", "Raise the bollard (never onto a vehicle)."
+        ),
     )
     async def raise_bollard(self) -> None:
         """Raise the bollard (never onto a vehicle)."""
@@ -98,12 +102,22 @@ class Bollard(ModbusDeviceType):
         interlocks=[REMOTE, HEALTHY],
         feedback=reaches("position", DOWN, within="travel_time"),
         label=_t("Baisser", "Lower"),
+        doc=_t(
+            "Baisser la borne pour laisser passer.", "Lower the bollard to let vehicles through."
+        ),
     )
     async def lower(self) -> None:
         """Lower the bollard to let vehicles through."""
         await self._order("lower", DOWN)
 
-    @command(feedback=reaches("fault_code", 0, within="travel_time"), label=_t("Réarmer", "Reset"))
+    @command(
+        feedback=reaches("fault_code", 0, within="travel_time"),
+        label=_t("Réarmer", "Reset"),
+        doc=_t(
+            "Acquitter et effacer le défaut de l'automate.",
+            "Acknowledge and clear the PLC's fault.",
+        ),
+    )
     async def reset(self) -> None:
         """Acknowledge and clear the PLC's fault (a bollard stopped mid-stroke settles down)."""
         await self.write("reset_fault", True)
@@ -130,3 +144,21 @@ class Bollard(ModbusDeviceType):
 def cityvisor_device_types() -> list[type[DeviceType]]:
     """The bollards plugin's device types."""
     return [Bollard]
+
+
+@hookimpl
+def cityvisor_opendata_models() -> list[DataModel]:
+    """A bollard is published as a Device whose state is its position.
+
+    A vehicle on the loop is a person's car at a place and a time: it is
+    published only aggregated (``[opendata.families.bollards.aggregate.vehicle_on_loop]``).
+    """
+    return [
+        DataModel(
+            Bollard.type_name,
+            "Device",
+            [Attribute("position", "deviceState"), Attribute("height", "value")],
+            static={"category": ["actuator"], "controlledProperty": ["trafficFlow"]},
+            private=frozenset({"vehicle_on_loop"}),
+        )
+    ]

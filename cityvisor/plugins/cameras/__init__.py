@@ -129,6 +129,10 @@ class Camera(DeviceType):
         preset=string(max_length=64, doc={"fr": "Nom de la préposition", "en": "Preset name"}),
         feedback=reaches("preset", param="preset", within=30),
         label={"fr": "Aller à la préposition", "en": "Go to preset"},
+        doc={
+            "fr": "Tourner la caméra vers une préposition ; fait quand elle y est.",
+            "en": "Turn the camera to a stored preset; done when it stands there.",
+        },
     )
     async def goto_preset(self, preset: str) -> None:
         """Turn the camera to a stored preset; done when it stands there."""
@@ -144,7 +148,13 @@ class Camera(DeviceType):
         self.publish({"preset": ""})
         self._moved.set()
 
-    @command(label={"fr": "Prendre un instantané", "en": "Take a snapshot"})
+    @command(
+        label={"fr": "Prendre un instantané", "en": "Take a snapshot"},
+        doc={
+            "fr": "Enregistrer l'image du moment (parmi les images de la caméra).",
+            "en": "Store the current picture (listed with the camera's evidence).",
+        },
+    )
     async def take_snapshot(self) -> None:
         """Store the current picture (listed with the camera's evidence)."""
         services = self.resources.get(KEY, _not_running)  # the hub's, made at its start-up
@@ -154,6 +164,10 @@ class Camera(DeviceType):
         on=boolean(doc={"fr": "Veille active", "en": "Watch on"}),
         feedback=reaches("watch", param="on", within=2),
         label={"fr": "Veille bâtiment fermé", "en": "Closed-building watch"},
+        doc={
+            "fr": "Activer ou couper la veille bâtiment fermé (groupée par zone pour un confinement).",
+            "en": "Turn the closed-building watch on or off (group it by zone for a lockdown).",
+        },
     )
     async def set_watch(self, on: bool) -> None:
         """Turn the closed-building watch on or off (group it by zone for a lockdown)."""
@@ -287,6 +301,7 @@ class Camera(DeviceType):
                 while True:
                     await anyio.sleep(min(15.0, retry))
                     await camera.device_information()
+                    self.answered()
 
     def _on_event(self, event: CameraEvent) -> None:
         if event.kind == "motion":
@@ -310,6 +325,7 @@ class Camera(DeviceType):
                     self._moved.set()  # then try again
                     break
                 self._restore("ptz_status")
+                self.answered()  # the head is followed every 30 s: the camera answers
                 if "ptz_presets" in self._unavailable:
                     break  # where the head stands means nothing without the presets
                 at = next((p.name for p in self._presets.values() if p.matches(status)), "")

@@ -15,6 +15,7 @@ import pydantic
 
 from cityvisor import DeviceType, alarm, command, hookimpl, interlock, number, point, reaches
 from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType, shared_profile
+from cityvisor.opendata import Attribute, DataModel, MemberModel
 
 from .schedule import LightingSettings, NightSchedule, config_problems, service_for
 
@@ -115,6 +116,10 @@ class LightingCabinet(ModbusDeviceType):
         per="circuit",
         feedback=reaches("on", True, within="feedback_time"),
         label=_t("Allumer", "Switch on"),
+        doc=_t(
+            "Allumer le circuit : son niveau monte jusqu'à la consigne.",
+            "Switch the circuit on: its level ramps to the setpoint.",
+        ),
     )
     async def switch_on(self, circuit: str) -> None:
         """Switch the circuit on: its level ramps to the setpoint."""
@@ -124,6 +129,7 @@ class LightingCabinet(ModbusDeviceType):
         per="circuit",
         feedback=reaches("on", False, within="feedback_time"),
         label=_t("Éteindre", "Switch off"),
+        doc=_t("Éteindre le circuit.", "Switch the circuit off."),
     )
     async def switch_off(self, circuit: str) -> None:
         """Switch the circuit off."""
@@ -135,6 +141,10 @@ class LightingCabinet(ModbusDeviceType):
         interlocks=[interlock("on", equals=True, reason=_t("circuit éteint", "circuit is off"))],
         feedback=reaches("level", param="level", tolerance=1.0, within="feedback_time"),
         label=_t("Graduer", "Dim"),
+        doc=_t(
+            "Graduer le circuit au niveau voulu (l'allumer d'abord).",
+            "Dim the circuit to the level wanted (switch it on first).",
+        ),
     )
     async def set_level(self, circuit: str, level: float) -> None:
         """Dim the circuit to ``level`` %: its level ramps there (switch it on first)."""
@@ -164,3 +174,35 @@ def cityvisor_settings() -> type[LightingSettings]:
 def cityvisor_check_config(config: Any) -> Sequence[str]:
     """Schedules follow the sun: they need the site's coordinates; they name real circuits."""
     return config_problems(config, LightingCabinet.type_name)
+
+
+@hookimpl
+def cityvisor_opendata_models() -> list[DataModel]:
+    """A cabinet is a ``StreetlightControlCabinet``; each circuit, the ``StreetLight`` it feeds.
+
+    cityvisor knows circuits, not lamps: one StreetLight entity stands for
+    the lamps of one circuit (its ``circuit`` attribute names it).
+    """
+    return [
+        DataModel(
+            LightingCabinet.type_name,
+            "StreetlightControlCabinet",
+            [],
+            member=MemberModel(
+                "circuit",
+                "StreetLight",
+                [
+                    Attribute("on", "powerState", values={True: "on", False: "off"}),
+                    Attribute("level", "illuminanceLevel", scale=0.01, unit="C62"),
+                    Attribute(
+                        "lamp_failures",
+                        "status",
+                        convert=lambda failures: "defectiveLamp" if failures else "ok",
+                    ),
+                ],
+                relation="refStreetlightControlCabinet",
+                static={"circuit": "{member}"},
+                required=("location", "status"),
+            ),
+        )
+    ]

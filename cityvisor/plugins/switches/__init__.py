@@ -207,6 +207,9 @@ class Switch(DeviceType):
         confirm=True,
         feedback=reaches("admin_status", value=2, within=5),
         label=_doc("Désactiver le port", "Disable the port"),
+        doc=_doc(
+            "Couper le port (ifAdminStatus = down).", "Shut the port down (ifAdminStatus = down)."
+        ),
     )
     async def disable_port(self, port: str) -> None:
         """Shut the port down (SET ifAdminStatus = down)."""
@@ -217,6 +220,10 @@ class Switch(DeviceType):
         confirm=True,
         feedback=reaches("admin_status", value=1, within=5),
         label=_doc("Activer le port", "Enable the port"),
+        doc=_doc(
+            "Remettre le port en service (ifAdminStatus = up).",
+            "Bring the port back up (ifAdminStatus = up).",
+        ),
     )
     async def enable_port(self, port: str) -> None:
         """Bring the port back up (SET ifAdminStatus = up)."""

@@ -40,9 +40,17 @@ def _scrub(text: str) -> str:
 def _communication(hub: Hub, device: DeviceType) -> dict[str, Any]:
     driver = hub.supervisor.drivers.get(device.id)
     if driver is None:
-        return {"online": False, "restarts": 0, "failures": 0, "last_reason": "", "last_error": ""}
+        return {
+            "online": False,
+            "restarts": 0,
+            "failures": 0,
+            "last_reason": "",
+            "last_error": "",
+            "answered_ms": device.answered_ms or None,
+        }
     return {
         "online": driver.online,
+        "answered_ms": device.answered_ms or None,
         "restarts": driver.restarts,
         "failures": driver.failures,
         "last_reason": driver.last_reason,
@@ -95,6 +103,10 @@ _DEVICE_SCHEMA = {
                 "failures": {"type": "integer"},
                 "last_reason": {"type": "string"},
                 "last_error": {"type": "string"},
+                "answered_ms": {
+                    "type": ["integer", "null"],
+                    "description": "when the equipment last answered (epoch ms), changed or not",
+                },
             },
         },
         "alarms": {

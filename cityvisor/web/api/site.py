@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import anyio
 from aiohttp import web
 
-from ..routing import (
-    Routes,
-)
+from ..routing import ApiError, Routes
 from ..visibility import visibility
 from .common import _hub, _json
-
-if TYPE_CHECKING:
-    pass
-
 
 # --------------------------------------------------------------------------- site
 
@@ -46,5 +39,28 @@ async def site(request: web.Request) -> web.StreamResponse:
                 {d.family for d in _hub(request).devices.values() if seen.sees_zone(d.zone)}
             ),
             "tile_url": config.web.tile_url,
+            "basemap": config.web.basemap is not None,
         }
     )
+
+
+@ROUTES.route(
+    "GET",
+    "/api/v1/basemap",
+    summary="The map's offline background: the GeoJSON of [web] basemap",
+    tag="site",
+    responses={
+        200: "a GeoJSON document (served as application/json)",
+        404: "no basemap configured",
+    },
+)
+async def basemap(request: web.Request) -> web.StreamResponse:
+    """The GeoJSON the map draws under the equipment (outlines of the communes...)."""
+    path = _hub(request).config.web.basemap
+    if path is None:
+        raise ApiError(404, "no_basemap", "no [web] basemap is configured")
+    try:
+        body = await anyio.Path(path).read_bytes()
+    except OSError as error:
+        raise ApiError(404, "no_basemap", f"the basemap cannot be read: {error.strerror}") from None
+    return web.Response(body=body, content_type="application/json")

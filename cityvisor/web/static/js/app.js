@@ -12,10 +12,11 @@ import {
   setLanguage,
   setTimeZone,
   t,
+  tx,
   zoneName,
 } from "./i18n.js";
 import { live } from "./live.js";
-import { hasCameras, PRIORITIES, setDeviceOnline, setDevices, state } from "./state.js";
+import { hasCameras, PRIORITIES, setDeviceOnline, setDevices, state, zoneLabel } from "./state.js";
 import { notify } from "./ui.js";
 import * as alarmsView from "./views/alarms.js";
 import * as approvalsView from "./views/approvals.js";
@@ -354,12 +355,10 @@ function renderCounts() {
       count.unacked ? h("span", { class: "count-unacked" }, t("banner.unacked", { n: count.unacked })) : null,
     );
   });
+  // The zones by name, on one line: the full list is in the title when it does not fit.
+  const zones = state.floodZones.map((zone) => zoneLabel(zone, tx)).join(", ");
   const flood = state.floodZones.length
-    ? h(
-        "span",
-        { class: "flood", id: "flood", title: state.floodZones.join(", ") },
-        t("banner.flood", { zones: state.floodZones.join(", ") }),
-      )
+    ? h("span", { class: "flood", id: "flood", title: zones, dataset: { zones: state.floodZones.join(",") } }, t("banner.flood", { zones }))
     : null;
   replace(element, boxes, flood);
 }

@@ -6,6 +6,7 @@ import { append, h, option, replace } from "./dom.js";
 import { fmtDateTime, fmtNumber, t, tOr, tx } from "./i18n.js";
 import { commandLabel, deviceName, errorText, formatValue } from "./format.js";
 import { field, modal, notify } from "./ui.js";
+import { argumentsText, outcomeWord, refusalText } from "./wording.js";
 
 /** One input for a parameter's schema; returns {element, read()} (read throws a message). */
 function parameterInput(command, name, schema, required) {
@@ -120,18 +121,19 @@ export function commandPanel(device, points) {
         ]);
         break;
       case "succeeded":
-        show("succeeded", `${target} — ${tx(result.message)}`, [
+        show("succeeded", `${target} — ${outcomeWord(result.outcome)}`, [
           feedbackText(command, result),
           t("commands.duration", { ms: result.duration_ms }),
           result.approver ? t("commands.approved_by", { user: result.approver }) : null,
         ], { command: command.name });
         break;
       case "cancelled":
-        show("cancelled", `${target} — ${tx(result.message)}`);
+        show("cancelled", `${target} — ${outcomeWord(result.outcome)}`);
         break;
       default:
-        show("failed", `${target} — ${tx(result.message)}`, [
-          result.detail,
+        // What the equipment or its link said is kept as it came (a technical detail).
+        show("failed", `${target} — ${outcomeWord(result.outcome)}`, [
+          result.detail ? h("span", {}, t("commands.technical_detail"), h("code", { lang: "en" }, result.detail)) : null,
           feedbackText(command, result),
         ], { command: command.name });
     }
@@ -142,8 +144,7 @@ export function commandPanel(device, points) {
     const target = member ? `${label} (${member})` : label;
     const body = error.body || {};
     const kind = body.error === "interlocked" ? "interlocked" : "refused";
-    const lines = [errorText(error)];
-    if (body.interlock && body.interlock.point) lines.push(t("commands.interlock_point", { point: body.interlock.point }));
+    const lines = [body.interlock ? refusalText(body, device) : errorText(error)];
     show(kind, t(`commands.${kind}`, { command: target }), lines, { code: body.error || "" });
   }
 
@@ -223,10 +224,7 @@ export function commandPanel(device, points) {
         body,
       );
       if (result.outcome === "pending_confirmation") {
-        const text = Object.keys(args).length
-          ? Object.entries(args).map(([k, v]) => `${k} = ${v}`).join(", ")
-          : "";
-        await confirmSelection(command, result, member, text);
+        await confirmSelection(command, result, member, argumentsText(command, args));
       } else {
         showResult(command, result);
       }
@@ -318,5 +316,5 @@ export function commandPanel(device, points) {
 
 /** Notify, for screens that act on pending commands (approvals). */
 export function resultNotice(result) {
-  notify(tx(result.message), result.outcome === "succeeded" ? "success" : "info");
+  notify(outcomeWord(result.outcome), result.outcome === "succeeded" ? "success" : "info");
 }

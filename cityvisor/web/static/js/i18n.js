@@ -230,3 +230,13 @@ export function utcToZonedInput(ms) {
   const p = wallClockParts(ms);
   return `${p.year}-${p.month}-${p.day}T${String(+p.hour % 24).padStart(2, "0")}:${p.minute}`;
 }
+
+/** ISO 8601 in the site's zone with its offset: "2026-11-22T08:05:03+01:00". */
+export function fmtIso(ms) {
+  const p = wallClockParts(ms);
+  const offset = Math.round(zoneOffset(ms) / 60000);
+  const sign = offset < 0 ? "-" : "+";
+  const hours = String(Math.floor(Math.abs(offset) / 60)).padStart(2, "0");
+  const minutes = String(Math.abs(offset) % 60).padStart(2, "0");
+  return `${p.year}-${p.month}-${p.day}T${String(+p.hour % 24).padStart(2, "0")}:${p.minute}:${p.second}${sign}${hours}:${minutes}`;
+}

@@ -18,6 +18,7 @@ from typing import Any
 import pydantic
 from cityvisor import DeviceType, alarm, command, hookimpl, number, point, reaches
 from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType
+from cityvisor.opendata import Attribute, DataModel
 
 __all__ = ["PROFILE", "GaugeConfig", "WaterLevelGauge"]
 
@@ -124,3 +125,16 @@ class WaterLevelGauge(ModbusDeviceType):
 def cityvisor_device_types() -> list[type[DeviceType]]:
     """The flood watch's device types."""
     return [WaterLevelGauge]
+
+
+@hookimpl
+def cityvisor_opendata_models() -> list[DataModel]:
+    """A gauge is published as a FIWARE ``WaterObserved``: the water's height at the site."""
+    return [
+        DataModel(
+            WaterLevelGauge.type_name,
+            "WaterObserved",
+            [Attribute("level", "height", unit="MTR")],
+            required=("location", "height"),
+        )
+    ]

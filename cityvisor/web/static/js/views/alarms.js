@@ -3,7 +3,7 @@
 
 import * as api from "../api.js";
 import { clear, h, option, replace } from "../dom.js";
-import { fmtAge, fmtDateTime, fmtDuration, t, tx } from "../i18n.js";
+import { fmtAge, fmtDateTime, fmtDuration, t, tOr, tx } from "../i18n.js";
 import { deviceName, errorText, formatValue } from "../format.js";
 import { hasCameras, PRIORITIES, state, userMay, zoneLabel } from "../state.js";
 import { empty, field, notify, priorityBadge } from "../ui.js";
@@ -101,7 +101,7 @@ export function mount(root, route, ctx) {
     ),
   );
   const aside = h("aside", { class: "alarm-detail panel", id: "alarm-detail", "aria-live": "polite" });
-  replace(root, h("div", { class: "split" }, list, aside));
+  replace(root, h("div", { class: "split split-alarms" }, list, aside));
 
   function saveQuery() {
     ctx.replaceQuery({
@@ -169,7 +169,12 @@ export function mount(root, route, ctx) {
         h("td", {}, priorityBadge(alarm.priority, alarm.acked)),
         h("td", { class: "time" }, fmtDateTime(alarm.raised_at)),
         h("td", {}, zoneLabel(alarm.zone, tx)),
-        h("td", {}, deviceName(device, alarm.device_id), alarm.member ? ` · ${alarm.member}` : ""),
+        h(
+          "td",
+          { class: "device", title: `${deviceName(device, alarm.device_id)}${alarm.member ? ` · ${alarm.member}` : ""}` },
+          deviceName(device, alarm.device_id),
+          alarm.member ? ` · ${alarm.member}` : "",
+        ),
         h("td", { class: "message" }, tx(alarm.message)),
         h("td", { class: "value" }, formatValue(null, alarm.value)),
         h("td", { class: "state" }, h("span", { class: ["state-tag", `state-${alarm.display_state}`] }, t(`state.${alarm.display_state}`))),
@@ -558,7 +563,13 @@ function alarmDetail(root, alarmId, ctx) {
                 {},
                 h("span", { class: "time" }, fmtDateTime(entry.ts)),
                 " ",
-                h("span", { class: "kind" }, t(`journal.kind.${entry.kind}`)),
+                h(
+                  "span",
+                  { class: "kind", dataset: { transition: (entry.data && entry.data.kind) || entry.kind } },
+                  entry.data && entry.data.kind
+                    ? tOr(`wording.transition.${entry.data.kind}`, t(`journal.kind.${entry.kind}`))
+                    : t(`journal.kind.${entry.kind}`),
+                ),
                 entry.user ? h("span", { class: "user" }, ` ${entry.user}`) : "",
                 entry.data && entry.data.comment ? h("q", { class: "comment" }, entry.data.comment) : "",
               ),

@@ -4,20 +4,23 @@
 import * as api from "../api.js";
 import { h, replace } from "../dom.js";
 import { fmtDateTime, t, tx } from "../i18n.js";
-import { deviceName, errorText } from "../format.js";
+import { commandLabel, deviceName, errorText } from "../format.js";
 import { state, zoneLabel } from "../state.js";
 import { empty, notify } from "../ui.js";
+import { argumentsText, deviceDetails, outcomeWord, selectorText } from "../wording.js";
+
+const known = new Map(); // device id -> its detail (the labels of its commands)
 
 function describe(pending) {
   const device = state.devices.get(pending.device_id);
-  const args = Object.entries(pending.arguments || {})
-    .map(([k, v]) => `${k} = ${v}`)
-    .join(", ");
+  const detail = known.get(pending.device_id);
+  const command = detail ? (detail.commands || []).find((c) => c.name === pending.command) : null;
+  const args = argumentsText(command, pending.arguments);
   const target = pending.group
-    ? t("approvals.group", { n: pending.group.targets, selector: JSON.stringify(pending.group.selector) })
+    ? t("approvals.group", { n: pending.group.targets, selector: selectorText(pending.group.selector) })
     : `${deviceName(device, pending.device_id)}${pending.member ? ` · ${pending.member}` : ""}`;
   return [
-    h("strong", { class: "pending-command" }, pending.command),
+    h("strong", { class: "pending-command", dataset: { command: pending.command } }, command ? commandLabel(command) : pending.command),
     args ? h("span", { class: "mono" }, ` (${args})`) : null,
     h("span", {}, ` — ${target}`),
     pending.zone ? h("span", { class: "muted" }, ` · ${zoneLabel(pending.zone, tx)}`) : null,
@@ -48,7 +51,7 @@ export function mount(root, route, ctx) {
   async function act(path, body, okText) {
     try {
       const result = await api.post(path, body);
-      const message = result && result.message ? tx(result.message) : okText;
+      const message = result && result.outcome ? outcomeWord(result.outcome) : okText;
       notify(message, result && result.outcome === "succeeded" ? "success" : "info");
     } catch (error) {
       notify(errorText(error), "error");
@@ -147,6 +150,9 @@ export function mount(root, route, ctx) {
     // Rebuilt only when the lists change: a comment being typed is kept.
     const signature = JSON.stringify([approvals.approvals, approvals.requested, confirmations.confirmations].map((list) => list.map((p) => p.id)));
     if (signature === shown) return;
+    const lists = [approvals.approvals, approvals.requested, confirmations.confirmations];
+    for (const [id, detail] of await deviceDetails(lists.flat().map((p) => p.device_id))) known.set(id, detail);
+    if (closed) return;
     shown = signature;
     replace(decide, approvals.approvals.length ? h("ul", { class: "pending-list" }, approvals.approvals.map(approvalItem)) : empty(t("approvals.none")));
     replace(mine, approvals.requested.length ? h("ul", { class: "pending-list" }, approvals.requested.map((p) => ownItem(p, false))) : empty(t("approvals.none_requested")));

@@ -138,11 +138,16 @@ export function mount(root, route, ctx) {
   };
 }
 
+const HINTS = { "equipment.col.read": "equipment.col.read_hint", "equipment.col.age": "equipment.col.age_hint" };
+
 function deviceDetail(root, deviceId, ctx) {
   let device = null;
   let closed = false;
   let watch = null;
-  const cells = new Map(); // point id -> {point, row, value, quality, age, current}
+  let answeredMs = null; // when the equipment last answered (refreshed every few seconds)
+  let ticks = 0;
+  const cells = new Map(); // point id -> {point, row, value, quality, read, age, current}
+  const answered = h("dd", { id: "device-answered" });
   const header = h("header", { class: "device-header panel" }, h("h2", {}, t("loading")));
   const alarmsBox = h("div", { class: "device-alarms" });
   const pointsBox = h("section", { class: "points panel", "aria-label": t("equipment.points") });
@@ -178,6 +183,8 @@ function deviceDetail(root, deviceId, ctx) {
               h("dd", {}, h("a", { href: `#/map?focus=${encodeURIComponent(summary.id)}` }, summary.location.map((c) => c.toFixed(5)).join(", "))),
             ]
           : null,
+        h("dt", { title: t("equipment.col.read_hint") }, t("equipment.answered")),
+        answered,
         communication.restarts ? [h("dt", {}, t("equipment.restarts")), h("dd", {}, String(communication.restarts))] : null,
         !communication.online && communication.last_error
           ? [h("dt", {}, t("equipment.last_error")), h("dd", { class: "error-text" }, communication.last_error)]
@@ -223,11 +230,12 @@ function deviceDetail(root, deviceId, ctx) {
     const body = [];
     for (const [member, points] of groups) {
       if (member) {
-        body.push(h("tr", { class: "group-row" }, h("th", { colspan: "5", scope: "rowgroup" }, member)));
+        body.push(h("tr", { class: "group-row" }, h("th", { colspan: "6", scope: "rowgroup" }, member)));
       }
       for (const point of points) {
         const value = h("td", { class: "value", dataset: { point: point.id } });
         const quality = h("td", { class: "quality" });
+        const read = h("td", { class: "read" });
         const age = h("td", { class: "age" });
         const numeric = point.type === "float" || point.type === "int";
         const row = h(
@@ -236,6 +244,7 @@ function deviceDetail(root, deviceId, ctx) {
           h("th", { scope: "row", title: point.id }, tx(point.doc) || point.name, h("span", { class: "muted point-name" }, ` ${point.name}`)),
           value,
           quality,
+          read,
           age,
           h(
             "td",
@@ -255,7 +264,7 @@ function deviceDetail(root, deviceId, ctx) {
           ),
         );
         body.push(row);
-        const cell = { point, row, value, quality, age, current: point.current };
+        const cell = { point, row, value, quality, read, age, current: point.current };
         cells.set(point.id, cell);
         showValue(cell);
       }
@@ -272,8 +281,8 @@ function deviceDetail(root, deviceId, ctx) {
           h(
             "tr",
             {},
-            ["equipment.col.point", "equipment.col.value", "equipment.col.quality", "equipment.col.age", ""].map((k) =>
-              h("th", { scope: "col" }, k ? t(k) : ""),
+            ["equipment.col.point", "equipment.col.value", "equipment.col.quality", "equipment.col.read", "equipment.col.age", ""].map((k) =>
+              h("th", { scope: "col", title: HINTS[k] ? t(HINTS[k]) : null }, k ? t(k) : ""),
             ),
           ),
         ),
@@ -291,7 +300,33 @@ function deviceDetail(root, deviceId, ctx) {
     cell.value.dataset.raw = current && current.value !== null ? String(current.value) : "";
     setText(cell.quality, status === "good" ? "" : qualityText(current.quality));
     cell.quality.dataset.quality = status;
-    setText(cell.age, current ? fmtAge(current.source_ts) : "—");
+    showAges(cell, Date.now());
+  }
+
+  // Two ages, said apart: since the equipment last answered (a steady value is fresh)
+  // and since the value last changed (a frozen one shows here, with its quality).
+  function showAges(cell, now) {
+    const current = cell.current;
+    const good = current && current.quality && current.quality.status === "good";
+    const readAt = good && answeredMs ? Math.max(answeredMs, current.received_ts || 0) : null;
+    setText(cell.read, readAt ? fmtAge(readAt, now) : good ? "—" : t("equipment.not_read"));
+    cell.read.dataset.ms = readAt ? String(readAt) : "";
+    setText(cell.age, current ? fmtAge(current.source_ts, now) : "—");
+    cell.age.dataset.ms = current ? String(current.source_ts) : "";
+  }
+
+  function showAnswered(now) {
+    setText(answered, answeredMs ? t("equipment.answered_ago", { age: fmtAge(answeredMs, now) }) : "—");
+    answered.dataset.ms = answeredMs ? String(answeredMs) : "";
+  }
+
+  async function refreshAnswered() {
+    try {
+      const fresh = await api.get(`/api/v1/devices/${encodeURIComponent(deviceId)}`);
+      if (!closed) answeredMs = fresh.communication.answered_ms;
+    } catch (_error) {
+      // the next refresh tries again; the ages shown keep growing meanwhile
+    }
   }
 
   async function load() {
@@ -302,7 +337,9 @@ function deviceDetail(root, deviceId, ctx) {
       return;
     }
     if (closed) return;
+    answeredMs = device.communication.answered_ms;
     renderHeader();
+    showAnswered(Date.now());
     renderAlarms();
     renderPoints();
     replace(commandsBox, commandPanel(device, () => device.points));
@@ -328,10 +365,11 @@ function deviceDetail(root, deviceId, ctx) {
       if (device && !closed) renderAlarms();
     },
     tick() {
+      ticks += 1;
+      if (device && ticks % 3 === 0) refreshAnswered();
       const now = Date.now();
-      for (const cell of cells.values()) {
-        if (cell.current) setText(cell.age, fmtAge(cell.current.source_ts, now));
-      }
+      showAnswered(now);
+      for (const cell of cells.values()) showAges(cell, now);
     },
     close() {
       closed = true;

@@ -6,6 +6,7 @@ import { fmtDateTime, t, tOr, utcToZonedInput, zonedToUtc } from "../i18n.js";
 import { deviceName, errorText } from "../format.js";
 import { state } from "../state.js";
 import { empty, field } from "../ui.js";
+import { deviceDetails, journalText } from "../wording.js";
 
 export const KINDS = [
   "alarm",
@@ -26,6 +27,8 @@ export const KINDS = [
   "evidence",
   "access",
   "badges",
+  "opendata",
+  "notification",
 ];
 const PAGE = 50;
 
@@ -147,6 +150,9 @@ export function mount(root, route, ctx) {
       replace(tbody, h("tr", {}, h("td", { colspan: "5", class: "error-text" }, errorText(error))));
       return;
     }
+    // Labels of the entries' points, commands and alarms, so that every line is worded
+    // in the screen's language.
+    const detailsById = await deviceDetails(answer.entries.map((entry) => entry.device));
     if (closed) return;
     pages.push(beforeId);
     next = answer.next_before_id;
@@ -164,21 +170,25 @@ export function mount(root, route, ctx) {
             ? h("a", { href: `#/equipment/${encodeURIComponent(entry.device)}` }, deviceName(state.devices.get(entry.device), entry.device))
             : "—",
         ),
-        h(
-          "td",
-          { class: "journal-message" },
-          entry.message,
-          entry.data && entry.data.comment && !entry.message.includes(entry.data.comment)
-            ? h("q", { class: "comment" }, entry.data.comment)
-            : null,
-          entry.alarm ? [" ", h("a", { href: `#/alarms/${encodeURIComponent(entry.alarm)}`, class: "muted" }, t("journal.to_alarm"))] : null,
-        ),
+        messageCell(entry, detailsById.get(entry.device)),
       ),
     );
     replace(tbody, rows.length ? rows : h("tr", {}, h("td", { colspan: "5" }, empty(t("journal.none")))));
     newer.disabled = pages.length <= 1;
     older.disabled = next === null;
     pageInfo.textContent = t("journal.page", { n: pages.length });
+  }
+
+  function messageCell(entry, detail) {
+    const worded = journalText(entry, detail);
+    const comment = worded.comment || (entry.data && entry.data.comment);
+    return h(
+      "td",
+      { class: "journal-message" },
+      worded.worded ? worded.text : h("span", { lang: "en" }, worded.text),
+      comment && !worded.text.includes(comment) ? [" ", h("q", { class: "comment" }, comment)] : null,
+      entry.alarm ? [" ", h("a", { href: `#/alarms/${encodeURIComponent(entry.alarm)}`, class: "muted" }, t("journal.to_alarm"))] : null,
+    );
   }
 
   fillForm(route.query);
