@@ -432,6 +432,8 @@ class SimulatedCity:
             if camera_id in self.cameras:
                 entry["watched_by"] = [camera_id]
             devices.append(entry)
+        from .fleet import ops_settings
+
         centre = ZONES[0].centre
         group = min(3, max(1, self.size.bollards))
         return {
@@ -445,7 +447,7 @@ class SimulatedCity:
             "store": {"path": store_path, "flush_interval": 1.0, "retention": {"default": 7}},
             "web": {"host": self.web_host, "port": self.web_port},
             # Only the built-in families: the demo must not depend on what else is installed.
-            "plugins": {"entry_points": False},
+            "plugins": {"entry_points": False, "ops": ops_settings(self.seed)},
             "zones": [
                 {"id": zone.id, "name": zone.name}
                 for zone in ZONES
