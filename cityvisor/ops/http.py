@@ -27,7 +27,7 @@ from cityvisor.web.visibility import visibility
 
 from .crews import PositionError
 from .crisis import CrisisError
-from .incidents import IncidentError, IncidentPermissionError
+from .incidents import IncidentError, IncidentPermissionError, State
 from .operations import TrackerRefusedError
 from .reports import ReportError
 
@@ -135,16 +135,29 @@ class OpsRoutes:
     # -- incidents ---------------------------------------------------------------
 
     async def incidents(self, request: web.Request) -> web.Response:
-        """Incidents the user may read (``?state=open`` for the open ones, most urgent first)."""
+        """Incidents the user may read, most urgent first: ``state=open`` (the default: new,
+        assigned, on site), ``active`` (not closed), ``all`` (newest 1000 first) or one state."""
         await self._ready()
         seen = visibility(request)
         state = request.query.get("state", "open")
         if state == "open":
             found = self.ops.book.open_incidents()
+        elif state == "active":
+            found = self.ops.book.open_incidents() + sorted(
+                (i for i in self.ops.book.incidents.values() if i.state == State.RESOLVED),
+                key=lambda i: -i.updated_ts,
+            )
         elif state == "all":
             found = sorted(self.ops.book.incidents.values(), key=lambda i: -i.id)[:1000]
-        else:
+        elif state in {s.value for s in State}:
             found = [i for i in self.ops.book.incidents.values() if i.state.value == state]
+        else:
+            raise ApiError(
+                400,
+                "bad_parameter",
+                "state: expected open, active, all or a state",
+                problems=["state"],
+            )
         shown = [self._shown(i) for i in found if seen.sees_zone(i.zone)]
         return web.json_response({"incidents": shown[:1000]})
 

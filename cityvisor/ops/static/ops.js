@@ -4,11 +4,12 @@ const EN = {
   title: "Operations", back: "Back to supervision", incidents: "Open incidents", what: "Subject",
   priority: "Priority", state: "State", crew: "Crew", crews: "Crews", skills: "Skills",
   position: "Position", propose: "Propose a crew", send: "Send", next: "Next step",
-  noCrisis: "No crisis open", crisis: "Crisis",
+  noCrisis: "No crisis open", crisis: "Crisis", alarms: "Alarms without an incident",
+  alarm: "Alarm", open: "Open an incident",
 };
 const FR = {
   propose: "Proposer une équipe", send: "Envoyer", next: "Étape suivante",
-  noCrisis: "Aucune crise ouverte", crisis: "Crise",
+  noCrisis: "Aucune crise ouverte", crisis: "Crise", open: "Ouvrir une intervention",
 };
 const english = (navigator.language || "fr").startsWith("en");
 const t = (key) => (english ? EN[key] : FR[key]) || EN[key] || key;
@@ -35,8 +36,9 @@ function cell(row, text) {
   return td;
 }
 
-function button(label, action) {
+function button(label, action, name = "") {
   const b = document.createElement("button");
+  if (name) b.dataset.action = name;
   b.textContent = label;
   b.addEventListener("click", () => action().then(refresh).catch(say));
   return b;
@@ -46,35 +48,63 @@ function say(error) {
   document.getElementById("message").textContent = error ? String(error.message || error) : "";
 }
 
-async function propose(incident, actions) {
+const proposals = new Map(); // incident id -> the crews proposed, until one is sent
+
+async function propose(incident) {
   const found = await call("GET", `/api/v1/ops/incidents/${incident.id}/dispatch`);
-  actions.replaceChildren();
-  for (const p of found.proposals) {
+  proposals.set(incident.id, found.proposals);
+}
+
+function proposalButtons(incident, actions) {
+  for (const p of proposals.get(incident.id) || []) {
     const km = (p.distance_m / 1000).toFixed(1);
     const minutes = Math.round(p.eta_s / 60);
-    actions.append(button(`${t("send")} ${p.name} (${km} km, ${minutes} min)`, () =>
-      call("POST", `/api/v1/ops/incidents/${incident.id}/dispatch`, { crew: p.crew })));
+    const send = button(`${t("send")} ${p.name} (${km} km, ${minutes} min)`, async () => {
+      await call("POST", `/api/v1/ops/incidents/${incident.id}/dispatch`, { crew: p.crew });
+      proposals.delete(incident.id);
+    }, "send");
+    send.dataset.crew = p.crew;
+    actions.append(send);
   }
 }
 
 async function refresh() {
-  const [incidents, crews, crisis] = await Promise.all([
-    call("GET", "/api/v1/ops/incidents"), call("GET", "/api/v1/ops/crews"),
-    call("GET", "/api/v1/ops/crisis"),
+  const [incidents, crews, crisis, alarms] = await Promise.all([
+    call("GET", "/api/v1/ops/incidents?state=active"), call("GET", "/api/v1/ops/crews"),
+    call("GET", "/api/v1/ops/crisis"), call("GET", "/api/v1/alarms?scope=active"),
   ]);
+  const linked = new Set();
+  for (const incident of incidents.incidents) {
+    for (const link of incident.links) if (link.kind === "alarm") linked.add(link.ref);
+  }
+  const alarmBody = document.querySelector("#alarms tbody");
+  alarmBody.replaceChildren();
+  for (const alarm of alarms.alarms) {
+    if (linked.has(alarm.id)) continue;
+    const row = document.createElement("tr");
+    row.dataset.alarm = alarm.id;
+    const message = (alarm.message && (alarm.message[english ? "en" : "fr"] || alarm.message.fr)) || alarm.id;
+    for (const value of [message, alarm.zone, alarm.priority]) cell(row, value);
+    cell(row, "").append(button(t("open"), () =>
+      call("POST", "/api/v1/ops/incidents/from-alarm", { alarm: alarm.id }), "open"));
+    alarmBody.append(row);
+  }
   const body = document.querySelector("#incidents tbody");
   body.replaceChildren();
   for (const incident of incidents.incidents) {
     const row = document.createElement("tr");
     row.dataset.incident = incident.id;
+    row.dataset.state = incident.state;
     for (const value of [incident.id, incident.title, incident.zone, incident.priority,
       incident.state, incident.crew]) cell(row, value);
     const actions = cell(row, "");
     if (incident.state === "new") {
-      actions.append(button(t("propose"), () => propose(incident, actions)));
+      actions.append(button(t("propose"), () => propose(incident), "propose"));
+      proposalButtons(incident, actions);
     } else if (NEXT[incident.state]) {
       actions.append(button(`${t("next")}: ${NEXT[incident.state]}`, () =>
-        call("POST", `/api/v1/ops/incidents/${incident.id}/state`, { state: NEXT[incident.state] })));
+        call("POST", `/api/v1/ops/incidents/${incident.id}/state`, { state: NEXT[incident.state] }),
+        "next"));
     }
     body.append(row);
   }
