@@ -103,8 +103,15 @@ class OpsRoutes:
     # -- helpers -----------------------------------------------------------------
 
     async def _ready(self) -> None:
-        with anyio.fail_after(30):
+        with anyio.move_on_after(10):
             await self.ops.ready.wait()
+        if not self.ops.ready.is_set():
+            raise ApiError(
+                503,
+                "starting",
+                "the operations layer is not ready yet",
+                headers={"Retry-After": "5"},
+            )
 
     def _incident(self, request: web.Request) -> Any:
         try:
