@@ -155,7 +155,9 @@ class OpsEnv(Env):
 
 
 @asynccontextmanager
-async def start(tmp_path: Path, zone_reading: str = "all") -> AsyncIterator[OpsEnv]:
+async def start(
+    tmp_path: Path, zone_reading: str = "all", *, users: bool = True
+) -> AsyncIterator[OpsEnv]:
     """Run the test city; yield its environment."""
     write_procedures(tmp_path / "procedures")
     text = CONFIG.format(zone_reading=zone_reading)
@@ -167,7 +169,8 @@ async def start(tmp_path: Path, zone_reading: str = "all") -> AsyncIterator[OpsE
         with anyio.fail_after(10):
             await server.ready.wait()
             await operations.ready.wait()
-        await add_users(hub)
+        if users:
+            await add_users(hub)
         environment = OpsEnv(hub, server, server.url)
         try:
             yield environment

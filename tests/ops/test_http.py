@@ -353,3 +353,37 @@ async def test_the_ops_routes_are_in_the_openapi_document_and_the_screen_is_serv
     assert "/open311/v2/requests.json" in document["paths"]
     status, page = await viewer.get("/plugins/ops/")
     assert status == 200 and "/plugins/ops/ops.js" in page
+
+
+async def test_an_oversized_or_unreadable_report_is_refused_and_nothing_is_stored(env: OpsEnv):
+    env.ops.desk.settings = env.ops.desk.settings.model_copy(update={"max_photo_bytes": 10_000})
+    async with aiohttp.ClientSession() as http:
+        client = GeoReportClient(env.url + "/open311/v2", http)
+        good = {"service_code": "leak", "lat": 47.3, "long": 5.0, "description": "x"}
+        with pytest.raises(GeoReportError) as refused:
+            await client.post_request(**good, media=b"\xff\xd8" + b"0" * 200_000)
+        assert refused.value.status == 413 and refused.value.description.startswith("media")
+        async with http.post(
+            env.url + "/open311/v2/requests.json",
+            data=b"service_code=leak&description=\xff\xfe",
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        ) as response:
+            assert 400 <= response.status < 500
+    assert env.ops.book.incidents == {}
+
+
+async def test_with_own_zone_reading_a_report_of_another_zone_does_not_exist(
+    own_zone_env: OpsEnv,
+):
+    env = own_zone_env
+    async with aiohttp.ClientSession() as http:
+        client = GeoReportClient(env.url + "/open311/v2", http)
+        posted = await client.post_request(
+            service_code="graffiti", lat=47.3790, long=5.0510, description="tag"
+        )
+    olivia = await env.login("olivia")  # centre; the report is in nord
+    status, _ = await olivia.get(f"/api/v1/ops/reports/{posted['service_request_id']}")
+    assert status == 404
+    nora = await env.login("nora")
+    status, body = await nora.get(f"/api/v1/ops/reports/{posted['service_request_id']}")
+    assert status == 200 and body["zone"] == "nord"
