@@ -15,11 +15,13 @@ routes' business (``[security] zone_reading``).
 from __future__ import annotations
 
 import enum
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import anyio
 import sqlite_utils
 
 from cityvisor.core.alarms import Alarm, Priority
@@ -114,6 +116,24 @@ class Incident:
         }
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_at_a_time(
+    method: Callable[Concatenate[IncidentBook, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[IncidentBook, P], Coroutine[Any, Any, R]]:
+    """Run a change under the book's lock: two operators moving one incident at once
+    must not both pass the check of its state before either is journaled."""
+
+    @functools.wraps(method)
+    async def locked(self: IncidentBook, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with self._lock:
+            return await method(self, *args, **kwargs)
+
+    return locked
+
+
 Observer = Callable[[Incident, State | None, User], Awaitable[None]]
 """Told of every change once it is journaled: the incident, the state before (None: created)."""
 
@@ -130,6 +150,7 @@ class IncidentBook:
         self.incidents: dict[int, Incident] = {}
         self.observers: list[Observer] = []
         self._next_id = 1
+        self._lock = anyio.Lock()
 
     async def open(self) -> None:
         """Create the tables if needed and load every incident."""
@@ -167,6 +188,7 @@ class IncidentBook:
         if not user.in_zone(zone):
             raise IncidentPermissionError(f"{user.name} may not {action} in zone {zone!r}")
 
+    @_one_at_a_time
     async def create(
         self,
         user: User,
@@ -182,6 +204,11 @@ class IncidentBook:
     ) -> Incident:
         """Open a new incident (operator in ``zone``); journaled before it exists."""
         self.authorise(user, zone, "open an incident")
+        links = list(links)
+        for kind, ref in links:
+            found = self.for_alarm(ref) if kind == "alarm" else None
+            if found is not None:
+                raise IncidentError(f"alarm {ref} is already in incident {found.id}")
         if not title.strip():
             raise IncidentError("title: an incident needs a title")
         try:
@@ -235,6 +262,7 @@ class IncidentBook:
             links=[("alarm", alarm.id)],
         )
 
+    @_one_at_a_time
     async def link(
         self, incident_id: int, kind: str, ref: str, user: User, comment: str = ""
     ) -> Incident:
@@ -251,6 +279,7 @@ class IncidentBook:
         incident.links.append(entry)
         return incident
 
+    @_one_at_a_time
     async def move(
         self,
         incident_id: int,
