@@ -81,6 +81,8 @@ class Operations:
         self.book.observers.append(self._crew_follows)
         self.ready = anyio.Event()
         """Set once the tables are open, the procedures loaded and the trackers' port bound."""
+        self.traccar: Any = None
+        """The Traccar poller, when ``[plugins.ops.traccar]`` is set."""
         self.tracker_port: int | None = None
         """The port the OsmAnd listener is bound to, once it runs."""
 
@@ -108,6 +110,11 @@ class Operations:
 
                 await tg.start(serve_trackers, self, trackers.host, trackers.port)
             tg.start_soon(self._purge_forever)
+            if self.settings.traccar is not None:
+                from .traccar import TraccarPoller
+
+                self.traccar = TraccarPoller(self.fleet, self.settings.traccar)
+                tg.start_soon(self.traccar.run)
             self.ready.set()
             task_status.started()
 

@@ -13,7 +13,14 @@ from pydantic import Field
 
 from cityvisor.core.devices import DeviceConfig
 
-__all__ = ["CrewSettings", "Open311Service", "Open311Settings", "OpsSettings", "TrackerSettings"]
+__all__ = [
+    "CrewSettings",
+    "Open311Service",
+    "Open311Settings",
+    "OpsSettings",
+    "TraccarSettings",
+    "TrackerSettings",
+]
 
 
 class CrewSettings(DeviceConfig):
@@ -40,6 +47,19 @@ class TrackerSettings(DeviceConfig):
     """Address to listen on."""
     port: int | None = Field(default=5055, ge=0, le=65535)
     """Port (5055 is Traccar's OsmAnd port; 0 picks a free one; none: no listener)."""
+
+
+class TraccarSettings(DeviceConfig):
+    """``[plugins.ops.traccar]``: poll a Traccar server's API for the vehicles' positions."""
+
+    url: str = Field(pattern=r"^https?://")
+    """The Traccar server (``https://traccar.example.org``)."""
+    token: str = Field(min_length=8)
+    """An API token of a Traccar user who sees the vehicles (``${TRACCAR_TOKEN}``)."""
+    interval: float = Field(default=10.0, ge=1, le=3600)
+    """Seconds between two polls."""
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds one poll may take."""
 
 
 class Open311Service(DeviceConfig):
@@ -93,6 +113,8 @@ class OpsSettings(DeviceConfig):
     """Average speed turning a great-circle distance into an ETA."""
     crews: list[CrewSettings] = []
     trackers: TrackerSettings = TrackerSettings()
+    traccar: TraccarSettings | None = None
+    """Poll a Traccar server too (``[plugins.ops.traccar]``)."""
     open311: Open311Settings = Open311Settings()
     crisis_role: Literal["operator", "supervisor", "admin"] = "supervisor"
     """The role that may open and close a crisis."""

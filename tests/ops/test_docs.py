@@ -11,6 +11,7 @@ from cityvisor.ops.settings import (
     Open311Service,
     Open311Settings,
     OpsSettings,
+    TraccarSettings,
     TrackerSettings,
 )
 
@@ -18,6 +19,7 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 MODELS = {
     "[plugins.ops]": OpsSettings,
     "[plugins.ops.trackers]": TrackerSettings,
+    "[plugins.ops.traccar]": TraccarSettings,
     "[[plugins.ops.crews]]": CrewSettings,
     "[plugins.ops.open311]": Open311Settings,
     "[[plugins.ops.open311.services]]": Open311Service,
