@@ -79,5 +79,16 @@ async def test_an_operator_goes_from_alarm_to_dispatch_to_resolved_and_the_citiz
             citizen = GeoReportClient(env.url + "/open311/v2", http)
             status = await citizen.get_request(posted["service_request_id"], posted["token"])
         assert status["status"] == "closed"
+
+        # The crisis cell: opened, a note in the timeline, closed, its report linked.
+        await page.select_option("#crisis-kind", "flood")
+        await page.fill("#crisis-title", "Crue de l'Ouche")
+        await page.click("#crisis-open button")
+        await page.fill("#crisis-note-text", "Pont de l'Ouche fermé")
+        await page.click("#crisis-note button")
+        await page.wait_for_selector('#timeline li:has-text("Pont de l\'Ouche fermé")')
+        await page.fill("#crisis-summary", "Décrue")
+        await page.click("#crisis-close button")
+        await page.wait_for_selector("#crisis-report:not([hidden])")
         assert errors == []
         await context.close()

@@ -5,7 +5,8 @@ const EN = {
   priority: "Priority", state: "State", crew: "Crew", crews: "Crews", skills: "Skills",
   position: "Position", propose: "Propose a crew", send: "Send", next: "Next step",
   noCrisis: "No crisis open", crisis: "Crisis", alarms: "Alarms without an incident",
-  alarm: "Alarm", open: "Open an incident",
+  alarm: "Alarm", open: "Open an incident", crisisCell: "Crisis cell", openCrisis: "Open the crisis",
+  addNote: "Add to the timeline", closeCrisis: "Close the crisis", report: "Report",
 };
 const FR = {
   propose: "Proposer une équipe", send: "Envoyer", next: "Étape suivante",
@@ -120,7 +121,44 @@ async function refresh() {
   const current = crisis.current;
   document.getElementById("crisis").textContent = current
     ? `${t("crisis")} ${current.id}: ${current.title} (${current.kind})` : t("noCrisis");
+  document.getElementById("crisis-open").hidden = Boolean(current);
+  document.getElementById("crisis-note").hidden = !current;
+  document.getElementById("crisis-close").hidden = !current;
+  const shown = current || crisis.crises[0];
+  const report = document.getElementById("crisis-report");
+  report.hidden = !shown || Boolean(current);
+  if (shown) report.href = `/api/v1/ops/crisis/${shown.id}/report`;
+  const timeline = document.getElementById("timeline");
+  timeline.replaceChildren();
+  if (current) {
+    const found = await call("GET", `/api/v1/ops/crisis/${current.id}/timeline`);
+    for (const entry of found.timeline.slice(-50)) {
+      const item = document.createElement("li");
+      item.textContent = `${new Date(entry.ts).toLocaleTimeString()} ${entry.user || ""}: ${entry.message}`;
+      timeline.append(item);
+    }
+  }
 }
+
+function onSubmit(id, action) {
+  document.getElementById(id).addEventListener("submit", (event) => {
+    event.preventDefault();
+    action().then(refresh).then(() => say(null)).catch(say);
+  });
+}
+
+onSubmit("crisis-open", () => call("POST", "/api/v1/ops/crisis", {
+  kind: document.getElementById("crisis-kind").value,
+  title: document.getElementById("crisis-title").value,
+}));
+onSubmit("crisis-note", async () => {
+  const input = document.getElementById("crisis-note-text");
+  await call("POST", "/api/v1/ops/crisis/notes", { text: input.value });
+  input.value = "";
+});
+onSubmit("crisis-close", () => call("POST", "/api/v1/ops/crisis/close", {
+  summary: document.getElementById("crisis-summary").value,
+}));
 
 async function start() {
   for (const node of document.querySelectorAll("[data-t]")) {
