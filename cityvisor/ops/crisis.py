@@ -47,6 +47,11 @@ class Crisis:
     opened_ts: int
     closed_by: str | None = None
     closed_ts: int | None = None
+    first_entry: int = 0
+    """Journal id of the opening entry: the timeline starts there (a timestamp is not
+    enough: other entries of the same millisecond come before it)."""
+    last_entry: int | None = None
+    """Journal id of the closing entry."""
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -101,7 +106,10 @@ class CrisisCell:
         if self.current is not None:
             raise CrisisError(f"crisis {self.current.id} is already open")
         crisis = Crisis(max(self.crises, default=0) + 1, kind, title.strip(), user.name, now_ms())
-        await self._journal(crisis, user, f"crisis {crisis.id} opened ({kind}): {crisis.title}")
+        opened = await self._journal(
+            crisis, user, f"crisis {crisis.id} opened ({kind}): {crisis.title}"
+        )
+        crisis.first_entry = opened.id or 0
         await self.store.call(lambda db: _save(db, crisis, None))
         self.crises[crisis.id] = crisis
         return crisis
@@ -123,7 +131,12 @@ class CrisisCell:
         """What the journal holds between the crisis's opening and closing, oldest first."""
         until = crisis.closed_ts + 1 if crisis.closed_ts is not None else None
         entries = await self.store.query_journal(since=crisis.opened_ts, until=until, limit=limit)
-        return list(reversed(entries))
+        last = crisis.last_entry
+        return [
+            e
+            for e in reversed(entries)
+            if (e.id or 0) >= crisis.first_entry and (last is None or (e.id or 0) <= last)
+        ]
 
     async def close(self, user: User, summary: str, incidents: Sequence[Incident]) -> Crisis:
         """Close the open crisis (journaled) and write its HTML report."""
@@ -131,7 +144,8 @@ class CrisisCell:
         crisis = self.current
         if crisis is None:
             raise CrisisError("no crisis is open")
-        await self._journal(crisis, user, f"crisis {crisis.id} closed: {summary.strip()}")
+        closed = await self._journal(crisis, user, f"crisis {crisis.id} closed: {summary.strip()}")
+        crisis.last_entry = closed.id
         crisis.closed_by = user.name
         crisis.closed_ts = now_ms()
         timeline = await self.timeline(crisis)
@@ -213,7 +227,7 @@ fermée / closed {_time(crisis.closed_ts)} ({e(crisis.closed_by or "")}).</p>
 def _save(db: sqlite_utils.Database, crisis: Crisis, report: str | None) -> None:
     with db.conn:
         db.execute(
-            "INSERT OR REPLACE INTO ops_crises VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO ops_crises VALUES (?,?,?,?,?,?,?,?,?,?)",
             [
                 crisis.id,
                 crisis.kind,
@@ -223,6 +237,8 @@ def _save(db: sqlite_utils.Database, crisis: Crisis, report: str | None) -> None
                 crisis.closed_by,
                 crisis.closed_ts,
                 report,
+                crisis.first_entry,
+                crisis.last_entry,
             ],
         )
 
@@ -230,11 +246,13 @@ def _save(db: sqlite_utils.Database, crisis: Crisis, report: str | None) -> None
 def _load(db: sqlite_utils.Database) -> list[Crisis]:
     db.execute(
         "CREATE TABLE IF NOT EXISTS ops_crises (id INTEGER PRIMARY KEY, kind TEXT, title TEXT,"
-        " opened_by TEXT, opened_ts INTEGER, closed_by TEXT, closed_ts INTEGER, report TEXT)"
+        " opened_by TEXT, opened_ts INTEGER, closed_by TEXT, closed_ts INTEGER, report TEXT,"
+        " first_entry INTEGER, last_entry INTEGER)"
     )
     return [
         Crisis(*row)
         for row in db.execute(
-            "SELECT id, kind, title, opened_by, opened_ts, closed_by, closed_ts FROM ops_crises"
+            "SELECT id, kind, title, opened_by, opened_ts, closed_by, closed_ts, first_entry,"
+            " last_entry FROM ops_crises"
         )
     ]

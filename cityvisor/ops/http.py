@@ -27,7 +27,7 @@ from cityvisor.web.visibility import visibility
 
 from .crews import PositionError
 from .crisis import CrisisError
-from .incidents import IncidentError, IncidentPermissionError, State
+from .incidents import IncidentConflictError, IncidentError, IncidentPermissionError, State
 from .operations import TrackerRefusedError
 from .reports import ReportError
 
@@ -129,8 +129,10 @@ class OpsRoutes:
             incident = await action
         except IncidentPermissionError as error:
             raise ApiError(403, "not_permitted", str(error)) from None
+        except IncidentConflictError as error:
+            raise ApiError(409, "incident_state", str(error)) from None
         except IncidentError as error:
-            raise ApiError(409 if "is " in str(error) else 422, "incident", str(error)) from None
+            raise ApiError(422, "invalid_request", str(error)) from None
         return web.json_response(self._shown(incident))
 
     def _shown(self, incident: Any) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from cityvisor.core.users import Role, User
 __all__ = [
     "Incident",
     "IncidentBook",
+    "IncidentConflictError",
     "IncidentError",
     "IncidentPermissionError",
     "State",
@@ -69,6 +70,10 @@ class IncidentError(ValueError):
 
 class IncidentPermissionError(IncidentError):
     """The user lacks the role or the zone."""
+
+
+class IncidentConflictError(IncidentError):
+    """The request does not fit the incident's (or the crew's) current state."""
 
 
 @dataclass
@@ -208,7 +213,7 @@ class IncidentBook:
         for kind, ref in links:
             found = self.for_alarm(ref) if kind == "alarm" else None
             if found is not None:
-                raise IncidentError(f"alarm {ref} is already in incident {found.id}")
+                raise IncidentConflictError(f"alarm {ref} is already in incident {found.id}")
         if not title.strip():
             raise IncidentError("title: an incident needs a title")
         try:
@@ -248,7 +253,7 @@ class IncidentBook:
         """The incident of an alarm in one call: its message, zone, priority and device."""
         found = self.for_alarm(alarm.id)
         if found is not None:
-            raise IncidentError(f"alarm {alarm.id} is already in incident {found.id}")
+            raise IncidentConflictError(f"alarm {alarm.id} is already in incident {found.id}")
         message = alarm.message.get("fr") or alarm.message.get("en") or alarm.id
         return await self.create(
             user,
@@ -272,7 +277,7 @@ class IncidentBook:
         if kind not in ("alarm", "report", "action", "note"):
             raise IncidentError(f"kind: expected alarm, report, action or note, got {kind!r}")
         if incident.state == State.CLOSED:
-            raise IncidentError(f"incident {incident_id} is closed")
+            raise IncidentConflictError(f"incident {incident_id} is closed")
         entry = _link(kind, ref, now_ms(), user, comment)
         await self._journal(incident, user, f"incident {incident_id}: {kind} {ref}", comment)
         await self.store.call(lambda db: _save(db, incident, [entry]))
@@ -299,7 +304,7 @@ class IncidentBook:
         self.authorise(user, incident.zone, f"move incident {incident_id}")
         if target not in MOVES[incident.state]:
             allowed = ", ".join(sorted(s.value for s in MOVES[incident.state])) or "none"
-            raise IncidentError(
+            raise IncidentConflictError(
                 f"incident {incident_id} is {incident.state.value}: it may go to {allowed},"
                 f" not {target.value}"
             )

@@ -23,7 +23,7 @@ from cityvisor.core.users import Role, User
 
 from .crews import Crew, CrewState, Fleet, Position, Proposal, parse_position
 from .crisis import CrisisCell
-from .incidents import Incident, IncidentBook, IncidentError, State
+from .incidents import Incident, IncidentBook, IncidentConflictError, IncidentError, State
 from .procedures import ProcedureFile, load_directory
 from .reports import ReportDesk
 from .settings import OpsSettings
@@ -170,7 +170,7 @@ class Operations:
         if crew is None:
             raise IncidentError(f"crew: unknown crew {crew_id!r}")
         if crew.state != CrewState.AVAILABLE:
-            raise IncidentError(f"crew: {crew_id} is {crew.state.value}, not available")
+            raise IncidentConflictError(f"crew: {crew_id} is {crew.state.value}, not available")
         if not crew.works_in(incident.zone):
             raise IncidentError(f"crew: {crew_id} does not work in zone {incident.zone!r}")
         self.book.authorise(user, incident.zone, f"dispatch a crew to incident {incident_id}")
