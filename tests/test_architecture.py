@@ -60,6 +60,8 @@ TYPING_BACK_REFERENCES = {
     ("cityvisor.hal.osdp.reader", "cityvisor.hal.osdp.bus"): "a reader talks through the bus "
     "that made it",
     ("cityvisor.web.state", "cityvisor.web.ws"): "the shared state holds the connected clients",
+    ("cityvisor.ops.http", "cityvisor.ops.operations"): "the routes serve the operations layer "
+    "that starts them",
 }
 """Typing-only imports allowed to point back up, each with its reason. Keep it short: each entry needs its reason."""
 

@@ -182,6 +182,7 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
                 await tg.start(hub.run)
                 url = await _hmi_url(hub)
                 await tg.start(life.run)
+                await _start_field(tg, hub, url, options.seed)
                 log.info("demo city up in %.1f s", anyio.current_time() - started)
                 _banner(out, city, hub, url, (password, supervisor_password), config_path)
                 async for signum in signals:
@@ -189,6 +190,23 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
                     tg.cancel_scope.cancel()
                     break
     print("demo stopped", file=out, flush=True)
+
+
+async def _start_field(tg: Any, hub: Any, url: str, seed: int) -> None:
+    """Crews driving (OsmAnd positions) and citizens reporting (Open311), over HTTP."""
+    from ..plugins.ops import operations
+    from .fleet import Citizens, DrivingCrews
+
+    ops = operations(hub)
+    if ops is not None:
+        with anyio.move_on_after(30):
+            await ops.ready.wait()
+    if ops is None or ops.tracker_port is None:
+        log.warning("the operations layer is not running: no crews, no citizen reports")
+        return
+    tracker_url = f"http://127.0.0.1:{ops.tracker_port}/"
+    tg.start_soon(DrivingCrews(tracker_url, ops, seed=seed).run, name="demo crews")
+    tg.start_soon(Citizens(url, seed=seed).run, name="demo citizens")
 
 
 def _check_port(host: str, port: int) -> None:

@@ -30,6 +30,7 @@ from cityvisor.hal.sim.switch import SimulatedSwitch
 from .procedures import procedure
 from .river import PROCEDURES as RIVER_PROCEDURES
 from .river import River
+from .zones import ZONES, Zone
 
 __all__ = ["FULL", "SMALL", "Badge", "CitySize", "Door", "SimulatedCity", "Zone", "outlines"]
 
@@ -39,47 +40,6 @@ TIME_ZONE = "Europe/Paris"
 CAMERA_USER, CAMERA_PASSWORD = "cityvisor", "demo-camera"
 """The simulated cameras' account (they are simulators: the secret protects nothing)."""
 SWITCH_COMMUNITY, SWITCH_WRITE_COMMUNITY = "public", "private"
-
-
-@dataclass(frozen=True)
-class Zone:
-    """A commune of the demo city."""
-
-    id: str
-    name: str
-    centre: tuple[float, float]
-    streets: tuple[str, ...]
-
-
-ZONES = (
-    Zone(
-        "dijon",
-        "Dijon",
-        (47.3220, 5.0415),
-        (
-            "rue de la Liberté",
-            "place Darcy",
-            "rue des Forges",
-            "place François-Rude",
-            "rue Vauban",
-            "boulevard Carnot",
-            "rue Monge",
-            "quai Nicolas-Rolin",
-        ),
-    ),
-    Zone(
-        "chenove",
-        "Chenôve",
-        (47.2930, 5.0070),
-        ("rue Jean-Moulin", "avenue Roland-Carraz", "rue de Longvic", "place Pierre-Meunier"),
-    ),
-    Zone(
-        "talant",
-        "Talant",
-        (47.3370, 5.0060),
-        ("rue Notre-Dame", "boulevard de Troyes", "rue du Belvédère", "avenue du Mail"),
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -449,6 +409,8 @@ class SimulatedCity:
                 entry["watched_by"] = [camera_id]
             devices.append(entry)
         devices += self.river.devices()
+        from .fleet import ops_settings
+
         centre = ZONES[0].centre
         group = min(3, max(1, self.size.bollards))
         return {
@@ -463,7 +425,7 @@ class SimulatedCity:
             "web": {"host": self.web_host, "port": self.web_port}
             | ({"basemap": basemap} if basemap else {}),
             # Only the built-in families: the demo must not depend on what else is installed.
-            "plugins": {"entry_points": False},
+            "plugins": {"entry_points": False, "ops": ops_settings(self.seed)},
             "zones": [
                 {"id": zone.id, "name": zone.name}
                 for zone in ZONES
