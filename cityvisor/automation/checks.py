@@ -1,0 +1,113 @@
+"""What ``cityvisor check-config`` verifies of the rules, beyond their own syntax.
+
+- the rule files load (each problem names the file, the rule and the key);
+- every point a condition reads exists, and the literal it is compared
+  with fits the point's type;
+- every device and command an action names exists, and every group
+  selector matches at least one device that has the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from cityvisor.core.devices import Resources
+from cityvisor.core.points import DataType, PointDB, PointSpec
+
+from .grammar import Compare, Truthy
+from .rules import CommandAction, GroupAction, RuleError, load_directory, rules_directory
+from .settings import AutomationSettings
+
+if TYPE_CHECKING:
+    from cityvisor.core.config import Config
+
+__all__ = ["config_problems", "type_problem"]
+
+
+def type_problem(spec: PointSpec, op: str, literal: Any) -> str | None:
+    """Why ``literal`` cannot be compared with a point of this spec (None when it can)."""
+    kind = spec.dtype
+    if kind is DataType.BOOL:
+        if not isinstance(literal, bool) or op not in ("==", "!="):
+            return "a bool point is compared with == or != and true or false"
+    elif kind in (DataType.INT, DataType.FLOAT):
+        if isinstance(literal, bool) or not isinstance(literal, int | float):
+            return f"a {kind.value} point is compared with a number"
+    elif kind is DataType.STR:
+        if not isinstance(literal, str):
+            return "a str point is compared with a string in double quotes"
+    elif kind is DataType.ENUM:
+        labels = dict(spec.labels or {})
+        if isinstance(literal, str):
+            if literal not in labels.values():
+                return f"{literal!r} is none of its labels ({', '.join(labels.values())})"
+            if op not in ("==", "!="):
+                return "a label is compared with == or !="
+        elif isinstance(literal, bool) or not isinstance(literal, int):
+            return "an enumerated point is compared with one of its labels or an integer"
+    return None
+
+
+def config_problems(
+    config: Config, settings: AutomationSettings, device_types: Mapping[str, type[Any]]
+) -> list[str]:
+    """Every problem of the rules, one sentence each naming file, rule and key."""
+    directory = rules_directory(config, settings.rules)
+    if directory is None:
+        return []
+    try:
+        rules = load_directory(directory)
+    except RuleError as error:
+        return [f"plugins.automation.rules: {p}" for p in error.problems]
+    points = PointDB()
+    devices = {}
+    for resolved in config.resolve_devices(device_types):
+        device = resolved.device_type(resolved.info, resolved.config, points, Resources())
+        device.declare_points()
+        devices[device.id] = device
+    problems: list[str] = []
+    for rule in rules:
+        for node in rule.condition.walk():
+            if not isinstance(node, Compare | Truthy):
+                continue
+            where = f"{rule.source}: when: position {node.position}"
+            if node.point not in points:
+                problems.append(f"{where}: unknown point {node.point!r}")
+                continue
+            spec = points.get(node.point).spec
+            if isinstance(node, Truthy):
+                if spec.dtype is not DataType.BOOL:
+                    problems.append(
+                        f"{where}: {node.point} is a {spec.dtype.value} point: compare it"
+                    )
+            else:
+                problem = type_problem(spec, node.op, node.literal)
+                if problem:
+                    problems.append(f"{where}: {node.point}: {problem}")
+        for action in rule.actions:
+            if isinstance(action, CommandAction):
+                target = devices.get(action.device)
+                if target is None:
+                    problems.append(f"{action.key}: device: unknown device {action.device!r}")
+                elif action.command not in target.command_specs:
+                    problems.append(
+                        f"{action.key}: command: device {action.device} has no command "
+                        f"{action.command!r} (it has {', '.join(sorted(target.command_specs))})"
+                    )
+            elif isinstance(action, GroupAction):
+                selector = action.selector
+                matched = [
+                    d
+                    for d in devices.values()
+                    if action.command in d.command_specs
+                    and selector.get("zone", d.zone) == d.zone
+                    and selector.get("family", d.family) == d.family
+                    and ("tag" not in selector or selector["tag"] in d.info.tags)
+                ]
+                if not matched:
+                    problems.append(
+                        f"{action.key}: the selector {dict(selector)} matches no device "
+                        f"with the command {action.command!r}"
+                    )
+    return problems

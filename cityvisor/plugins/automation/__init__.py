@@ -1,0 +1,81 @@
+"""Automation as a built-in plugin: rules in TOML files, evaluated inside the hub.
+
+Nothing happens unless the deployment says ``[plugins.automation] enabled = true``.
+The service returned by ``cityvisor_startup`` loads the rule files and runs
+the rule engine; ``cityvisor_check_config`` checks the rules against the
+deployment's points and devices. See docs/automation.md.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cityvisor import hookimpl
+from cityvisor.automation.settings import AutomationSettings
+
+if TYPE_CHECKING:
+    from cityvisor.automation.engine import RuleEngine
+    from cityvisor.core.config import Config
+    from cityvisor.core.devices import DeviceType
+    from cityvisor.core.hub import Hub
+    from cityvisor.core.plugins import PluginManager
+
+NAME = "automation"
+
+_ENGINES: weakref.WeakKeyDictionary[Any, RuleEngine] = weakref.WeakKeyDictionary()
+
+
+def engine(hub: Hub) -> RuleEngine | None:
+    """The hub's rule engine (one per hub), or None when automation is not enabled."""
+    settings = hub.config.settings(NAME)
+    if settings is None or not settings.enabled:
+        return None
+    found = _ENGINES.get(hub)
+    if found is None:
+        from cityvisor.automation.engine import RuleEngine
+        from cityvisor.automation.rules import load_directory, rules_directory
+
+        directory = rules_directory(hub.config, settings.rules)
+        rules = [] if directory is None else load_directory(directory)
+        found = _ENGINES[hub] = RuleEngine(hub, settings, rules, crisis_open=_crisis_probe(hub))
+    return found
+
+
+def _crisis_probe(hub: Hub) -> Callable[[], bool]:
+    def crisis_open() -> bool:
+        from cityvisor.plugins.ops import operations
+
+        ops = operations(hub)
+        cell = getattr(ops, "cell", None)
+        crises = getattr(cell, "crises", {})
+        return any(c.closed_ts is None for c in crises.values())
+
+    return crisis_open
+
+
+@hookimpl
+def cityvisor_settings() -> type[Any]:
+    """``[plugins.automation]``."""
+    return AutomationSettings
+
+
+@hookimpl
+def cityvisor_startup(hub: Hub) -> Callable[[], Awaitable[None]] | None:
+    """Load the rule files and run the rule engine."""
+    found = engine(hub)
+    return None if found is None else found.run
+
+
+@hookimpl
+def cityvisor_check_config(
+    config: Config, device_types: Mapping[str, type[DeviceType]], plugins: PluginManager
+) -> Sequence[str]:
+    """The rule files load; their points, devices, commands and selectors exist; types fit."""
+    from cityvisor.automation.checks import config_problems
+
+    settings = config.settings(NAME)
+    if settings is None or not settings.enabled:
+        return []
+    return config_problems(config, settings, device_types)

@@ -1,0 +1,98 @@
+"""A real hub with demo tanks and the automation plugin, rule files on disk."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from cityvisor.core.hub import Hub
+from cityvisor.core.store import JournalEntry
+from cityvisor.plugins import automation, demo
+from cityvisor.testing import running_hub
+
+CONFIG = """
+[site]
+name = "Testville"
+
+[store]
+path = "automation.sqlite"
+flush_interval = 0.05
+
+[[zones]]
+id = "centre"
+name = "Centre"
+
+[[zones]]
+id = "nord"
+name = "Nord"
+
+[[devices]]
+id = "tank-a"
+type = "demo.tank"
+zone = "centre"
+config = {{ period = 0.05, fill_rate = 400, initial_level = 50 }}
+
+[[devices]]
+id = "tank-b"
+type = "demo.tank"
+zone = "centre"
+config = {{ period = 0.05, fill_rate = 400, initial_level = 40 }}
+
+[[devices]]
+id = "tank-n1"
+type = "demo.tank"
+zone = "nord"
+tags = ["reservoir"]
+config = {{ period = 0.05, fill_rate = 400, initial_level = 60 }}
+
+[[devices]]
+id = "tank-n2"
+type = "demo.tank"
+zone = "nord"
+tags = ["reservoir"]
+config = {{ period = 0.05, fill_rate = 400, initial_level = 60 }}
+
+[plugins.automation]
+enabled = true
+rules = "rules"
+{extra}
+"""
+
+LEVEL_A = "centre/demo/tank-a/level"
+LEVEL_B = "centre/demo/tank-b/level"
+
+
+def write_config(directory: Path, rules: str, extra: str = "") -> Path:
+    """Write the deployment file and one rule file; return the deployment file."""
+    (directory / "rules").mkdir(exist_ok=True)
+    (directory / "rules" / "city.toml").write_text(rules, encoding="utf-8")
+    path = directory / "cityvisor.toml"
+    path.write_text(CONFIG.format(extra=extra), encoding="utf-8")
+    return path
+
+
+HubFactory = Callable[[str], AbstractAsyncContextManager[Hub]]
+
+
+@pytest.fixture
+def hub_with_rules(tmp_path: Path) -> HubFactory:
+    """``async with hub_with_rules(rules_toml) as hub``: a running hub with those rules."""
+
+    @asynccontextmanager
+    async def start(rules: str) -> AsyncIterator[Hub]:
+        path = write_config(tmp_path, rules)
+        async with running_hub(path, tmp_path, plugins=[demo, automation]) as hub:
+            yield hub
+
+    return start
+
+
+async def firings(hub: Hub, rule: str) -> list[JournalEntry]:
+    """The journaled firings of one rule, oldest first."""
+    entries = await hub.store.query_journal(kinds=["rule"], limit=1000)
+    return [
+        e for e in reversed(entries) if e.data.get("rule") == rule and e.message.endswith("fired")
+    ]
