@@ -28,6 +28,7 @@ from cityvisor.core.points import DataType, PointSpec, Quality, now_ms
 from cityvisor.core.store import JournalEntry
 from cityvisor.core.users import Role, User
 
+from .grammar import CrisisOpen
 from .rules import CommandAction, GroupAction, NotifyAction, Rule
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ class RuleEngine:
                 self._by_point.setdefault(point_id, []).append(rule)
             for alarm_id in rule.condition.alarms():
                 self._by_alarm.setdefault(alarm_id, []).append(rule)
+        self._by_crisis = [
+            r.name for r in rules if any(isinstance(n, CrisisOpen) for n in r.condition.walk())
+        ]
         self._dirty: set[str] = set()
         self._wake = anyio.Event()
         self._ctx = _Context(hub, crisis_open)
@@ -127,6 +131,12 @@ class RuleEngine:
         if rules:
             for rule in rules:
                 self._dirty.add(rule.name)
+            self._wake.set()
+
+    def crisis_changed(self, *_: Any) -> None:
+        """A crisis opened or closed: evaluate the rules that read ``crisis open``."""
+        if self._by_crisis:
+            self._dirty.update(self._by_crisis)
             self._wake.set()
 
     def mark_all(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,12 @@ class CrisisCell:
         self.store = store
         self.role = role
         self.crises: dict[int, Crisis] = {}
+        self.listeners: list[Callable[[Crisis], None]] = []
+        """Called synchronously with a crisis once it is opened or closed (rules watch it)."""
+
+    def _tell(self, crisis: Crisis) -> None:
+        for listener in self.listeners:
+            listener(crisis)
 
     async def open_store(self) -> None:
         """Create the table if needed and load the crises."""
@@ -112,6 +118,7 @@ class CrisisCell:
         crisis.first_entry = opened.id or 0
         await self.store.call(lambda db: _save(db, crisis, None))
         self.crises[crisis.id] = crisis
+        self._tell(crisis)
         return crisis
 
     async def note(self, user: User, text: str) -> JournalEntry:
@@ -151,6 +158,7 @@ class CrisisCell:
         timeline = await self.timeline(crisis)
         report = render_report(crisis, timeline, incidents, summary)
         await self.store.call(lambda db: _save(db, crisis, report))
+        self._tell(crisis)
         return crisis
 
     async def report(self, crisis_id: int) -> str | None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 
 from cityvisor.automation import failure_alarm_id
-from cityvisor.testing import send_command, wait_for_alarm, wait_for_point
+from cityvisor.core.users import Role, User
+from cityvisor.plugins import automation, demo
+from cityvisor.plugins import ops as ops_plugin
+from cityvisor.plugins.ops import operations
+from cityvisor.testing import running_hub, send_command, wait_for_alarm, wait_for_point
 
-from .conftest import LEVEL_A, LEVEL_B, HubFactory, firings
+from .conftest import LEVEL_A, LEVEL_B, HubFactory, firings, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -124,3 +130,30 @@ async def test_group_command_and_an_interlock_refusal_raises_the_rules_alarm(
         notes = await hub.store.query_journal(kinds=["note"])
         assert [n.message for n in notes] == ["after the refused command"]
         assert len(await firings(hub, "drain-north")) == 1
+
+
+CRISIS = """
+[[rule]]
+name = "crisis-lights"
+when = "crisis open"
+
+[[rule.then]]
+group = "set_level"
+zone = "nord"
+arguments = { setpoint = 15 }
+"""
+
+
+async def test_opening_a_crisis_fires_a_crisis_rule(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, CRISIS, extra="[plugins.ops]\nenabled = true\n[plugins.ops.trackers]\nport = 0\n"
+    )
+    async with running_hub(path, tmp_path, plugins=[demo, ops_plugin, automation]) as hub:
+        await move(hub, "tank-n1", 60)
+        await anyio.sleep(0.3)
+        assert await firings(hub, "crisis-lights") == []
+        ops = operations(hub)
+        assert ops is not None
+        await ops.cell.open(User("chief", Role.SUPERVISOR), "flood", "River up")
+        await wait_for_point(hub, "nord/demo/tank-n1/setpoint", lambda v: v.value == 15)
+        assert len(await firings(hub, "crisis-lights")) == 1

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cityvisor.core.devices import DeviceType
     from cityvisor.core.hub import Hub
     from cityvisor.core.plugins import PluginManager
+    from cityvisor.ops.crisis import CrisisCell
 
 NAME = "automation"
 
@@ -39,20 +40,24 @@ def engine(hub: Hub) -> RuleEngine | None:
 
         directory = rules_directory(hub.config, settings.rules)
         rules = [] if directory is None else load_directory(directory)
-        found = _ENGINES[hub] = RuleEngine(hub, settings, rules, crisis_open=_crisis_probe(hub))
+        cell = _crisis_cell(hub)
+        found = _ENGINES[hub] = RuleEngine(
+            hub,
+            settings,
+            rules,
+            crisis_open=(lambda: False) if cell is None else (lambda: cell.current is not None),
+        )
+        if cell is not None:
+            cell.listeners.append(found.crisis_changed)
     return found
 
 
-def _crisis_probe(hub: Hub) -> Callable[[], bool]:
-    def crisis_open() -> bool:
-        from cityvisor.plugins.ops import operations
+def _crisis_cell(hub: Hub) -> CrisisCell | None:
+    """The operations layer's crisis cell, when that layer is enabled."""
+    from cityvisor.plugins.ops import operations
 
-        ops = operations(hub)
-        cell = getattr(ops, "cell", None)
-        crises = getattr(cell, "crises", {})
-        return any(c.closed_ts is None for c in crises.values())
-
-    return crisis_open
+    ops = operations(hub)
+    return None if ops is None else ops.cell
 
 
 @hookimpl
