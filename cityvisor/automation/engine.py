@@ -28,7 +28,7 @@ from cityvisor.core.points import DataType, PointSpec, Quality, now_ms
 from cityvisor.core.store import JournalEntry
 from cityvisor.core.users import Role, User
 
-from .grammar import CrisisOpen
+from .grammar import CrisisOpen, Held
 from .rules import CommandAction, GroupAction, NotifyAction, Rule
 
 if TYPE_CHECKING:
@@ -241,16 +241,39 @@ class RuleEngine:
                 self._fail(rule)
         rule.held = holds
 
-    def set_enabled(self, name: str, enabled: bool) -> Rule:
-        """Enable or disable a rule; an enabled rule fires on the next onset, not on what holds."""
+    async def set_enabled(self, name: str, enabled: bool, user: User, comment: str = "") -> Rule:
+        """Enable or disable a rule (a supervisor; journaled with the user and comment).
+
+        An enabled rule fires on the next onset, not on what already holds.
+        :raises KeyError: no such rule. :raises PermissionError: below supervisor.
+        """
         rule = self.rules[name]
+        if not user.has_role(Role.SUPERVISOR):
+            raise PermissionError(
+                f"{user.name} may not {'enable' if enabled else 'disable'} rules: "
+                "it needs the supervisor role"
+            )
         if enabled and not rule.enabled:
             ctx = self._ctx
             ctx.now, ctx.values, ctx.deadline = anyio.current_time(), {}, math.inf
+            for held in rule.condition.walk():
+                if isinstance(held, Held):
+                    held.since = None
             rule.held = rule.condition.evaluate(ctx)
             rule.deadline = ctx.deadline
             self._wake.set()
+        changed = rule.enabled != enabled
         rule.enabled = enabled
+        await self.hub.store.journal(
+            JournalEntry(
+                kind="rule",
+                message=f"rule {name} {'enabled' if enabled else 'disabled'}"
+                + ("" if changed else " (it already was)")
+                + (f": {comment}" if comment else ""),
+                user=user.name,
+                data={"rule": name, "enabled": enabled, "comment": comment},
+            )
+        )
         return rule
 
     # -- actions -----------------------------------------------------------

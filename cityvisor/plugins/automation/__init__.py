@@ -2,7 +2,7 @@
 
 Nothing happens unless the deployment says ``[plugins.automation] enabled = true``.
 The service returned by ``cityvisor_startup`` loads the rule files and runs
-the rule engine; ``cityvisor_check_config`` checks the rules against the
+the rule engine; ``cityvisor_web_routes`` serves ``/api/v1/automation/...``; ``cityvisor_check_config`` checks the rules against the
 deployment's points and devices. See docs/automation.md.
 """
 
@@ -64,6 +64,17 @@ def _crisis_cell(hub: Hub) -> CrisisCell | None:
 def cityvisor_settings() -> type[Any]:
     """``[plugins.automation]``."""
     return AutomationSettings
+
+
+@hookimpl
+def cityvisor_web_routes(hub: Hub) -> list[Any]:
+    """``/api/v1/automation/rules...``: the rules, their last firing, enabling and disabling."""
+    found = engine(hub)
+    if found is None:
+        return []
+    from cityvisor.automation.http import AutomationRoutes
+
+    return AutomationRoutes(found).routes()
 
 
 @hookimpl
