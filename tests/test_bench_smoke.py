@@ -184,3 +184,21 @@ def test_map_frames_benchmark_runs_quickly_and_prints_its_figures():
         out,
     )
     assert len(found) == 3, out
+
+
+def test_rules_benchmark_runs_quickly_and_prints_its_figures():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.rules", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"without rules \(PointDB \+ alarms\)\s+[\d,]+/s\s+1\.00 x baseline", out)
+    assert re.search(r"with rules\s+[\d,]+/s\s+[\d.]+ x baseline", out)
+    assert re.search(r"rules' cost: -?[\d.]+%", out)
+    onsets = re.search(r"onsets: ([\d,]+)", out)
+    assert onsets and int(onsets.group(1).replace(",", "")) > 0, out

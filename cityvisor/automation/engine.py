@@ -123,6 +123,8 @@ class RuleEngine:
         self._ctx = _Context(hub, crisis_open)
         self._send: MemoryObjectSendStream[tuple[Rule, dict[str, Any]]] | None = None
         self.evaluations = 0
+        self.onsets = 0
+        """Conditions that went from false to true (each one a firing)."""
 
     # -- the listener ------------------------------------------------------
 
@@ -132,6 +134,11 @@ class RuleEngine:
             for rule in rules:
                 self._dirty.add(rule.name)
             self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Rules marked for evaluation and not evaluated yet."""
+        return len(self._dirty)
 
     def crisis_changed(self, *_: Any) -> None:
         """A crisis opened or closed: evaluate the rules that read ``crisis open``."""
@@ -225,6 +232,10 @@ class RuleEngine:
                 rule = self.rules[name]
                 if rule.enabled:
                     self._evaluate(rule, now)
+            if dirty and self.settings.batch_interval:
+                # Changes arriving meanwhile are evaluated together: a busy city
+                # wakes this task a bounded number of times per second.
+                await anyio.sleep(self.settings.batch_interval)
 
     def _evaluate(self, rule: Rule, now: float) -> None:
         ctx = self._ctx
@@ -233,6 +244,7 @@ class RuleEngine:
         holds = rule.condition.evaluate(ctx)
         rule.deadline = ctx.deadline
         if holds and not rule.held:
+            self.onsets += 1
             try:
                 if self._send is not None:
                     self._send.send_nowait((rule, dict(ctx.values)))

@@ -24,5 +24,8 @@ class AutomationSettings(DeviceConfig):
     """The role the rules' commands run with (every zone)."""
     concurrency: int = Field(default=16, ge=1, le=256)
     """How many firings run their actions at once."""
+    batch_interval: float = Field(default=0.01, ge=0, le=1)
+    """Seconds the evaluating task waits after a pass, so that changes arriving
+    meanwhile are evaluated together (0: evaluate at every change)."""
     queue: int = Field(default=256, ge=1, le=10_000)
     """Firings waiting for their actions; beyond it a firing is refused (and alarmed)."""
