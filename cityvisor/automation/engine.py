@@ -100,14 +100,29 @@ class RuleEngine:
         self,
         hub: Hub,
         settings: AutomationSettings,
-        rules: list[Rule],
+        rules: list[Rule] | None = None,
         *,
+        loader: Callable[[], list[Rule]] | None = None,
         crisis_open: Callable[[], bool] = lambda: False,
     ) -> None:
         self.hub = hub
         self.settings = settings
-        self.rules = {rule.name: rule for rule in rules}
         self.user = User(settings.user, Role[settings.role.upper()], frozenset({"*"}))
+        self._loader = loader
+        self._index(rules)
+        self._dirty: set[str] = set()
+        self._wake = anyio.Event()
+        self._ctx = _Context(hub, crisis_open)
+        self._send: MemoryObjectSendStream[tuple[Rule, dict[str, Any]]] | None = None
+        self.ready = anyio.Event()
+        """Set once the rules are loaded and evaluated a first time."""
+        self.evaluations = 0
+        self.onsets = 0
+        """Conditions that went from false to true (each one a firing)."""
+
+    def _index(self, rules: list[Rule] | None) -> None:
+        rules = rules or []
+        self.rules = {rule.name: rule for rule in rules}
         self._by_point: dict[str, list[Rule]] = {}
         self._by_alarm: dict[str, list[Rule]] = {}
         for rule in rules:
@@ -118,13 +133,6 @@ class RuleEngine:
         self._by_crisis = [
             r.name for r in rules if any(isinstance(n, CrisisOpen) for n in r.condition.walk())
         ]
-        self._dirty: set[str] = set()
-        self._wake = anyio.Event()
-        self._ctx = _Context(hub, crisis_open)
-        self._send: MemoryObjectSendStream[tuple[Rule, dict[str, Any]]] | None = None
-        self.evaluations = 0
-        self.onsets = 0
-        """Conditions that went from false to true (each one a firing)."""
 
     # -- the listener ------------------------------------------------------
 
@@ -154,7 +162,14 @@ class RuleEngine:
     # -- running -----------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Declare the failure alarms, listen, evaluate and act until cancelled."""
+        """Load the rule files, declare the failure alarms, listen, evaluate and act until cancelled.
+
+        Rule files that do not load make the service fail (the hub logs every
+        problem and retries with backoff): check-config reports them first.
+        """
+        if self._loader is not None:
+            self._index(await anyio.to_thread.run_sync(self._loader))
+            log.info("%d rules loaded", len(self.rules))
         for name in self.rules:
             self._declare_failure(name)
         send, receive = anyio.create_memory_object_stream[tuple[Rule, dict[str, Any]]](
@@ -169,6 +184,7 @@ class RuleEngine:
                     if self._by_alarm:
                         tg.start_soon(self._watch_alarms)
                     self.mark_all()
+                    self.ready.set()
                     task_status.started()
                     await self._evaluate_forever()
         finally:

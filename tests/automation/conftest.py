@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+import anyio
 import pytest
 
 from cityvisor.core.hub import Hub
@@ -85,9 +86,18 @@ def hub_with_rules(tmp_path: Path) -> HubFactory:
     async def start(rules: str) -> AsyncIterator[Hub]:
         path = write_config(tmp_path, rules)
         async with running_hub(path, tmp_path, plugins=[demo, automation]) as hub:
+            await rules_ready(hub)
             yield hub
 
     return start
+
+
+async def rules_ready(hub: Hub) -> None:
+    """Wait until the hub's rule engine has loaded its files."""
+    found = automation.engine(hub)
+    assert found is not None
+    with anyio.fail_after(10):
+        await found.ready.wait()
 
 
 async def firings(hub: Hub, rule: str) -> list[JournalEntry]:

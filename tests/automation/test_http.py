@@ -14,7 +14,7 @@ from cityvisor.testing import running_hub, send_command, wait_for_point
 from cityvisor.web import find_server
 
 from ..web.conftest import Env, add_users
-from .conftest import LEVEL_A, firings, write_config
+from .conftest import LEVEL_A, firings, rules_ready, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +43,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         assert server is not None
         with anyio.fail_after(10):
             await server.ready.wait()
+        await rules_ready(hub)
         await add_users(hub)
         environment = Env(hub, server, server.url)
         try:

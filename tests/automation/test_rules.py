@@ -14,7 +14,7 @@ from cityvisor.plugins import ops as ops_plugin
 from cityvisor.plugins.ops import operations
 from cityvisor.testing import running_hub, send_command, wait_for_alarm, wait_for_point
 
-from .conftest import LEVEL_A, LEVEL_B, HubFactory, firings, write_config
+from .conftest import LEVEL_A, LEVEL_B, HubFactory, firings, rules_ready, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -149,6 +149,7 @@ async def test_opening_a_crisis_fires_a_crisis_rule(tmp_path: Path) -> None:
         tmp_path, CRISIS, extra="[plugins.ops]\nenabled = true\n[plugins.ops.trackers]\nport = 0\n"
     )
     async with running_hub(path, tmp_path, plugins=[demo, ops_plugin, automation]) as hub:
+        await rules_ready(hub)
         await move(hub, "tank-n1", 60)
         await anyio.sleep(0.3)
         assert await firings(hub, "crisis-lights") == []
@@ -157,3 +158,15 @@ async def test_opening_a_crisis_fires_a_crisis_rule(tmp_path: Path) -> None:
         await ops.cell.open(User("chief", Role.SUPERVISOR), "flood", "River up")
         await wait_for_point(hub, "nord/demo/tank-n1/setpoint", lambda v: v.value == 15)
         assert len(await firings(hub, "crisis-lights")) == 1
+
+
+async def test_rule_files_that_do_not_load_fail_the_service_not_the_hub(tmp_path: Path) -> None:
+    path = write_config(tmp_path, '[[rule]]\nname = "broken"\nwhen = "a/b >"\n')
+    async with running_hub(path, tmp_path, plugins=[demo, automation]) as hub:
+        await wait_for_point(hub, "centre/demo/tank-a/online", lambda v: v.value is True)
+        with anyio.fail_after(5):
+            while not hub.service_failures["automation"]:  # noqa: ASYNC110  (a counter)
+                await anyio.sleep(0.05)
+        found = automation.engine(hub)
+        assert found is not None and not found.ready.is_set() and found.rules == {}
+        assert (await send_command(hub, "tank-a", "set_level", setpoint=70)).ok

@@ -39,12 +39,11 @@ def engine(hub: Hub) -> RuleEngine | None:
         from cityvisor.automation.rules import load_directory, rules_directory
 
         directory = rules_directory(hub.config, settings.rules)
-        rules = [] if directory is None else load_directory(directory)
         cell = _crisis_cell(hub)
         found = _ENGINES[hub] = RuleEngine(
             hub,
             settings,
-            rules,
+            loader=None if directory is None else (lambda: load_directory(directory)),
             crisis_open=(lambda: False) if cell is None else (lambda: cell.current is not None),
         )
         if cell is not None:
