@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from .settings import AutomationSettings
 
-__all__ = ["RuleEngine", "failure_alarm_id", "failure_point_id"]
+__all__ = ["HubContext", "RuleEngine", "failure_alarm_id", "failure_point_id"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def failure_alarm_id(rule: str) -> str:
     return f"automation:{rule}"
 
 
-class _Context:
-    """What conditions read: the hub's points and alarms, a clock, a crisis probe."""
+class HubContext:
+    """What conditions read in a running hub: its points and alarms, a clock, a crisis probe."""
 
     def __init__(self, hub: Hub, crisis_open: Callable[[], bool]) -> None:
         self.hub = hub
@@ -112,7 +112,7 @@ class RuleEngine:
         self._index(rules)
         self._dirty: set[str] = set()
         self._wake = anyio.Event()
-        self._ctx = _Context(hub, crisis_open)
+        self._ctx = HubContext(hub, crisis_open)
         self._send: MemoryObjectSendStream[tuple[Rule, dict[str, Any]]] | None = None
         self.ready = anyio.Event()
         """Set once the rules are loaded and evaluated a first time."""

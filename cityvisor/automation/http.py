@@ -1,4 +1,4 @@
-"""The rules over HTTP: list them with their last firing, enable or disable one (a supervisor).
+"""Rules and playbooks over HTTP: rules with their last firing, enabled or disabled by a supervisor; playbook runs.
 
 Every route is behind the web server's session check; enabling and
 disabling are journaled with the user and the comment.
@@ -12,8 +12,11 @@ from aiohttp import web
 
 from cityvisor.web.routing import ApiError, json_body
 
+from .playbooks import PlaybookError
+
 if TYPE_CHECKING:
     from .engine import RuleEngine
+    from .playbooks import PlaybookRun, Playbooks
     from .rules import Rule
 
 __all__ = ["AutomationRoutes"]
@@ -24,8 +27,9 @@ MAX_COMMENT = 500
 class AutomationRoutes:
     """``/api/v1/automation/...`` of one hub's rule engine."""
 
-    def __init__(self, engine: RuleEngine) -> None:
+    def __init__(self, engine: RuleEngine, playbooks: Playbooks | None = None) -> None:
         self.engine = engine
+        self.playbooks = playbooks
 
     def routes(self) -> list[web.RouteDef]:
         """The route table."""
@@ -34,6 +38,11 @@ class AutomationRoutes:
             web.get("/api/v1/automation/rules/{name}", self.one_rule),
             web.post("/api/v1/automation/rules/{name}/enable", self.enable),
             web.post("/api/v1/automation/rules/{name}/disable", self.disable),
+            web.get("/api/v1/automation/playbooks", self.list_playbooks),
+            web.get("/api/v1/automation/playbooks/{name}/dry-run", self.dry_run),
+            web.post("/api/v1/automation/playbooks/{name}/run", self.start_run),
+            web.get("/api/v1/automation/runs/{id}", self.one_run),
+            web.post("/api/v1/automation/runs/{id}/{action}", self.act_on_run),
         ]
 
     def _rule(self, request: web.Request) -> Rule:
@@ -79,3 +88,77 @@ class AutomationRoutes:
         except PermissionError as error:
             raise ApiError(403, "not_permitted", str(error)) from None
         return web.json_response(rule.as_json())
+
+    # -- playbooks -----------------------------------------------------------
+
+    def _books(self) -> Playbooks:
+        if self.playbooks is None:
+            raise ApiError(404, "no_playbooks", "no playbook is configured")
+        return self.playbooks
+
+    def _playbook_name(self, request: web.Request) -> str:
+        name = request.match_info["name"]
+        if name not in self._books().playbooks:
+            raise ApiError(404, "unknown_playbook", f"unknown playbook {name!r}")
+        return name
+
+    def _run(self, request: web.Request) -> PlaybookRun:
+        text = request.match_info["id"]
+        run = self._books().runs.get(int(text)) if text.isdigit() else None
+        if run is None:
+            raise ApiError(404, "unknown_run", f"unknown run {text!r}")
+        return run
+
+    async def list_playbooks(self, request: web.Request) -> web.Response:
+        """The playbooks and their runs."""
+        books = self._books()
+        return web.json_response(
+            {
+                "playbooks": [
+                    {"name": p.name, "title": p.title, "steps": [s.as_json() for s in p.steps]}
+                    for p in books.playbooks.values()
+                ],
+                "runs": [run.as_json() for run in books.runs.values()],
+            }
+        )
+
+    async def dry_run(self, request: web.Request) -> web.Response:
+        """What each step would do and touch; nothing is sent."""
+        return web.json_response({"steps": self._books().dry_run(self._playbook_name(request))})
+
+    async def start_run(self, request: web.Request) -> web.Response:
+        """Start a run (an operator)."""
+        name = self._playbook_name(request)
+        try:
+            run = self._books().start(name, request["user"])
+        except PermissionError as error:
+            raise ApiError(403, "not_permitted", str(error)) from None
+        except PlaybookError as error:
+            raise ApiError(409, "conflict", str(error)) from None
+        return web.json_response(run.as_json(), status=201)
+
+    async def one_run(self, request: web.Request) -> web.Response:
+        """A run's state and every target's outcome."""
+        return web.json_response(self._run(request).as_json())
+
+    async def act_on_run(self, request: web.Request) -> web.Response:
+        """``pause``, ``resume``, ``abort``, ``check``, ``approve`` or ``undo`` a run."""
+        run = self._run(request)
+        action = request.match_info["action"]
+        user = request["user"]
+        try:
+            if action == "undo":
+                await self._books().undo(run, user)
+            elif action in ("pause", "resume", "abort", "check", "approve"):
+                getattr(run, action)(user)
+            else:
+                raise ApiError(
+                    404,
+                    "unknown_action",
+                    f"unknown action {action!r} (pause, resume, abort, check, approve, undo)",
+                )
+        except PermissionError as error:
+            raise ApiError(403, "not_permitted", str(error)) from None
+        except PlaybookError as error:
+            raise ApiError(409, "conflict", str(error)) from None
+        return web.json_response(run.as_json())

@@ -18,6 +18,8 @@ class AutomationSettings(DeviceConfig):
     """Nothing of the automation runs unless this is true."""
     rules: str | None = "rules"
     """Directory of rule files (``*.toml``), relative to the deployment file."""
+    playbooks: str | None = None
+    """Directory of playbook files (``*.toml``), relative to the deployment file (none: no playbooks)."""
     user: str = Field(default="automation", pattern=r"^[a-z][a-z0-9_.-]{0,63}$")
     """The name the rules' commands are journaled under."""
     role: Literal["operator", "supervisor"] = "operator"

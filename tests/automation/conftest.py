@@ -12,7 +12,11 @@ import pytest
 from cityvisor.core.hub import Hub
 from cityvisor.core.store import JournalEntry
 from cityvisor.plugins import automation, demo
+from cityvisor.plugins import web as web_plugin
 from cityvisor.testing import running_hub
+from cityvisor.web import find_server
+
+from ..web.conftest import Env, add_users
 
 CONFIG = """
 [site]
@@ -106,3 +110,21 @@ async def firings(hub: Hub, rule: str) -> list[JournalEntry]:
     return [
         e for e in reversed(entries) if e.data.get("rule") == rule and e.message.endswith("fired")
     ]
+
+
+@asynccontextmanager
+async def running_web(path: Path, directory: Path) -> AsyncIterator[Env]:
+    """A hub of the deployment file ``path`` with its web server, the test users and its rules."""
+    async with running_hub(path, directory, plugins=[demo, web_plugin, automation]) as hub:
+        server = find_server(hub)
+        assert server is not None
+        with anyio.fail_after(10):
+            await server.ready.wait()
+        await rules_ready(hub)
+        await add_users(hub)
+        environment = Env(hub, server, server.url)
+        try:
+            yield environment
+        finally:
+            for session in environment.sessions:
+                await session.close()

@@ -8,13 +8,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from cityvisor.plugins import automation, demo
-from cityvisor.plugins import web as web_plugin
-from cityvisor.testing import running_hub, send_command, wait_for_point
-from cityvisor.web import find_server
+from cityvisor.testing import send_command, wait_for_point
 
-from ..web.conftest import Env, add_users
-from .conftest import LEVEL_A, firings, rules_ready, write_config
+from ..web.conftest import Env
+from .conftest import LEVEL_A, firings, running_web, write_config
 
 pytestmark = pytest.mark.anyio
 
@@ -38,19 +35,8 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     path = write_config(tmp_path, RULES, extra='[web]\nhost = "127.0.0.1"\nport = 0\n')
-    async with running_hub(path, tmp_path, plugins=[demo, web_plugin, automation]) as hub:
-        server = find_server(hub)
-        assert server is not None
-        with anyio.fail_after(10):
-            await server.ready.wait()
-        await rules_ready(hub)
-        await add_users(hub)
-        environment = Env(hub, server, server.url)
-        try:
-            yield environment
-        finally:
-            for session in environment.sessions:
-                await session.close()
+    async with running_web(path, tmp_path) as environment:
+        yield environment
 
 
 async def level(env: Env, setpoint: float) -> None:

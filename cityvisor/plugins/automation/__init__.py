@@ -12,11 +12,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from cityvisor import hookimpl
 from cityvisor.automation.settings import AutomationSettings
 
 if TYPE_CHECKING:
     from cityvisor.automation.engine import RuleEngine
+    from cityvisor.automation.playbooks import Playbooks
     from cityvisor.core.config import Config
     from cityvisor.core.devices import DeviceType
     from cityvisor.core.hub import Hub
@@ -26,6 +29,26 @@ if TYPE_CHECKING:
 NAME = "automation"
 
 _ENGINES: weakref.WeakKeyDictionary[Any, RuleEngine] = weakref.WeakKeyDictionary()
+_PLAYBOOKS: weakref.WeakKeyDictionary[Any, Playbooks] = weakref.WeakKeyDictionary()
+
+
+def playbooks(hub: Hub) -> Playbooks | None:
+    """The hub's playbooks (one per hub), or None when automation is not enabled."""
+    settings = hub.config.settings(NAME)
+    if settings is None or not settings.enabled:
+        return None
+    found = _PLAYBOOKS.get(hub)
+    if found is None:
+        from cityvisor.automation.playbooks import Playbooks, load_playbooks
+        from cityvisor.automation.rules import rules_directory
+
+        directory = rules_directory(hub.config, settings.playbooks)
+        found = _PLAYBOOKS[hub] = Playbooks(
+            hub,
+            loader=None if directory is None else (lambda: load_playbooks(directory)),
+            concurrency=settings.concurrency,
+        )
+    return found
 
 
 def engine(hub: Hub) -> RuleEngine | None:
@@ -73,14 +96,22 @@ def cityvisor_web_routes(hub: Hub) -> list[Any]:
         return []
     from cityvisor.automation.http import AutomationRoutes
 
-    return AutomationRoutes(found).routes()
+    return AutomationRoutes(found, playbooks(hub)).routes()
 
 
 @hookimpl
 def cityvisor_startup(hub: Hub) -> Callable[[], Awaitable[None]] | None:
-    """Load the rule files and run the rule engine."""
-    found = engine(hub)
-    return None if found is None else found.run
+    """Load the rule and playbook files, run the rule engine and own the playbooks' runs."""
+    found, books = engine(hub), playbooks(hub)
+    if found is None or books is None:
+        return None
+
+    async def service() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(found.run)
+            tg.start_soon(books.serve)
+
+    return service
 
 
 @hookimpl
