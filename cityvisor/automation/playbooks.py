@@ -317,6 +317,7 @@ class PlaybookRun:
                 f"playbook {self.playbook.name}: step {index} ({step.kind}) "
                 + ("done" if ok else "aborted" if self._aborted else "failed"),
                 outcomes=self.outcomes[index],
+                signed_by=self.signed.get(index),
             )
             if not ok:
                 break
