@@ -4,19 +4,29 @@
 - every point a condition reads exists, and the literal it is compared
   with fits the point's type;
 - every device and command an action names exists, and every group
-  selector matches at least one device that has the command.
+  selector matches at least one device that has the command;
+- the playbook files load, their group steps (and undo) match devices,
+  their waits read points that exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cityvisor.core.devices import Resources
 from cityvisor.core.points import DataType, PointDB, PointSpec
 
 from .grammar import Compare, Truthy
-from .rules import CommandAction, GroupAction, RuleError, load_directory, rules_directory
+from .playbooks import load_playbooks
+from .rules import (
+    CommandAction,
+    GroupAction,
+    RuleError,
+    load_directory,
+    rules_directory,
+    selector_matches,
+)
 from .settings import AutomationSettings
 
 if TYPE_CHECKING:
@@ -96,18 +106,46 @@ def config_problems(
                         f"{action.command!r} (it has {', '.join(sorted(target.command_specs))})"
                     )
             elif isinstance(action, GroupAction):
-                selector = action.selector
-                matched = [
-                    d
-                    for d in devices.values()
-                    if action.command in d.command_specs
-                    and selector.get("zone", d.zone) == d.zone
-                    and selector.get("family", d.family) == d.family
-                    and ("tag" not in selector or selector["tag"] in d.info.tags)
-                ]
-                if not matched:
-                    problems.append(
-                        f"{action.key}: the selector {dict(selector)} matches no device "
-                        f"with the command {action.command!r}"
+                problems += _selector_problems(
+                    action.key, devices.values(), action.command, action.selector
+                )
+    return problems + _playbook_problems(config, settings, points, devices)
+
+
+def _selector_problems(
+    where: str, devices: Iterable[Any], command: str, selector: Mapping[str, str]
+) -> list[str]:
+    if any(selector_matches(d, command, selector) for d in devices):
+        return []
+    return [
+        f"{where}: the selector {dict(selector)} matches no device with the command {command!r}"
+    ]
+
+
+def _playbook_problems(
+    config: Config, settings: AutomationSettings, points: PointDB, devices: Mapping[str, Any]
+) -> list[str]:
+    """Playbook files load; group steps match devices (and their undo too); waits read known points."""
+    directory = rules_directory(config, settings.playbooks)
+    if directory is None:
+        return []
+    try:
+        books = load_playbooks(directory)
+    except RuleError as error:
+        return [f"plugins.automation.playbooks: {p}" for p in error.problems]
+    problems: list[str] = []
+    for book in books.values():
+        for index, step in enumerate(book.steps):
+            where = f"{directory / (book.name + '.toml')}: step[{index}]"
+            if step.kind == "group":
+                problems += _selector_problems(where, devices.values(), step.command, step.selector)
+                if step.undo is not None:
+                    problems += _selector_problems(
+                        f"{where}: undo", devices.values(), str(step.undo["command"]), step.selector
                     )
+            elif step.condition is not None:
+                for point_id in sorted(
+                    step.condition.points() - set(p.id for p in points.points())
+                ):
+                    problems.append(f"{where}: wait: unknown point {point_id!r}")
     return problems

@@ -47,7 +47,7 @@ from cityvisor.core.users import Role, User
 
 from .engine import HubContext
 from .grammar import Condition, ConditionError, parse
-from .rules import RuleError
+from .rules import RuleError, selector_matches
 
 if TYPE_CHECKING:
     from cityvisor.core.hub import Hub
@@ -191,18 +191,11 @@ def _step(table: Any) -> Step:
 def step_targets(hub: Hub, step: Step, command: str | None = None) -> list[str]:
     """The devices a group step touches: those with the command that match its selector."""
     command = command or step.command
-    found = []
-    for device in hub.devices.values():
-        if command not in device.command_specs:
-            continue
-        if step.selector.get("zone", device.zone) != device.zone:
-            continue
-        if step.selector.get("family", device.family) != device.family:
-            continue
-        if "tag" in step.selector and step.selector["tag"] not in device.info.tags:
-            continue
-        found.append(device.id)
-    return sorted(found)
+    return sorted(
+        device.id
+        for device in hub.devices.values()
+        if selector_matches(device, command, step.selector)
+    )
 
 
 _IDS = itertools.count(1)

@@ -37,6 +37,7 @@ __all__ = [
     "load_directory",
     "load_file",
     "rules_directory",
+    "selector_matches",
 ]
 
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -126,6 +127,16 @@ def _action_json(action: Action) -> dict[str, Any]:
     if isinstance(action, GroupAction):
         return {"group": action.command, **action.selector, "arguments": action.arguments}
     return {"notify": action.message}
+
+
+def selector_matches(device: Any, command: str, selector: Mapping[str, str]) -> bool:
+    """True if ``device`` has ``command`` and every criterion of ``selector`` (zone, family, tag)."""
+    return (
+        command in device.command_specs
+        and selector.get("zone", device.zone) == device.zone
+        and selector.get("family", device.family) == device.family
+        and ("tag" not in selector or selector["tag"] in device.info.tags)
+    )
 
 
 def rules_directory(config: Any, directory: str | None) -> Path | None:

@@ -78,3 +78,26 @@ def test_syntax_errors_name_file_rule_key_and_position(tmp_path: Path) -> None:
         f"{path}: rule[0] (broken): when: position 6: expected a number" in p for p in found
     ), found
     assert any(f"{path}: rule[1] (no-actions): then: expected at least one" in p for p in found)
+
+
+def test_playbook_selectors_undo_and_wait_points(tmp_path: Path) -> None:
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "flood.toml").write_text(
+        '[[step]]\ngroup = "set_level"\nzone = "nord"\nundo = { command = "raise" }\n'
+        '[[step]]\ngroup = "set_level"\nzone = "sud"\n'
+        '[[step]]\nwait = "nord/demo/tank-x/level < 3"\n'
+        '[[step]]\ncheck = "Look"\n',
+        encoding="utf-8",
+    )
+    path = write_config(tmp_path, "", extra='playbooks = "playbooks"')
+    plugins = make_plugin_manager(entry_points=False, builtins=(), plugins=[demo, automation])
+    config = load_config(path)
+    config.load_settings(plugins)
+    found = check_config(config, plugins)
+    book = tmp_path / "playbooks" / "flood.toml"
+    assert any(
+        f"{book}: step[0]: undo: the selector {{'zone': 'nord'}} matches no" in p for p in found
+    )
+    assert any(f"{book}: step[1]: the selector {{'zone': 'sud'}} matches no" in p for p in found)
+    assert any(f"{book}: step[2]: wait: unknown point 'nord/demo/tank-x/level'" in p for p in found)
+    assert len(found) == 3, found
