@@ -77,7 +77,7 @@ def _device_summary(
     }
 
 
-_DEVICE_SCHEMA = {
+_DEVICE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
