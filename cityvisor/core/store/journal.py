@@ -10,6 +10,7 @@ from typing import Any
 
 from ..points import now_ms
 from ..text import MAX_INTEGER, MIN_INTEGER, safe_text
+from .chain import GENESIS, ChainRow, row_hash
 from .interface import JournalEntry, JournalScope
 from .parts import _SqliteStoreParts
 
@@ -102,6 +103,90 @@ def _storable_data(data: Any, depth: int = 0) -> Any:
     return _storable(data)
 
 
+def _insert_chained(conn: sqlite3.Connection, entry: JournalEntry, ts: int, data: str) -> int:
+    """Insert one row with its place in the chain; return its id (inside a transaction).
+
+    The head is read from the table, never kept in memory, so a rolled-back
+    batch leaves nothing to undo and the row and its hash commit together.
+    """
+    head = conn.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
+    row_id, prev = (1, GENESIS) if head is None else (head[0] + 1, head[1] or GENESIS)
+    row = ChainRow(
+        row_id,
+        ts,
+        entry.kind,
+        entry.message,
+        entry.user,
+        entry.device,
+        entry.point,
+        entry.alarm,
+        data,
+    )
+    conn.execute(
+        "INSERT INTO journal (id, ts, kind, message, user, device, point, alarm, data,"
+        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*_columns(row), prev, row_hash(row, prev)),
+    )
+    return row_id
+
+
+def _columns(row: ChainRow) -> tuple[Any, ...]:
+    """The stored columns of ``row`` but its hashes, in table order."""
+    return (
+        row.id,
+        row.ts,
+        row.kind,
+        row.message,
+        row.user,
+        row.device,
+        row.point,
+        row.alarm,
+        row.data,
+    )
+
+
+def chain_journal(conn: sqlite3.Connection) -> int:
+    """Give a journal written before the chain its two columns and chain its rows, once.
+
+    Returns how many rows were chained (0 when the journal is chained already).
+    The upgrade is journaled, as the entry that follows the rows it chained.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
+    if "hash" in columns:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE journal ADD COLUMN prev_hash TEXT")
+        conn.execute("ALTER TABLE journal ADD COLUMN hash TEXT")
+        prev, count = GENESIS, 0
+        rows = conn.execute(
+            "SELECT id, ts, kind, message, user, device, point, alarm, data"
+            " FROM journal ORDER BY id"
+        ).fetchall()
+        for stored in rows:
+            row = ChainRow(*stored)
+            digest = row_hash(row, prev)
+            conn.execute(
+                "UPDATE journal SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, row.id)
+            )
+            prev, count = digest, count + 1
+        if count:
+            entry = JournalEntry(
+                kind="journal.chained",
+                message=f"{count} earlier journal entries chained at upgrade",
+                data={"rows": count, "head": prev},
+            )
+            _insert_chained(conn, entry, now_ms(), json.dumps(dict(entry.data)))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if count:
+        log.warning("journal: %d earlier entries chained at upgrade", count)
+    return count
+
+
 class _SqliteJournal(_SqliteStoreParts):
     """The store's journal: write first, then tell; a placeholder for an entry that cannot be written as sent."""
 
@@ -114,7 +199,7 @@ class _SqliteJournal(_SqliteStoreParts):
         placeholder written in its place (see the module's docstring).
         """
         try:
-            return await self._run(self._journal_sync, entry)
+            return await self._run(self._journal_one, entry)
         finally:
             self._report_replaced()
 
@@ -156,20 +241,6 @@ class _SqliteJournal(_SqliteStoreParts):
             return written
 
     def _insert_journal(self, entry: JournalEntry, ts: int, data: str) -> JournalEntry:
-        cursor = self.db.conn.execute(
-            "INSERT INTO journal (ts, kind, message, user, device, point, alarm, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                ts,
-                entry.kind,
-                entry.message,
-                entry.user,
-                entry.device,
-                entry.point,
-                entry.alarm,
-                data,
-            ),
-        )
         return JournalEntry(
             kind=entry.kind,
             message=entry.message,
@@ -179,8 +250,28 @@ class _SqliteJournal(_SqliteStoreParts):
             alarm=entry.alarm,
             data=entry.data,
             ts=ts,
-            id=cursor.lastrowid,
+            id=_insert_chained(self.db.conn, entry, ts, data),
         )
+
+    def _journal_one(self, entry: JournalEntry) -> JournalEntry:
+        """One entry in its own transaction: the row and its hash, or neither."""
+        with self._transaction():
+            return self._journal_sync(entry)
+
+    async def journal_chain_rows(self, after_id: int, limit: int = 5000) -> list[ChainRow]:
+        """The rows after ``after_id`` in ``id`` order, as the chain sees them."""
+
+        def rows() -> list[ChainRow]:
+            return [
+                ChainRow(*row)
+                for row in self.db.conn.execute(
+                    "SELECT id, ts, kind, message, user, device, point, alarm, data,"
+                    " prev_hash, hash FROM journal WHERE id > ? ORDER BY id LIMIT ?",
+                    (after_id, limit),
+                )
+            ]
+
+        return await self._run(rows)
 
     async def query_journal(
         self,

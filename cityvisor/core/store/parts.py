@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import contextlib
     import threading
     from collections import deque
     from collections.abc import Callable
@@ -54,6 +55,7 @@ class _SqliteStoreParts:
         async def _run(self, function: Callable[..., T], *args: Any) -> T: ...
         @property
         def db(self) -> sqlite_utils.Database: ...
+        def _transaction(self) -> contextlib.AbstractContextManager[None]: ...
 
         # journal.py
         def _report_replaced(self) -> None: ...
