@@ -297,6 +297,19 @@ async def test_out_of_service_and_kpis(env: Env):
     assert status == 200 and "by_priority" in kpis and "zones" in kpis
 
 
+async def test_the_journal_chain_state_is_read_only_and_needs_a_session(env: Env):
+    status, _ = await env.client().get("/api/v1/journal/chain")
+    assert status == 401
+    olivia = await env.login("olivia")
+    status, chain = await olivia.get("/api/v1/journal/chain")
+    assert status == 200, chain
+    assert chain["ok"] is True and chain["broken"] is None
+    assert chain["rows"] >= 1 and chain["head_id"] >= chain["rows"]
+    assert len(chain["head_hash"]) == 64 and chain["checked_at"] > 0
+    status, _ = await olivia.post("/api/v1/journal/chain", {})
+    assert status == 405
+
+
 async def test_maintenance_windows(env: Env):
     sam = await env.login("sam")
     status, created = await sam.post(

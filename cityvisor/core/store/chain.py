@@ -34,6 +34,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
+
 FORMAT = "cityvisor-journal/1"
 """The tag that starts every encoded row (a later encoding gets another)."""
 
@@ -179,11 +181,14 @@ class ChainSource(Protocol):
 
 
 async def verify_store(store: ChainSource, *, chunk: int = 5000) -> ChainState:
-    """Walk the whole journal of ``store`` in chunks (other writers go on between them)."""
+    """Walk the whole journal of ``store`` in chunks (other writers go on between them).
+
+    The hashing runs in a worker thread, never on the event loop.
+    """
     verifier = ChainVerifier()
     after = 0
     while True:
         rows = await store.journal_chain_rows(after, chunk)
-        if not rows or not verifier.feed(rows):
+        if not rows or not await anyio.to_thread.run_sync(verifier.feed, rows):
             return verifier.state()
         after = rows[-1].id
