@@ -60,30 +60,41 @@ class ChainRow:
     hash: str | None = None
 
 
+def encode_columns(columns: tuple[Any, ...], prev_hash: str) -> bytes:
+    """The canonical encoding of a row given as its stored ``columns``, ``id`` to ``data``."""
+    return json.dumps(
+        [FORMAT, *columns, prev_hash], ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def hash_columns(columns: tuple[Any, ...], prev_hash: str) -> str:
+    """The hex SHA-256 of a row's canonical encoding, from its stored ``columns`` (writers)."""
+    return hashlib.sha256(encode_columns(columns, prev_hash)).hexdigest()
+
+
+def columns(row: ChainRow) -> tuple[Any, ...]:
+    """The stored columns of ``row`` that are encoded, ``id`` to ``data``, in order."""
+    return (
+        row.id,
+        row.ts,
+        row.kind,
+        row.message,
+        row.user,
+        row.device,
+        row.point,
+        row.alarm,
+        row.data,
+    )
+
+
 def encode(row: ChainRow, prev_hash: str) -> bytes:
     """The canonical encoding of ``row`` chained after ``prev_hash`` (see the module docstring)."""
-    return json.dumps(
-        [
-            FORMAT,
-            row.id,
-            row.ts,
-            row.kind,
-            row.message,
-            row.user,
-            row.device,
-            row.point,
-            row.alarm,
-            row.data,
-            prev_hash,
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode("utf-8")
+    return encode_columns(columns(row), prev_hash)
 
 
 def row_hash(row: ChainRow, prev_hash: str) -> str:
     """The hex SHA-256 of ``row``'s canonical encoding after ``prev_hash``."""
-    return hashlib.sha256(encode(row, prev_hash)).hexdigest()
+    return hash_columns(columns(row), prev_hash)
 
 
 @dataclass(frozen=True, slots=True)

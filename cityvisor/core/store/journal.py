@@ -10,7 +10,7 @@ from typing import Any
 
 from ..points import now_ms
 from ..text import MAX_INTEGER, MIN_INTEGER, safe_text
-from .chain import GENESIS, ChainRow, row_hash
+from .chain import GENESIS, ChainRow, hash_columns
 from .interface import JournalEntry, JournalScope
 from .parts import _SqliteStoreParts
 
@@ -103,16 +103,25 @@ def _storable_data(data: Any, depth: int = 0) -> Any:
     return _storable(data)
 
 
-def _insert_chained(conn: sqlite3.Connection, entry: JournalEntry, ts: int, data: str) -> int:
-    """Insert one row with its place in the chain; return its id (inside a transaction).
+def _insert_chained(
+    conn: sqlite3.Connection,
+    entry: JournalEntry,
+    ts: int,
+    data: str,
+    head: tuple[int, str] | None = None,
+) -> tuple[int, str]:
+    """Insert one row with its place in the chain, inside a transaction; return its id and hash.
 
-    The head is read from the table, never kept in memory, so a rolled-back
-    batch leaves nothing to undo and the row and its hash commit together.
+    ``head`` is the (id, hash) of the last row written *in this transaction*;
+    without it the head is read from the table. It is never kept across
+    transactions, so a rolled-back batch leaves nothing to undo and the row
+    and its hash commit together.
     """
-    head = conn.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
-    row_id, prev = (1, GENESIS) if head is None else (head[0] + 1, head[1] or GENESIS)
-    row = ChainRow(
-        row_id,
+    if head is None:
+        last = conn.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
+        head = (0, GENESIS) if last is None else (last[0], last[1] or GENESIS)
+    stored = (
+        head[0] + 1,
         ts,
         entry.kind,
         entry.message,
@@ -122,27 +131,13 @@ def _insert_chained(conn: sqlite3.Connection, entry: JournalEntry, ts: int, data
         entry.alarm,
         data,
     )
+    digest = hash_columns(stored, head[1])
     conn.execute(
         "INSERT INTO journal (id, ts, kind, message, user, device, point, alarm, data,"
         " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*_columns(row), prev, row_hash(row, prev)),
+        (*stored, head[1], digest),
     )
-    return row_id
-
-
-def _columns(row: ChainRow) -> tuple[Any, ...]:
-    """The stored columns of ``row`` but its hashes, in table order."""
-    return (
-        row.id,
-        row.ts,
-        row.kind,
-        row.message,
-        row.user,
-        row.device,
-        row.point,
-        row.alarm,
-        row.data,
-    )
+    return stored[0], digest
 
 
 def chain_journal(conn: sqlite3.Connection) -> int:
@@ -164,10 +159,9 @@ def chain_journal(conn: sqlite3.Connection) -> int:
             " FROM journal ORDER BY id"
         ).fetchall()
         for stored in rows:
-            row = ChainRow(*stored)
-            digest = row_hash(row, prev)
+            digest = hash_columns(tuple(stored), prev)
             conn.execute(
-                "UPDATE journal SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, row.id)
+                "UPDATE journal SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, stored[0])
             )
             prev, count = digest, count + 1
         if count:
@@ -241,6 +235,8 @@ class _SqliteJournal(_SqliteStoreParts):
             return written
 
     def _insert_journal(self, entry: JournalEntry, ts: int, data: str) -> JournalEntry:
+        row_id, digest = _insert_chained(self.db.conn, entry, ts, data, self._chain_head)
+        self._chain_head = (row_id, digest)
         return JournalEntry(
             kind=entry.kind,
             message=entry.message,
@@ -250,7 +246,7 @@ class _SqliteJournal(_SqliteStoreParts):
             alarm=entry.alarm,
             data=entry.data,
             ts=ts,
-            id=_insert_chained(self.db.conn, entry, ts, data),
+            id=row_id,
         )
 
     def _journal_one(self, entry: JournalEntry) -> JournalEntry:

@@ -44,6 +44,7 @@ class _SqliteStoreParts:
         on_journal_replaced: Callable[[int, str], None] | None
         _replaced_reported: int
         _replaced_reason: str
+        _chain_head: tuple[int, str] | None
         _pending: deque[Any]
         _point_keys: dict[str, int]
         _point_classes: dict[str, str]

@@ -59,6 +59,7 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
         """Called on the event loop with the count and the last reason when it grows."""
         self._replaced_reported = 0
         self._replaced_reason = ""
+        self._chain_head: tuple[int, str] | None = None
         # Flat: five scalars per change, not a tuple. A tuple per queued change is
         # a garbage-collected object that lives until the flush; a million of
         # them trigger full collections over the whole point database.
@@ -159,6 +160,8 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
         """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (store thread only)."""
         conn = self.db.conn
         conn.execute("BEGIN IMMEDIATE")
+        # The journal's head is known within this transaction only (read again in the next).
+        self._chain_head = None
         try:
             yield
             conn.execute("COMMIT")
@@ -167,6 +170,8 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            self._chain_head = None
 
     async def call(self, function: Callable[[sqlite_utils.Database], T]) -> T:
         """Run ``function(db)`` in the store's thread, serialised with every other access."""
