@@ -143,10 +143,12 @@ class ChainVerifier:
     hash of its content (the row edited, or moved: ``id`` is encoded).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, prev_hash: str = GENESIS, after_id: int | None = None) -> None:
+        # A walk may start inside a journal (a bundle): after row ``after_id``, whose hash
+        # is ``prev_hash``.
         self.rows = 0
-        self.head_id: int | None = None
-        self.head_hash = GENESIS
+        self.head_id: int | None = after_id or None
+        self.head_hash = prev_hash
         self.broken: ChainBreak | None = None
 
     def feed(self, rows: list[ChainRow]) -> bool:
