@@ -41,16 +41,16 @@ import anyio
 
 from .core.config import Config, load_config
 from .core.points import now_ms
-from .core.store import ChainState, JournalEntry, SqliteStore, verify_store
+from .core.store import ChainState, SqliteStore, verify_store
 from .core.store.anchors import (
+    ANCHOR_KIND,
     AnchorError,
-    append_anchor,
-    check_anchor,
+    anchor_store,
+    check_anchors,
     fingerprint,
     generate_key,
     load_private_key,
     load_public_key,
-    make_anchor,
     read_anchor_file,
     verify_bundle,
     write_bundle,
@@ -61,9 +61,6 @@ __all__ = ["EXIT_BROKEN", "register"]
 
 EXIT_BROKEN = 3
 """The exit status of ``journal verify`` when the chain, an anchor or a bundle does not hold."""
-
-ANCHOR_KIND = "journal.anchor"
-"""The kind of the journal entry that records an anchor."""
 
 
 def register(commands: Any, log_level: argparse.ArgumentParser) -> None:
@@ -185,20 +182,11 @@ async def _walk(
         journaled = await store.query_journal(kinds=[ANCHOR_KIND], limit=10_000)
         every = [("anchor file", a) for a in anchors]
         every += [(f"journal row {e.id}", e.data.get("anchor")) for e in reversed(journaled)]
-        for where, anchor in every:
-            problem = check_anchor(anchor, key)
-            if problem is None:
-                rows = await store.journal_chain_rows(anchor["row_id"] - 1, 1)
-                if not rows or rows[0].id != anchor["row_id"]:
-                    problem = (
-                        f"it names row {anchor['row_id']}, which the journal no longer has"
-                        f" (it ends at row {state.head_id}): the journal was cut or rewritten"
-                    )
-                elif rows[0].hash != anchor["hash"]:
-                    problem = "the journal's row has another hash: the journal was rewritten"
-            if problem is not None:
-                row = anchor.get("row_id", 0) if isinstance(anchor, dict) else 0
-                return state, 0, ChainBreak(row, f"the anchor in the {where}: {problem}")
+        failed = await check_anchors(store, state, every, key)
+        if failed is not None:
+            where, anchor, problem = failed
+            row = anchor.get("row_id", 0) if isinstance(anchor, dict) else 0
+            return state, 0, ChainBreak(row, f"the anchor in the {where}: {problem}")
         return state, len(every), None
     finally:
         await store.close()
@@ -276,24 +264,11 @@ async def _anchor_store(config: Config, key: Any) -> dict[str, Any] | None:
     store = SqliteStore(config.store.path)
     await store.open()
     try:
-        state = await verify_store(store)
-        if not state.ok:
-            return None
-        if state.head_id is None:
+        if not await store.journal_chain_rows(0, 1):
             raise _usage("the journal is empty: nothing to anchor")
-        anchor = make_anchor(key, state, now_ms())
-        # The file first: an anchor only in the file is harmless, one only in the
-        # database would be lost with it.
-        await anyio.to_thread.run_sync(append_anchor, config.journal.anchor_file, anchor)
-        await store.journal(
-            JournalEntry(
-                kind=ANCHOR_KIND,
-                message=f"journal anchored at row {anchor['row_id']}",
-                user=f"cli:{getpass.getuser()}",
-                data={"anchor": anchor, "file": str(config.journal.anchor_file)},
-            )
+        return await anchor_store(
+            store, key, config.journal.anchor_file, f"cli:{getpass.getuser()}"
         )
-        return anchor
     finally:
         await store.close()
 

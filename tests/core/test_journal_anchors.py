@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import zoneinfo
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from cityvisor.cli import main
+from cityvisor.core.config import load_config
+from cityvisor.core.hub import Hub
+from cityvisor.core.plugins import make_plugin_manager
 from cityvisor.core.store import JournalEntry, SqliteStore
+from cityvisor.core.store.anchors import ANCHOR_KIND
 from cityvisor.core.store.chain import GENESIS, hash_columns
 from cityvisor.journal import EXIT_BROKEN
 
@@ -210,3 +217,94 @@ def test_export_of_an_empty_range_or_a_bad_time_is_a_usage_error(
     argv = ["journal", "export", "-c", str(site), "--from", "yesterday", "--to", "5", "-o", out]
     assert main(argv) == 2
     assert "--from 'yesterday': expected epoch milliseconds or ISO 8601" in capsys.readouterr().err
+
+
+HUB_CONFIG = """
+[site]
+name = "Testville"
+
+[store]
+path = "hub.sqlite"
+flush_interval = 0.05
+
+[journal]
+anchor_key = "{key}"
+
+[[zones]]
+id = "centre"
+name = "Centre"
+
+[[devices]]
+id = "tank-a"
+type = "demo.tank"
+zone = "centre"
+config = {{ period = 0.05 }}
+"""
+
+
+def hub_in(tmp_path: Path, key: str) -> Hub:
+    config = tmp_path / "city.toml"
+    config.write_text(HUB_CONFIG.format(key=key))
+    manager = make_plugin_manager(builtins=("cityvisor.plugins.demo",), entry_points=False)
+    return Hub(load_config(config), manager)
+
+
+class LogWatch(logging.Handler):
+    """Sets ``seen`` when the hub logs ``text`` (the hub logs on the event loop's thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@contextlib.contextmanager
+def watching(text: str) -> Iterator[LogWatch]:
+    watch = LogWatch(text)
+    logger = logging.getLogger("cityvisor.core.hub")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
+
+
+@pytest.mark.anyio
+async def test_the_hub_anchors_the_journal_when_it_starts(tmp_path: Path):
+    assert main(["journal", "keygen", "-o", str(tmp_path / "anchor.key")]) == 0
+    hub = hub_in(tmp_path, "anchor.key")
+    with watching("journal anchored at row") as watch:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            with anyio.fail_after(10):
+                await watch.seen.wait()
+            (entry,) = await hub.store.query_journal(kinds=[ANCHOR_KIND])
+            tg.cancel_scope.cancel()
+    assert entry.user == "hub" and entry.data["anchor"]["row_id"] == entry.id - 1
+    (line,) = (tmp_path / "journal-anchors.jsonl").read_text().splitlines()
+    assert json.loads(line) == entry.data["anchor"]
+    argv = ["journal", "verify", "-c", str(tmp_path / "city.toml")]
+    assert await anyio.to_thread.run_sync(main, argv) == 0
+
+
+@pytest.mark.anyio
+async def test_a_key_the_hub_cannot_read_is_logged_and_the_hub_runs_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    hub = hub_in(tmp_path, "missing.key")
+    with watching("journal anchor failed") as watch:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            with anyio.fail_after(10):
+                await watch.seen.wait()
+            assert await hub.points.wait_for("centre/demo/tank-a/level", lambda v: True, 5)
+            tg.cancel_scope.cancel()
+    assert "cannot read" in caplog.text and "missing.key" in caplog.text
+    assert not (tmp_path / "journal-anchors.jsonl").exists()

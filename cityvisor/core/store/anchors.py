@@ -36,11 +36,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .chain import ChainRow, ChainState, ChainVerifier
+from ..points import now_ms
+from .chain import ChainRow, ChainSource, ChainState, ChainVerifier, verify_store
+from .interface import JournalEntry, Store
+
+ANCHOR_KIND = "journal.anchor"
+"""The kind of the journal entry that records an anchor."""
+
+ANCHOR_INTERVAL = 86_400.0
+"""Seconds between two anchors the hub writes (``[journal] anchor_key`` set): one a day."""
 
 ANCHOR_FORMAT = "cityvisor-anchor/1"
 BUNDLE_FORMAT = "cityvisor-journal-bundle/1"
@@ -168,6 +177,51 @@ def append_anchor(path: str | Path, anchor: dict[str, Any]) -> None:
         out.write(json.dumps(anchor, sort_keys=True) + "\n")
         out.flush()
         os.fsync(out.fileno())
+
+
+async def anchor_store(
+    store: Store, key: Ed25519PrivateKey, anchor_file: str | Path, user: str
+) -> dict[str, Any] | None:
+    """Verify the chain, sign its head, append the anchor to ``anchor_file`` and journal it.
+
+    Returns the anchor, or None when the chain is broken (nothing is signed).
+    The file is written first: an anchor only in the file is harmless, one
+    only in the database would be lost with it.
+    """
+    state = await verify_store(store)
+    if not state.ok:
+        return None
+    anchor = make_anchor(key, state, now_ms())
+    await anyio.to_thread.run_sync(append_anchor, anchor_file, anchor)
+    await store.journal(
+        JournalEntry(
+            kind=ANCHOR_KIND,
+            message=f"journal anchored at row {anchor['row_id']}",
+            user=user,
+            data={"anchor": anchor, "file": str(anchor_file)},
+        )
+    )
+    return anchor
+
+
+async def check_anchors(
+    store: ChainSource, state: ChainState, anchors: list[tuple[str, Any]], key: Ed25519PublicKey
+) -> tuple[str, Any, str] | None:
+    """The first of ``anchors`` (where it was found, the anchor) that does not hold, and why."""
+    for where, anchor in anchors:
+        problem = check_anchor(anchor, key)
+        if problem is None:
+            rows = await store.journal_chain_rows(anchor["row_id"] - 1, 1)
+            if not rows or rows[0].id != anchor["row_id"]:
+                problem = (
+                    f"it names row {anchor['row_id']}, which the journal no longer has"
+                    f" (it ends at row {state.head_id}): the journal was cut or rewritten"
+                )
+            elif rows[0].hash != anchor["hash"]:
+                problem = "the journal's row has another hash: the journal was rewritten"
+        if problem is not None:
+            return where, anchor, problem
+    return None
 
 
 # --------------------------------------------------------------------------- bundles
