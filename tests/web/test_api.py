@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import anyio
 import pytest
 
@@ -308,6 +310,16 @@ async def test_the_journal_chain_state_is_read_only_and_needs_a_session(env: Env
     assert len(chain["head_hash"]) == 64 and chain["checked_at"] > 0
     status, _ = await olivia.post("/api/v1/journal/chain", {})
     assert status == 405
+
+
+async def test_the_journal_chain_state_names_an_edited_row(env: Env):
+    sam = await env.login("sam")
+    with sqlite3.connect(env.hub.store.path) as conn:  # type: ignore[attr-defined]
+        conn.execute("UPDATE journal SET message = 'nothing happened' WHERE id = 1")
+    status, chain = await sam.get("/api/v1/journal/chain")
+    assert status == 200
+    assert chain["ok"] is False and chain["rows"] == 0
+    assert chain["broken"]["id"] == 1 and "edited" in chain["broken"]["reason"]
 
 
 async def test_maintenance_windows(env: Env):
