@@ -184,3 +184,22 @@ def test_map_frames_benchmark_runs_quickly_and_prints_its_figures():
         out,
     )
     assert len(found) == 3, out
+
+
+def test_journal_chain_benchmark_runs_quickly_and_prints_both_rates_and_the_cost():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.journal_chain", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline: sqlite3, 1 synced row each\s+[\d,]+/s", out)
+    for per in ("one entry", "100 entries"):
+        for chain in ("no chain", "chained"):
+            label = f"store, {per} per transaction, {chain}"
+            assert re.search(re.escape(label) + r"\s+[\d,]+/s\s+[\d.]+ x baseline", out), label
+    assert len(re.findall(r"chain cost, .*: -?[\d.]+% of the write rate", out)) == 2

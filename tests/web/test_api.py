@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import anyio
 import pytest
 
@@ -295,6 +297,29 @@ async def test_out_of_service_and_kpis(env: Env):
     assert status == 200 and body["alarm"]["out_of_service"] is False
     status, kpis = await sam.get("/api/v1/alarms/kpis")
     assert status == 200 and "by_priority" in kpis and "zones" in kpis
+
+
+async def test_the_journal_chain_state_is_read_only_and_needs_a_session(env: Env):
+    status, _ = await env.client().get("/api/v1/journal/chain")
+    assert status == 401
+    olivia = await env.login("olivia")
+    status, chain = await olivia.get("/api/v1/journal/chain")
+    assert status == 200, chain
+    assert chain["ok"] is True and chain["broken"] is None
+    assert chain["rows"] >= 1 and chain["head_id"] >= chain["rows"]
+    assert len(chain["head_hash"]) == 64 and chain["checked_at"] > 0
+    status, _ = await olivia.post("/api/v1/journal/chain", {})
+    assert status == 405
+
+
+async def test_the_journal_chain_state_names_an_edited_row(env: Env):
+    sam = await env.login("sam")
+    with sqlite3.connect(env.hub.store.path) as conn:  # type: ignore[attr-defined]
+        conn.execute("UPDATE journal SET message = 'nothing happened' WHERE id = 1")
+    status, chain = await sam.get("/api/v1/journal/chain")
+    assert status == 200
+    assert chain["ok"] is False and chain["rows"] == 0
+    assert chain["broken"]["id"] == 1 and "edited" in chain["broken"]["reason"]
 
 
 async def test_maintenance_windows(env: Env):
