@@ -31,6 +31,8 @@ def test_the_index_finds_exactly_what_scanning_every_id_finds(ids, pattern):
     found = [p.id for p in db.points(pattern)]
     assert sorted(found) == sorted(compiled.filter(ids))
     assert len(found) == len(set(found))
+    for n, point_id in enumerate(found):  # a listing resumed at any cursor goes on where it was
+        assert [p.id for p in db.iterate(compiled, after=point_id)] == found[n + 1 :]
 
 
 def test_removing_a_point_prunes_its_branch_and_keeps_its_neighbours():

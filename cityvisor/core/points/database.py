@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ..patterns import compile_pattern
+from ..patterns import Pattern, compile_pattern
 from .index import PointIndex
 from .quality import Quality
 from .specs import DataType, PointSpec
@@ -161,6 +161,18 @@ class PointDB:
                 yield point
             return
         yield from self._index.match(compiled)
+
+    def iterate(self, pattern: str | Pattern, after: str | None = None) -> Iterator[Point]:
+        """The points of ``pattern`` one at a time, in :meth:`points`' order; with
+        ``after`` (an id given before), only those after it (a listing's cursor).
+
+        Lazy: a caller may give the loop a turn between points, so that even
+        the whole city is listed without holding everything else up.
+
+        :raises PatternError: the pattern is refused.
+        """
+        compiled = compile_pattern(pattern) if isinstance(pattern, str) else pattern
+        return self._index.iterate(compiled, after)
 
     def of_device(self, device_id: str) -> list[Point]:
         """The points of one device."""

@@ -83,14 +83,29 @@ class PointIndex:
 
     def match(self, pattern: Pattern) -> list[Point]:
         """The points whose id matches ``pattern``, branch by branch in the order added."""
-        out: list[Point] = []
+        return list(self.iterate(pattern))
+
+    def iterate(self, pattern: Pattern, after: str | None = None) -> Iterator[Point]:
+        """The points of ``pattern`` one at a time, in :meth:`match`'s order.
+
+        With ``after`` (the id of a point returned before), only the points
+        that come after it: how a listing resumes at its cursor without
+        going through what it already returned. Should that point have been
+        removed meanwhile, its branch is given again from its start (a page
+        may then repeat points, it never skips one).
+        """
         if pattern.exact is not None:
             point = self.get(pattern.exact)
-            if point is not None:
-                out.append(point)
-            return out
-        self._walk(self._root, pattern.text.split("/"), 0, pattern, out)
-        return out
+            if point is not None and after is None:
+                yield point
+            return
+        path = after.split("/") if after is not None else None
+        levels: list[str] = []
+        for level in pattern.text.split("/"):
+            # Runs of "**" levels mean the same as one (as in the patterns module).
+            if not (level == _ANY_LEVELS and levels and levels[-1] == _ANY_LEVELS):
+                levels.append(level)
+        yield from self._iterate(self._root, levels, 0, pattern, path)
 
     def get(self, point_id: str) -> Point | None:
         """The point of ``point_id``, or None."""
@@ -105,73 +120,107 @@ class PointIndex:
             return node.get(None)
         return node  # type: ignore[no-any-return]
 
-    def _walk(
-        self, node: Node, levels: list[str], i: int, pattern: Pattern, out: list[Point]
-    ) -> None:
-        last = len(levels) - 1
-        while True:
-            level = levels[i]
-            if level == _ANY_LEVELS:
-                if i == last:
-                    out.extend(_everything(node))
-                else:
-                    # More levels after "**": the compiled pattern decides (linear time).
-                    matches = pattern.matches
-                    out.extend(p for p in _everything(node) if matches(p.id))
-                return
-            if is_pattern(level):
-                one_level = compile_pattern(level)
-                for key, child in node.items():
-                    if key is not None and one_level.matches(key):
-                        self._descend(child, levels, i, pattern, out)
-                return
+    def _iterate(
+        self, node: Node, levels: list[str], i: int, pattern: Pattern, path: list[str] | None
+    ) -> Iterator[Point]:
+        """The points below ``node`` (at depth ``i``) that match ``levels[i:]``.
+
+        ``path`` is the cursor's levels while ``node`` is on the cursor's
+        branch (what comes before it is left out), None once past it.
+        """
+        level = levels[i]
+        last = i == len(levels) - 1
+        if level == _ANY_LEVELS:
+            matches = None if last else pattern.matches
+            for point in _everything(node, path, i):
+                if matches is None or matches(point.id):
+                    yield point
+            return
+        one_level = compile_pattern(level) if is_pattern(level) else None
+        if one_level is None:
             child = node.get(level)
             if child is None:
                 return
-            if i == last or not isinstance(child, dict):
-                self._descend(child, levels, i, pattern, out)
-                return
-            node = child
-            i += 1
-
-    def _descend(
-        self, child: Any, levels: list[str], i: int, pattern: Pattern, out: list[Point]
-    ) -> None:
-        """Go on below ``child``, reached by matching level ``i``."""
-        rest = len(levels) - 1 - i
-        if isinstance(child, dict):
-            if rest == 0:
-                point = child.get(None)
-                if point is not None:
-                    out.append(point)
-            else:
-                if rest == 1 and levels[-1] == _ANY_LEVELS:
-                    # "a/**" matches "a" itself too.
-                    point = child.get(None)
-                    if point is not None:
-                        out.append(point)
-                    out.extend(p for p in _everything(child) if p is not point)
-                    return
-                self._walk(child, levels, i + 1, pattern, out)
-        elif (
-            rest == 0
-            or (rest == 1 and levels[-1] == _ANY_LEVELS)
-            or all(level == _ANY_LEVELS for level in levels[i + 1 :])
-        ):
-            out.append(child)
+            if path is not None and i < len(path) and path[i] != level:
+                if _comes_before(node, level, path[i]):
+                    return  # the whole branch was returned before the cursor
+                path = None
+            children: Iterator[tuple[str, Any, list[str] | None]] = iter(((level, child, path),))
+        else:
+            children = (
+                (key, child, on_path)
+                for key, child, on_path in _children(node, path, i)
+                if one_level.matches(key)
+            )
+        for key, child, on_path in children:
+            del key
+            rest = levels[i + 1 :]
+            if isinstance(child, dict):
+                here = child.get(None)
+                takes_here = not rest or all(lv == _ANY_LEVELS for lv in rest)
+                if takes_here and here is not None and on_path is None:
+                    yield here
+                if rest:
+                    if rest[0] == _ANY_LEVELS and len(rest) == 1:
+                        # "a/**": "a" itself is given above, then everything under it.
+                        for point in _everything(child, on_path, i + 1, skip_here=True):
+                            yield point
+                    else:
+                        yield from self._iterate(child, levels, i + 1, pattern, on_path)
+            elif (not rest or all(lv == _ANY_LEVELS for lv in rest)) and on_path is None:
+                yield child
 
 
-def _everything(node: Node) -> Iterator[Point]:
-    """Every point at and below ``node``, depth first in the order added."""
-    stack: list[Any] = [node]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, dict):
-            yield item
+def _comes_before(node: Node, key: str, cursor_key: str) -> bool:
+    """True if child ``key`` of ``node`` comes before ``cursor_key`` (False if that is gone)."""
+    if cursor_key not in node:
+        return False
+    for k in node:
+        if k == cursor_key:
+            return False
+        if k == key:
+            return True
+    return False
+
+
+def _children(
+    node: Node, path: list[str] | None, depth: int
+) -> Iterator[tuple[str, Any, list[str] | None]]:
+    """The children of ``node`` in order, with the cursor's path for the one on it.
+
+    On the cursor's branch, the children before the cursor's are left out;
+    the cursor's own child keeps the path (it is partly before the cursor),
+    the ones after it are wholly after.
+    """
+    if path is None or depth >= len(path) or path[depth] not in node:
+        for key, child in node.items():
+            if key is not None:
+                yield key, child, None
+        return
+    cursor_key = path[depth]
+    reached = False
+    for key, child in node.items():
+        if key is None:
             continue
-        here = item.get(None)
-        if here is not None:
-            yield here
-        children = [child for key, child in item.items() if key is not None]
-        children.reverse()
-        stack.extend(children)
+        if reached:
+            yield key, child, None
+        elif key == cursor_key:
+            reached = True
+            yield key, child, path
+
+
+def _everything(
+    node: Node, path: list[str] | None = None, depth: int = 0, *, skip_here: bool = False
+) -> Iterator[Point]:
+    """Every point at and below ``node`` (at ``depth``), depth first in the order added.
+
+    ``path``: the cursor's levels while on its branch (see :meth:`PointIndex.iterate`).
+    """
+    here = node.get(None)
+    if here is not None and path is None and not skip_here:
+        yield here
+    for _key, child, on_path in _children(node, path, depth):
+        if isinstance(child, dict):
+            yield from _everything(child, on_path, depth + 1)
+        elif on_path is None:
+            yield child
