@@ -83,7 +83,7 @@ class PointDB:
 
     def __init__(self, *, batch_interval: float = 0.05) -> None:
         self._points: dict[str, Point] = {}
-        self._index = PointIndex()
+        self._index: PointIndex[Point] = PointIndex()
         self._listeners: list[Listener] = []
         self._watches: dict[tuple[object, ...], Watch] = {}
         self._idle: list[Watch] = []

@@ -17,21 +17,28 @@ key ``None`` of its node.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..patterns import Pattern, compile_pattern, is_pattern
 
-if TYPE_CHECKING:  # the database's entries: only needed for hints
-    from .database import Point
-
 __all__ = ["PointIndex"]
+
+
+class Indexed(Protocol):
+    """What the index holds: anything with an ``id`` (the database's points)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+Point = TypeVar("Point", bound=Indexed)
 
 _ANY_LEVELS = "**"
 
 Node = dict[str | None, Any]
 
 
-class PointIndex:
+class PointIndex(Generic[Point]):
     """Points by their id's levels; :meth:`match` finds the points of a pattern."""
 
     def __init__(self) -> None:
@@ -211,7 +218,7 @@ def _children(
 
 def _everything(
     node: Node, path: list[str] | None = None, depth: int = 0, *, skip_here: bool = False
-) -> Iterator[Point]:
+) -> Iterator[Any]:
     """Every point at and below ``node`` (at ``depth``), depth first in the order added.
 
     ``path``: the cursor's levels while on its branch (see :meth:`PointIndex.iterate`).
