@@ -223,9 +223,21 @@ def _everything(
 
     ``path``: the cursor's levels while on its branch (see :meth:`PointIndex.iterate`).
     """
-    here = node.get(None)
-    if here is not None and path is None and not skip_here:
-        yield here
+    if path is None:
+        # Past the cursor (or none): a plain depth-first walk, no generator per branch.
+        stack: list[Any] = [node]
+        while stack:
+            item = stack.pop()
+            if not isinstance(item, dict):
+                yield item
+                continue
+            here = item.get(None)
+            if here is not None and not (skip_here and item is node):
+                yield here
+            children = [child for key, child in item.items() if key is not None]
+            children.reverse()
+            stack.extend(children)
+        return
     for _key, child, on_path in _children(node, path, depth):
         if isinstance(child, dict):
             yield from _everything(child, on_path, depth + 1)
