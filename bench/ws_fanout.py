@@ -157,7 +157,7 @@ async def one_client(url: str, login: bool, stats: Stats, ready: Callable[[], No
                 now = time.time()
                 if text.startswith('{"type":"changes"'):
                     stats.changes(text, now)
-                elif text.startswith('{"type":"snapshot"'):
+                elif text.startswith('{"type":"snapshot"') and '"more":true' not in text[:80]:
                     ready()
                 elif text.startswith('{"type":"resync"'):
                     stats.resyncs += 1

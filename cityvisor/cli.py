@@ -59,6 +59,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "cityvisor.demo",
     "cityvisor.docs",
     "cityvisor.hal.sim.cli",
+    "cityvisor.journal",
     "cityvisor.opendata.cli",
     "cityvisor.plugins.access.cli",
     "cityvisor.scaffold",

@@ -186,6 +186,56 @@ def test_map_frames_benchmark_runs_quickly_and_prints_its_figures():
     assert len(found) == 3, out
 
 
+def test_journal_chain_benchmark_runs_quickly_and_prints_both_rates_and_the_cost():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.journal_chain", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline: sqlite3, 1 synced row each\s+[\d,]+/s", out)
+    for per in ("one entry", "100 entries"):
+        for chain in ("no chain", "chained"):
+            label = f"store, {per} per transaction, {chain}"
+            assert re.search(re.escape(label) + r"\s+[\d,]+/s\s+[\d.]+ x baseline", out), label
+    assert len(re.findall(r"chain cost, .*: -?[\d.]+% of the write rate", out)) == 2
+
+
+def test_subscriptions_benchmark_runs_quickly_and_prints_its_figures():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.subscriptions", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    for label in ("raw: dict lookup", "raw: plain scan", "join a shared watch: one zone"):
+        assert re.search(re.escape(label) + r"\s+[\d.]+ ms\s+[\d.]+ ms", run.stdout), label
+    assert re.search(r"worst subscribe/unsubscribe .*: [\d.]+ ms", run.stdout)
+
+
+def test_points_listing_benchmark_runs_quickly_and_prints_the_loop_lag():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.points_listing", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    for label in ("raw: idle", "pages of 10,000", "one request, limit=100000"):
+        assert re.search(re.escape(label) + r".*lag p50 +[\d.]+ ms, p99 +[\d.]+ ms", run.stdout), (
+            label
+        )
+
+
 def test_rules_benchmark_runs_quickly_and_prints_its_figures():
     run = subprocess.run(
         [sys.executable, "-m", "bench.rules", "--quick"],

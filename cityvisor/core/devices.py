@@ -158,6 +158,11 @@ class DeviceType:
     - ``Config``: a :class:`DeviceConfig` subclass, the device's config schema.
     - points with :func:`point`, alarms with :func:`cityvisor.alarm`,
       commands with :func:`cityvisor.command` on async methods.
+    - ``pages``: screens of the plugin's own about one device, as
+      ``{url: {"fr": label, "en": label}}`` where ``{id}`` in the url stands for
+      the device's id (``{"/plugins/signals/ring?device={id}": {...}}``); the
+      equipment screen links them. The plugin serves them through
+      ``cityvisor_web_routes``.
 
     At run time one instance exists per configured device; ``run`` is its
     driver, started and restarted by the supervisor.
@@ -166,6 +171,7 @@ class DeviceType:
     family: ClassVar[str] = ""
     type_name: ClassVar[str] = ""
     label: ClassVar[Mapping[str, str]] = {}
+    pages: ClassVar[Mapping[str, Mapping[str, str]]] = {}
     Config: ClassVar[type[DeviceConfig]] = DeviceConfig
 
     point_specs: ClassVar[dict[str, PointSpec]]

@@ -28,9 +28,10 @@ from .devices import DeviceType, Resources, Supervisor
 from .plugins import PluginManager, collect_device_types
 from .points import DataType, PointDB, PointSpec
 from .store import JournalEntry, SqliteStore, Store
+from .store.anchors import ANCHOR_INTERVAL, anchor_store, load_private_key
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config import Config, JournalSection
 
 __all__ = ["Hub"]
 
@@ -196,6 +197,9 @@ class Hub:
                     )
                 )
                 await tg.start(self.supervisor.run)
+                journal = getattr(self.config, "journal", None)
+                if journal is not None and journal.anchor_key is not None:
+                    tg.start_soon(self._anchor_daily, journal, name="journal anchor")
                 for plugin_name, service in self._services():
                     self.services[plugin_name] = service
                     tg.start_soon(self._run_service, plugin_name, service, name=plugin_name)
@@ -209,6 +213,30 @@ class Hub:
                     JournalEntry(kind="config", message="hub stopped", data={"event": "stopped"})
                 )
                 await self.store.close()
+
+    async def _anchor_daily(self, journal: JournalSection) -> None:
+        """Anchor the journal's chain at start, then once a day (``[journal] anchor_key``).
+
+        The key is read each time (never kept): a key that cannot be read, or
+        a failed write, is logged and tried again within the hour; a broken
+        chain is not signed.
+        """
+        while True:
+            delay = ANCHOR_INTERVAL
+            try:
+                assert journal.anchor_key is not None
+                key = await anyio.to_thread.run_sync(load_private_key, journal.anchor_key)
+                anchor = await anchor_store(self.store, key, journal.anchor_file, "hub")
+                if anchor is None:
+                    log.error("journal chain broken: no anchor signed (cityvisor journal verify)")
+                else:
+                    log.info("journal anchored at row %s", anchor["row_id"])
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception:
+                log.exception("journal anchor failed; trying again in an hour")
+                delay = 3600.0
+            await anyio.sleep(delay)
 
     def _services(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         return [

@@ -78,6 +78,11 @@ class Visibility:
         """``sees_point`` to hand to a subscription, or None when nothing is hidden."""
         return None if self.everything else self.sees_point
 
+    @property
+    def point_filter_key(self) -> Any:
+        """What ``point_filter`` depends on (the user's zones), so screens with the same zones share one watch."""
+        return None if self.everything else frozenset(self.zones)
+
     def journal_scope(self) -> JournalScope | None:
         """The part of the journal the user may read, or None for all of it."""
         if self.everything:

@@ -12,6 +12,8 @@ The protocol (JSON text messages; docs/api.md has the details)::
       {"type": "hello", "user": {...}, "ts": ...}          once, first
       {"type": "subscribed", "sub": n, "points": [...], "alarms": bool}
       {"type": "snapshot", "sub": n, "points": [values]}   after each subscribe
+            (in parts of SNAPSHOT_CHUNK values: "more": true on all but the
+            last, "continued": true on all but the first; a resync likewise)
       {"type": "changes", "sub": n, "points": [values]}    batched changes, oldest first
       {"type": "resync", "sub": n, "points": [values], "lost": k}
             the client fell behind: k changes were dropped, here is everything now
@@ -37,9 +39,11 @@ import socket
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.alarms import AlarmEvent, AlarmResync
@@ -137,9 +141,68 @@ MAX_COALESCED = 64
 """Waiting batches merged into one message, at most (bounds a message's size)."""
 
 
+SNAPSHOT_CHUNK = 1000
+"""Point values in one snapshot or resync message, at most (a few ms to encode)."""
+
+
+class _SnapshotTexts:
+    """The chunks of a shared snapshot as JSON text, each encoded once for every client.
+
+    Screens with the same patterns receive the *same* snapshot list from the
+    point database; its chunks are encoded by the first client that sends
+    them and reused by the others. A few recent snapshots are kept (each
+    entry holds its list, so its id is not reused meanwhile).
+    """
+
+    def __init__(self, maxsize: int = 4) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[int, tuple[list[PointValue], list[str | None]]] = OrderedDict()
+
+    def chunk(self, snapshot: list[PointValue], n: int) -> str:
+        """The values of chunk ``n`` of ``snapshot``, joined by commas."""
+        entry = self._items.get(id(snapshot))
+        if entry is None or entry[0] is not snapshot:
+            count = max(1, -(-len(snapshot) // SNAPSHOT_CHUNK))
+            entry = (snapshot, [None] * count)
+            self._items[id(snapshot)] = entry
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+        texts = entry[1]
+        text = texts[n]
+        if text is None:
+            part = snapshot[n * SNAPSHOT_CHUNK : (n + 1) * SNAPSHOT_CHUNK]
+            text = texts[n] = _dumps([v.as_json() for v in part])[1:-1]
+        return text
+
+
+_snapshot_texts = _SnapshotTexts()
+
+
+def _snapshot_messages(
+    kind: str, generation: int, snapshot: list[PointValue], lost: int = -1
+) -> Iterator[str]:
+    """A snapshot (or resync) as messages of at most :data:`SNAPSHOT_CHUNK` values, encoded lazily.
+
+    The first message is the one a client always got (with ``lost`` for a
+    resync); when more follow, every message but the last says ``"more":
+    true`` and the ones after the first say ``"continued": true``: the
+    client replaces its values at the first and shows them after the last.
+    """
+    count = max(1, -(-len(snapshot) // SNAPSHOT_CHUNK))
+    for n in range(count):
+        head = f'{{"type":"{kind}","sub":{generation},'
+        if lost >= 0 and n == 0:
+            head += f'"lost":{lost},'
+        if n:
+            head += '"continued":true,'
+        if n < count - 1:
+            head += '"more":true,'
+        yield head + '"points":[' + _snapshot_texts.chunk(snapshot, n) + "]}"
+
+
 def _coalesce(
     message: Batch | Resync, subscription: Any, generation: int, counters: Any
-) -> list[str]:
+) -> Iterator[str]:
     """The messages for ``message`` and every batch already waiting behind it.
 
     A client that keeps up gets one batch per message (shared text between
@@ -152,20 +215,18 @@ def _coalesce(
             waiting.append(subscription.receive_nowait())
         except anyio.WouldBlock:
             break
-    texts = []
     resyncs = [i for i, m in enumerate(waiting) if isinstance(m, Resync)]
     if resyncs:
         resync = waiting[resyncs[-1]]
         assert isinstance(resync, Resync)
         counters["ws_resyncs"] += 1
-        texts.append(_points_message("resync", generation, resync.snapshot, resync.lost))
+        yield from _snapshot_messages("resync", generation, resync.snapshot, resync.lost)
         waiting = waiting[resyncs[-1] + 1 :]
     batches = [m.changes for m in waiting if isinstance(m, Batch)]
     if batches:
         counters["ws_batches"] += len(batches)
         changes = batches[0] if len(batches) == 1 else [c for b in batches for c in b]
-        texts.append(_points_message("changes", generation, changes))
-    return texts
+        yield _points_message("changes", generation, changes)
 
 
 class _SharedText:
@@ -279,13 +340,17 @@ class Client:
                     *patterns,
                     max_buffer=self.state.ws_buffer,
                     only=self.visibility.point_filter,
+                    only_key=self.visibility.point_filter_key,
                 ) as subscription:
                     first = await subscription.receive()
                     assert isinstance(first, Resync)
-                    await self.send(_points_message("snapshot", generation, first.snapshot))
+                    for text in _snapshot_messages("snapshot", generation, first.snapshot):
+                        await self.send(text)
+                        await anyio.lowlevel.checkpoint()
                     async for message in subscription:
                         for text in _coalesce(message, subscription, generation, counters):
                             await self.send(text)
+                            await anyio.lowlevel.checkpoint()
             except _SlowClientError:
                 await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:

@@ -193,7 +193,13 @@ async def test_the_ring_diagram_is_served_live_and_only_to_the_junctions_readers
             assert ring["greens"] == [30, 20] and ring["plan"] == 1
             p2 = next(p for p in ring["phases"] if p["number"] == 2)
             assert p2["state"] == "green" and p2["bus"] and p2["conflicts"] == [4, 8]
-            status, page = await client.get("/plugins/signals/ring?device=j-a")
+            # The device's detail links the page, and the link leads to it.
+            status, detail = await client.get("/api/v1/devices/j-a")
+            assert status == 200, detail
+            (page_link,) = detail["pages"]
+            assert page_link["url"] == "/plugins/signals/ring?device=j-a"
+            assert page_link["label"] == {"fr": "Diagramme des phases", "en": "Phase ring diagram"}
+            status, page = await client.get(page_link["url"])
             assert status == 200 and 'src="/plugins/signals/ring.js"' in page
             status, script = await client.get("/plugins/signals/ring.js")
             assert status == 200 and "export function draw" in script

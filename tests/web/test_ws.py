@@ -213,3 +213,35 @@ async def test_a_client_that_never_reads_is_dropped_and_the_hub_keeps_going(env:
     await ws_sleeper.close()
     _, metrics = await reader.get("/metrics")
     assert 'cityvisor_websocket_dropped_total{reason="send_queue_full"} 1' in metrics
+
+
+async def test_a_large_snapshot_comes_in_parts_shared_by_screens_with_the_same_patterns(env: Env):
+    from cityvisor.web.ws import SNAPSHOT_CHUNK
+
+    count = SNAPSHOT_CHUNK * 2 + 500
+    for i in range(count):
+        spec = PointSpec(name=f"p{i}", dtype=DataType.FLOAT, history="none")
+        env.hub.points.register(f"centre/bulk/box/p{i}", spec, device_id="box", zone="centre")
+    screens = [await connect(await env.login("olivia")) for _ in range(2)]
+    parts_of: list[list[dict[str, Any]]] = []
+    for ws in screens:
+        await ws.send_json({"type": "subscribe", "points": ["centre/bulk/**"]})
+        assert (await receive(ws))["type"] == "subscribed"
+        parts = [await receive(ws)]
+        while parts[-1].get("more"):
+            parts.append(await receive(ws))
+        parts_of.append(parts)
+    for parts in parts_of:
+        assert [p["type"] for p in parts] == ["snapshot"] * 3
+        assert [bool(p.get("continued")) for p in parts] == [False, True, True]
+        assert [bool(p.get("more")) for p in parts] == [True, True, False]
+        assert [len(p["points"]) for p in parts] == [SNAPSHOT_CHUNK, SNAPSHOT_CHUNK, 500]
+        ids = [value["id"] for part in parts for value in part["points"]]
+        assert sorted(ids) == sorted(f"centre/bulk/box/p{i}" for i in range(count))
+    watches = {w for p in env.hub.points.points("centre/bulk/**") for w in p.subscribers}
+    assert len(watches) == 1  # both screens share one watch
+    env.hub.points.update("centre/bulk/box/p7", 7.0)
+    for ws in screens:
+        change = await receive_until(ws, lambda m: m["type"] == "changes")
+        assert [(p["id"], p["value"]) for p in change["points"]] == [("centre/bulk/box/p7", 7.0)]
+        await ws.close()

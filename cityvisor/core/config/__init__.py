@@ -48,6 +48,7 @@ from .report import check_file
 from .sections import (
     AlarmEntry,
     DeviceEntry,
+    JournalSection,
     PluginsSection,
     ProcedureEntry,
     Section,
@@ -70,6 +71,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DeviceEntry",
+    "JournalSection",
     "Language",
     "Loc",
     "Name",

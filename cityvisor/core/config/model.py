@@ -19,6 +19,7 @@ from .redaction import redact
 from .sections import (
     AlarmEntry,
     DeviceEntry,
+    JournalSection,
     PluginsSection,
     ProcedureEntry,
     Section,
@@ -61,6 +62,7 @@ class Config(Section):
 
     site: SiteSection
     store: StoreSection = StoreSection()
+    journal: JournalSection = JournalSection()
     web: WebSection = WebSection()
     security: SecuritySection = SecuritySection()
     plugins: PluginsSection = PluginsSection()

@@ -13,6 +13,7 @@ from .opendata import OpenDataAggregate, OpenDataBroker, OpenDataFamily, OpenDat
 from .sections import (
     AlarmEntry,
     DeviceEntry,
+    JournalSection,
     PluginsSection,
     ProcedureEntry,
     Section,
@@ -30,6 +31,7 @@ from .values import _SLUG
 _SECTIONS: tuple[tuple[str, type[Section], bool], ...] = (
     ("site", SiteSection, False),
     ("store", StoreSection, False),
+    ("journal", JournalSection, False),
     ("web", WebSection, False),
     ("security", SecuritySection, False),
     ("plugins", PluginsSection, False),

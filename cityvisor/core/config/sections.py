@@ -1,4 +1,4 @@
-"""The deployment file's sections and entries: site, store, web, security, plugins, zones, devices, alarms, procedures, users."""
+"""The deployment file's sections and entries: site, store, journal, web, security, plugins, zones, devices, alarms, procedures, users."""
 
 from __future__ import annotations
 
@@ -89,6 +89,38 @@ class StoreSection(Section):
         if "none" in value:
             raise ValueError('history class "none" is never recorded: remove it')
         return {"default": 365.0, **value}
+
+
+class JournalSection(Section):
+    """`[journal]`: the daily anchor of the journal's hash chain (see docs/security.md)."""
+
+    anchor_key: str | None = None
+    """The Ed25519 private key that signs anchors and bundles, kept outside the database:
+    a PEM file (``cityvisor journal keygen``; relative to the config file's directory)
+    or ``env:NAME``, an environment variable holding the PEM text. Unset: no anchors."""
+    anchor_file: Path = Path("journal-anchors.jsonl")
+    """The file each anchor is appended to (one JSON line each), for archiving elsewhere;
+    a relative path is relative to the config file's directory."""
+
+    @pydantic.field_validator("anchor_file")
+    @classmethod
+    def _file_relative_to_config_file(cls, value: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not value.is_absolute():
+            return Path(os.path.normpath(Path(base) / value))
+        return value
+
+    @pydantic.field_validator("anchor_key")
+    @classmethod
+    def _key_relative_to_config_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.startswith("env:"):
+            if value == "env:":
+                raise ValueError("env: needs the name of an environment variable (env:NAME)")
+            return value
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not Path(value).is_absolute():
+            return os.path.normpath(Path(base) / value)
+        return value
 
 
 class WebSection(Section):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
-from ..patterns import compile_pattern
+from ..patterns import Pattern, compile_pattern
+from .index import PointIndex
 from .quality import Quality
 from .specs import DataType, PointSpec
-from .subscriptions import Batch, Resync, Subscription, _Waiter
+from .subscriptions import Batch, Resync, Subscription, Watch, _Waiter
 from .values import PointValue, now_ms
 
 
@@ -46,7 +48,8 @@ class Point:
         self.family = family
         self.member = member
         self.current = PointValue(point_id, None, Quality.bad("not_connected"), 0, 0)
-        self.subscribers: tuple[Subscription, ...] = ()
+        self.subscribers: tuple[Watch, ...] = ()
+        """The watches (shared pattern sets) that include this point."""
         self.waiters: list[_Waiter] | None = None
 
     def __repr__(self) -> str:
@@ -80,8 +83,10 @@ class PointDB:
 
     def __init__(self, *, batch_interval: float = 0.05) -> None:
         self._points: dict[str, Point] = {}
+        self._index: PointIndex[Point] = PointIndex()
         self._listeners: list[Listener] = []
-        self._subscriptions: list[Subscription] = []
+        self._watches: dict[tuple[object, ...], Watch] = {}
+        self._idle: list[Watch] = []
         self._dirty = False
         self.batch_interval = batch_interval
         self.changes = 0
@@ -104,13 +109,22 @@ class PointDB:
         if point_id in self._points:
             raise ValueError(f"point {point_id!r} is already registered")
         point = Point(point_id, spec, device_id=device_id, zone=zone, family=family, member=member)
-        point.subscribers = tuple(s for s in self._subscriptions if s.watches(point))
+        watches = tuple(w for w in self._watches.values() if w.watches(point))
+        point.subscribers = watches
+        for watch in watches:
+            watch.points[point_id] = point
         self._points[point_id] = point
+        self._index.add(point)
         return point
 
     def unregister(self, point_id: str) -> None:
         """Forget a point."""
-        self._points.pop(point_id, None)
+        point = self._points.pop(point_id, None)
+        if point is not None:
+            self._index.remove(point_id)
+            for watch in point.subscribers:
+                watch.points.pop(point_id, None)
+            point.subscribers = ()
 
     def get(self, point_id: str) -> Point:
         """The entry of a point; raise :class:`UnknownPointError` if there is none."""
@@ -132,6 +146,9 @@ class PointDB:
     def points(self, pattern: str | None = None) -> Iterator[Point]:
         """Every point, or those matching a pattern (:mod:`cityvisor.core.patterns`).
 
+        Every point comes in the order registered; those of a pattern come
+        branch by branch from the index (a point before the points under it).
+
         :raises PatternError: the pattern is refused (too long, too many wildcards).
         """
         if pattern is None:
@@ -143,9 +160,19 @@ class PointDB:
             if point is not None:
                 yield point
             return
-        points = self._points
-        for point_id in compiled.filter(points):
-            yield points[point_id]
+        yield from self._index.match(compiled)
+
+    def iterate(self, pattern: str | Pattern, after: str | None = None) -> Iterator[Point]:
+        """The points of ``pattern`` one at a time, in :meth:`points`' order; with
+        ``after`` (an id given before), only those after it (a listing's cursor).
+
+        Lazy: a caller may give the loop a turn between points, so that even
+        the whole city is listed without holding everything else up.
+
+        :raises PatternError: the pattern is refused.
+        """
+        compiled = compile_pattern(pattern) if isinstance(pattern, str) else pattern
+        return self._index.iterate(compiled, after)
 
     def of_device(self, device_id: str) -> list[Point]:
         """The points of one device."""
@@ -262,8 +289,8 @@ class PointDB:
         for listener in self._listeners:
             listener(point, new)
         if point.subscribers:
-            for sub in point.subscribers:
-                sub.pending.append(new)
+            for watch in point.subscribers:
+                watch.pending.append(new)
             if not self._dirty:
                 self._dirty = True
                 if self._wake is not None:
@@ -282,12 +309,16 @@ class PointDB:
         *patterns: str,
         max_buffer: int = 16,
         only: Callable[[Point], bool] | None = None,
+        only_key: Hashable | None = None,
     ) -> Subscription:
         """Subscribe to the points matching any of ``patterns`` (and ``only``, if given).
 
         ``only`` is a further condition on each point, checked once when the
         point is matched (now, or when it is registered later): the web server
-        uses it to limit a reader to the points of their zones.
+        uses it to limit a reader to the points of their zones. Subscriptions
+        with the same patterns share one :class:`Watch` (its points, its
+        pending changes, its snapshot); with ``only``, they share it when they
+        give the same ``only_key`` (a reader's zones), and never without one.
 
         :raises PatternError: a pattern is refused (:mod:`cityvisor.core.patterns`).
 
@@ -299,35 +330,95 @@ class PointDB:
         if not patterns:
             raise ValueError("subscribe needs at least one pattern")
         compiled = [compile_pattern(p) for p in patterns]  # a refused pattern raises here
+        unique = tuple(dict.fromkeys(patterns))
+        if only is None:
+            key: tuple[object, ...] = (unique, None)
+        else:
+            key = (unique, object() if only_key is None else ("only", only_key))
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watch(key, unique, compiled, only)
         send, receive = anyio.create_memory_object_stream[Batch | Resync](max_buffer)
-        sub = Subscription(self, patterns, max_buffer, send, receive, only)
-        self._subscriptions.append(sub)
-        watched: set[str] = set()
-        for pattern in compiled:
-            if pattern.exact is not None:
-                watched.add(pattern.exact)
-            else:
-                watched.update(pattern.filter(self._points))
-        for point_id in watched:
-            point = self._points.get(point_id)
-            if point is not None and (only is None or only(point)):
-                point.subscribers = (*point.subscribers, sub)
-        send.send_nowait(Resync(sub.snapshot(), 0))
+        sub = Subscription(self, watch, max_buffer, send, receive)
+        send.send_nowait(Resync(watch.join(sub), 0))
         return sub
 
+    def _watch(
+        self,
+        key: tuple[object, ...],
+        patterns: tuple[str, ...],
+        compiled: list[Any],
+        only: Callable[[Point], bool] | None,
+    ) -> Watch:
+        """A new watch: its points found in the index, not by scanning every point."""
+        watch = Watch(key, patterns, only)
+        points = watch.points
+        index = self._index
+        for pattern in compiled:
+            for point in index.match(pattern):
+                if point.id not in points and (only is None or only(point)):
+                    points[point.id] = point
+        for point in points.values():
+            point.subscribers = (*point.subscribers, watch)
+        self._watches[key] = watch
+        return watch
+
     def _unsubscribe(self, sub: Subscription) -> None:
-        if sub in self._subscriptions:
-            self._subscriptions.remove(sub)
-            for point in self._points.values():
-                if sub in point.subscribers:
-                    point.subscribers = tuple(s for s in point.subscribers if s is not sub)
+        watch = sub.watch
+        if sub not in watch.members:
+            return
+        watch.members.remove(sub)
+        if watch.members:
+            return
+        if len(watch.points) <= _DETACH_AT_ONCE:
+            self._detach(watch)
+        else:
+            # A watch of many points is let go by the run task, a slice at a
+            # time, so that the last screen to leave does not stall the loop;
+            # a screen that comes back meanwhile finds it still there.
+            self._idle.append(watch)
+
+    def _detach(self, watch: Watch, points: Iterable[Point] | None = None) -> None:
+        if self._watches.get(watch.key) is watch:
+            del self._watches[watch.key]
+        for point in watch.points.values() if points is None else points:
+            subscribers = point.subscribers
+            if len(subscribers) == 1:
+                if subscribers[0] is watch:
+                    point.subscribers = ()
+            else:
+                point.subscribers = tuple(w for w in subscribers if w is not watch)
+
+    async def _reap(self) -> None:
+        """Detach the watches nobody subscribes to any more, a slice at a time."""
+        idle, self._idle = self._idle, []
+        for watch in idle:
+            if watch.members:
+                continue  # someone came back
+            if self._watches.get(watch.key) is watch:
+                del self._watches[watch.key]
+            points = list(watch.points.values())
+            for start in range(0, len(points), _DETACH_AT_ONCE):
+                self._detach(watch, points[start : start + _DETACH_AT_ONCE])
+                await anyio.lowlevel.checkpoint()
+            watch.pending = []
+
+    def release_idle(self) -> None:
+        """Detach every watch nobody subscribes to, now (the run task does it in slices)."""
+        idle, self._idle = self._idle, []
+        for watch in idle:
+            if not watch.members:
+                self._detach(watch)
+                watch.pending = []
 
     def flush(self) -> None:
         """Deliver every pending change to its subscribers now (never blocks)."""
         self._dirty = False
-        for sub in list(self._subscriptions):
-            if sub.pending or sub.overflowed:
-                sub._deliver()
+        for watch in list(self._watches.values()):
+            if watch.members:
+                watch.deliver()
+            else:
+                watch.pending = []
 
     async def run(self) -> None:
         """Deliver batches every ``batch_interval`` seconds while there are changes.
@@ -342,6 +433,8 @@ class PointDB:
                     await self._wake.wait()
             await anyio.sleep(self.batch_interval)
             self.flush()
+            if self._idle:
+                await self._reap()
 
     # -- waiting ----------------------------------------------------------
 
@@ -373,6 +466,9 @@ class PointDB:
 
 
 _new_tuple = tuple.__new__
+
+_DETACH_AT_ONCE = 10_000
+"""Points a watch is detached from in one go (about 2 ms); more wait for the run task."""
 
 
 _PYTHON_TYPES: dict[DataType, type] = {

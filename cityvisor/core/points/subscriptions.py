@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
@@ -37,6 +37,89 @@ class Resync(NamedTuple):
     lost: int
 
 
+class Watch:
+    """The points that match one pattern set (and one ``only`` condition), shared.
+
+    Every subscription to the same patterns (and the same ``only_key``) joins
+    one watch: the points hold the watch, not each subscriber, so a change is
+    appended once whatever the number of screens showing it, a new screen
+    joins in constant time, and the snapshot is built once and handed to
+    every subscriber that joins before the next delivery.
+    """
+
+    __slots__ = (
+        "_snapshot",
+        "_snapshot_at",
+        "compiled",
+        "key",
+        "members",
+        "only",
+        "patterns",
+        "pending",
+        "points",
+    )
+
+    def __init__(
+        self,
+        key: tuple[object, ...],
+        patterns: tuple[str, ...],
+        only: Callable[[Point], bool] | None,
+    ) -> None:
+        self.key = key
+        self.patterns = patterns
+        self.compiled = [compile_pattern(p) for p in patterns]
+        self.only = only
+        self.points: dict[str, Point] = {}
+        """The points watched, by id."""
+        self.members: list[Subscription] = []
+        self.pending: list[PointValue] = []
+        """Changes since the last delivery, oldest first."""
+        self._snapshot: list[PointValue] | None = None
+        self._snapshot_at = 0
+
+    def matches(self, point_id: str) -> bool:
+        """True if one of the patterns matches ``point_id``."""
+        return any(pattern.matches(point_id) for pattern in self.compiled)
+
+    def watches(self, point: Point) -> bool:
+        """True if ``point`` matches a pattern and the ``only`` condition."""
+        return self.matches(point.id) and (self.only is None or self.only(point))
+
+    def snapshot(self) -> list[PointValue]:
+        """The current values of the points watched: one list shared until the next delivery.
+
+        Treat it as read-only: every subscriber of the watch receives this list.
+        """
+        if self._snapshot is None:
+            self._snapshot = [p.current for p in self.points.values()]
+            self._snapshot_at = len(self.pending)
+        return self._snapshot
+
+    def join(self, sub: Subscription) -> list[PointValue]:
+        """Add ``sub`` and return its first snapshot.
+
+        It skips the pending changes that the snapshot already shows, and
+        receives the ones made since the snapshot was taken.
+        """
+        snapshot = self.snapshot()
+        sub._skip = self._snapshot_at
+        self.members.append(sub)
+        return snapshot
+
+    def deliver(self) -> None:
+        """Hand the pending changes to every member (never blocks)."""
+        changes = self.pending
+        if changes:
+            self.pending = []
+            self._snapshot = None
+        for sub in list(self.members):
+            if changes or sub.overflowed:
+                sub._deliver(changes)
+
+    def __repr__(self) -> str:
+        return f"<Watch {self.patterns} {len(self.points)} points, {len(self.members)} subscribers>"
+
+
 class Subscription:
     """A consumer's view of the points that match its patterns.
 
@@ -48,36 +131,36 @@ class Subscription:
     def __init__(
         self,
         db: PointDB,
-        patterns: Sequence[str],
+        watch: Watch,
         max_buffer: int,
         send: MemoryObjectSendStream[Batch | Resync],
         receive: MemoryObjectReceiveStream[Batch | Resync],
-        only: Callable[[Point], bool] | None = None,
     ) -> None:
         self._db = db
-        self.patterns = tuple(patterns)
-        self.only = only
+        self.watch = watch
+        """The shared set of points this subscription receives."""
+        self.patterns = watch.patterns
+        self.only = watch.only
         """A further condition on the points watched (a reader's zones), or None."""
-        self._compiled = [compile_pattern(p) for p in self.patterns]
         self.max_buffer = max_buffer
         self._send = send
         self._receive = receive
-        self.pending: list[PointValue] = []
+        self._skip = 0
         self.lost = 0
         self.overflowed = False
         self.closed = False
 
     def matches(self, point_id: str) -> bool:
         """True if one of the patterns matches ``point_id``."""
-        return any(pattern.matches(point_id) for pattern in self._compiled)
+        return self.watch.matches(point_id)
 
     def watches(self, point: Point) -> bool:
         """True if ``point`` matches a pattern and the ``only`` condition."""
-        return self.matches(point.id) and (self.only is None or self.only(point))
+        return self.watch.watches(point)
 
     def snapshot(self) -> list[PointValue]:
-        """The current values of every point this subscription watches."""
-        return [p.current for p in self._db.points() if self in p.subscribers]
+        """The current values of every point this subscription watches (a shared, read-only list)."""
+        return self.watch.snapshot()
 
     async def receive(self) -> Batch | Resync:
         """The next message (waits for it)."""
@@ -113,30 +196,30 @@ class Subscription:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
-    def _deliver(self) -> None:
-        """Push pending changes, or a resync once there is room again (never blocks)."""
+    def _deliver(self, changes: list[PointValue]) -> None:
+        """Push ``changes`` (shared with the watch's other members), or a resync (never blocks)."""
+        if self._skip:
+            changes = changes[self._skip :]
+            self._skip = 0
         if self.overflowed:
             try:
-                self._send.send_nowait(Resync(self.snapshot(), self.lost))
+                self._send.send_nowait(Resync(self.watch.snapshot(), self.lost))
             except anyio.WouldBlock:
-                self.lost += len(self.pending)
-                self.pending = []
+                self.lost += len(changes)
                 return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self.close()
                 return
             self.overflowed = False
             self.lost = 0
-            self.pending = []
             return
-        if not self.pending:
+        if not changes:
             return
-        batch = Batch(self.pending)
         try:
-            self._send.send_nowait(batch)
+            self._send.send_nowait(Batch(changes))
         except anyio.WouldBlock:
             self.overflowed = True
-            self.lost += len(self.pending)
+            self.lost += len(changes)
             log.warning(
                 "subscriber %s fell behind: %d updates lost, it will be re-synced",
                 self.patterns,
@@ -144,8 +227,6 @@ class Subscription:
             )
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.close()
-            return
-        self.pending = []
 
 
 class _Waiter:

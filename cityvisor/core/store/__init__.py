@@ -15,6 +15,9 @@ Two kinds of writes, two guarantees:
   as a **placeholder** in its place: the same entry with its text made safe
   and ``data["replaced"]`` saying what was changed and why. One bad entry
   never stops the entries behind it, and is never silently dropped;
+- every journal row carries the hash of the row before it, written in the
+  row's own transaction (``chain.py``): ``cityvisor journal verify`` names
+  the first row edited, deleted or moved;
 - **history** is buffered in memory (bounded) and written in batches at
   least every ``flush_interval`` seconds; it is the only thing a crash can
   lose, and only its last second.
@@ -31,6 +34,7 @@ declares.
 
 from __future__ import annotations
 
+from .chain import ChainState, verify_store
 from .interface import (
     DAY_MS,
     AlarmStateWrite,
@@ -45,10 +49,12 @@ from .sqlite import SqliteStore
 __all__ = [
     "DAY_MS",
     "AlarmStateWrite",
+    "ChainState",
     "HistoryRow",
     "JournalEntry",
     "JournalScope",
     "SqliteStore",
     "Store",
     "TrendBucket",
+    "verify_store",
 ]

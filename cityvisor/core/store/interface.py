@@ -11,6 +11,7 @@ import anyio
 import sqlite_utils
 
 from ..points import PointSpec, PointValue
+from .chain import ChainRow
 
 T = TypeVar("T")
 
@@ -100,6 +101,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def journal(self, entry: JournalEntry) -> JournalEntry:
         """Write one journal entry durably and return it with its id and time."""
+
+    @abc.abstractmethod
+    async def journal_chain_rows(self, after_id: int, limit: int = 5000) -> list[ChainRow]:
+        """Up to ``limit`` journal rows after ``after_id``, in ``id`` order, with their hashes.
+
+        What :func:`~cityvisor.core.store.chain.verify_store` walks; a backend
+        stores ``prev_hash`` and ``hash`` in the row's own transaction.
+        """
 
     @abc.abstractmethod
     async def query_journal(

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..points import now_ms
 from ..text import MAX_INTEGER, MIN_INTEGER, safe_text
+from .chain import GENESIS, ChainRow, hash_columns
 from .interface import JournalEntry, JournalScope
 from .parts import _SqliteStoreParts
 
@@ -102,6 +103,84 @@ def _storable_data(data: Any, depth: int = 0) -> Any:
     return _storable(data)
 
 
+def _insert_chained(
+    conn: sqlite3.Connection,
+    entry: JournalEntry,
+    ts: int,
+    data: str,
+    head: tuple[int, str] | None = None,
+) -> tuple[int, str]:
+    """Insert one row with its place in the chain, inside a transaction; return its id and hash.
+
+    ``head`` is the (id, hash) of the last row written *in this transaction*;
+    without it the head is read from the table. It is never kept across
+    transactions, so a rolled-back batch leaves nothing to undo and the row
+    and its hash commit together.
+    """
+    if head is None:
+        last = conn.execute("SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
+        head = (0, GENESIS) if last is None else (last[0], last[1] or GENESIS)
+    stored = (
+        head[0] + 1,
+        ts,
+        entry.kind,
+        entry.message,
+        entry.user,
+        entry.device,
+        entry.point,
+        entry.alarm,
+        data,
+    )
+    digest = hash_columns(stored, head[1])
+    conn.execute(
+        "INSERT INTO journal (id, ts, kind, message, user, device, point, alarm, data,"
+        " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*stored, head[1], digest),
+    )
+    return stored[0], digest
+
+
+def chain_journal(conn: sqlite3.Connection) -> int:
+    """Give a journal written before the chain its two columns and chain its rows, once.
+
+    Returns how many rows were chained (0 when the journal is chained already).
+    The upgrade is journaled, as the entry that follows the rows it chained.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
+    if "hash" in columns:
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE journal ADD COLUMN prev_hash TEXT")
+        conn.execute("ALTER TABLE journal ADD COLUMN hash TEXT")
+        prev, count = GENESIS, 0
+        rows = conn.execute(
+            "SELECT id, ts, kind, message, user, device, point, alarm, data"
+            " FROM journal ORDER BY id"
+        ).fetchall()
+        for stored in rows:
+            digest = hash_columns(tuple(stored), prev)
+            conn.execute(
+                "UPDATE journal SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, stored[0])
+            )
+            prev, count = digest, count + 1
+        if count:
+            entry = JournalEntry(
+                kind="journal.chained",
+                message=f"{count} earlier journal entries chained at upgrade",
+                data={"rows": count, "head": prev},
+            )
+            _insert_chained(conn, entry, now_ms(), json.dumps(dict(entry.data)))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if count:
+        log.warning("journal: %d earlier entries chained at upgrade", count)
+    return count
+
+
 class _SqliteJournal(_SqliteStoreParts):
     """The store's journal: write first, then tell; a placeholder for an entry that cannot be written as sent."""
 
@@ -114,7 +193,7 @@ class _SqliteJournal(_SqliteStoreParts):
         placeholder written in its place (see the module's docstring).
         """
         try:
-            return await self._run(self._journal_sync, entry)
+            return await self._run(self._journal_one, entry)
         finally:
             self._report_replaced()
 
@@ -156,20 +235,8 @@ class _SqliteJournal(_SqliteStoreParts):
             return written
 
     def _insert_journal(self, entry: JournalEntry, ts: int, data: str) -> JournalEntry:
-        cursor = self.db.conn.execute(
-            "INSERT INTO journal (ts, kind, message, user, device, point, alarm, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                ts,
-                entry.kind,
-                entry.message,
-                entry.user,
-                entry.device,
-                entry.point,
-                entry.alarm,
-                data,
-            ),
-        )
+        row_id, digest = _insert_chained(self.db.conn, entry, ts, data, self._chain_head)
+        self._chain_head = (row_id, digest)
         return JournalEntry(
             kind=entry.kind,
             message=entry.message,
@@ -179,8 +246,28 @@ class _SqliteJournal(_SqliteStoreParts):
             alarm=entry.alarm,
             data=entry.data,
             ts=ts,
-            id=cursor.lastrowid,
+            id=row_id,
         )
+
+    def _journal_one(self, entry: JournalEntry) -> JournalEntry:
+        """One entry in its own transaction: the row and its hash, or neither."""
+        with self._transaction():
+            return self._journal_sync(entry)
+
+    async def journal_chain_rows(self, after_id: int, limit: int = 5000) -> list[ChainRow]:
+        """The rows after ``after_id`` in ``id`` order, as the chain sees them."""
+
+        def rows() -> list[ChainRow]:
+            return [
+                ChainRow(*row)
+                for row in self.db.conn.execute(
+                    "SELECT id, ts, kind, message, user, device, point, alarm, data,"
+                    " prev_hash, hash FROM journal WHERE id > ? ORDER BY id LIMIT ?",
+                    (after_id, limit),
+                )
+            ]
+
+        return await self._run(rows)
 
     async def query_journal(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import contextlib
     import threading
     from collections import deque
     from collections.abc import Callable
@@ -43,6 +44,7 @@ class _SqliteStoreParts:
         on_journal_replaced: Callable[[int, str], None] | None
         _replaced_reported: int
         _replaced_reason: str
+        _chain_head: tuple[int, str] | None
         _pending: deque[Any]
         _point_keys: dict[str, int]
         _point_classes: dict[str, str]
@@ -54,6 +56,7 @@ class _SqliteStoreParts:
         async def _run(self, function: Callable[..., T], *args: Any) -> T: ...
         @property
         def db(self) -> sqlite_utils.Database: ...
+        def _transaction(self) -> contextlib.AbstractContextManager[None]: ...
 
         # journal.py
         def _report_replaced(self) -> None: ...

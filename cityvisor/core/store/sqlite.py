@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import sqlite_utils
 from ..points import now_ms
 from .history import _ROW, _SqliteHistory
 from .interface import AlarmStateWrite, JournalEntry, Store, T
-from .journal import _ROW_ERRORS, _SqliteJournal, _storable_data
+from .journal import _ROW_ERRORS, _SqliteJournal, _storable_data, chain_journal
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
         """Called on the event loop with the count and the last reason when it grows."""
         self._replaced_reported = 0
         self._replaced_reason = ""
+        self._chain_head: tuple[int, str] | None = None
         # Flat: five scalars per change, not a tuple. A tuple per queued change is
         # a garbage-collected object that lives until the flush; a million of
         # them trigger full collections over the whole point database.
@@ -106,7 +108,8 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
                 kind TEXT NOT NULL,
                 message TEXT NOT NULL DEFAULT '',
                 user TEXT, device TEXT, point TEXT, alarm TEXT,
-                data TEXT NOT NULL DEFAULT '{}'
+                data TEXT NOT NULL DEFAULT '{}',
+                prev_hash TEXT, hash TEXT
             );
             CREATE INDEX IF NOT EXISTS journal_ts ON journal (ts);
             CREATE INDEX IF NOT EXISTS journal_kind_ts ON journal (kind, ts);
@@ -132,6 +135,7 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
             """
         )
         self._db = db
+        chain_journal(db.conn)
         for key, point_id, klass in db.execute("SELECT key, id, class FROM history_point"):
             self._point_keys[point_id] = key
             self._point_classes[point_id] = klass
@@ -150,6 +154,24 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
         if self._db is not None:
             self._db.conn.close()
             self._db = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error (store thread only)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        # The journal's head is known within this transaction only (read again in the next).
+        self._chain_head = None
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT may already have ended the transaction.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._chain_head = None
 
     async def call(self, function: Callable[[sqlite_utils.Database], T]) -> T:
         """Run ``function(db)`` in the store's thread, serialised with every other access."""
@@ -179,8 +201,7 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
         conn = self.db.conn
         written: list[JournalEntry | None] = []
         updated = now_ms()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for key, state, entry in items:
                 written.append(self._journal_sync(entry) if entry is not None else None)
                 if key is None:
@@ -194,12 +215,6 @@ class SqliteStore(_SqliteJournal, _SqliteHistory, Store):
                         " updated = excluded.updated",
                         (key, _state_json(state), updated),
                     )
-            conn.execute("COMMIT")
-        except BaseException:
-            # A failed COMMIT may already have ended the transaction.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return written
 
     async def load_alarm_states(self) -> dict[str, dict[str, Any]]:

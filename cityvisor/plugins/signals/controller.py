@@ -99,6 +99,7 @@ class SignalController(DeviceType):
     family = "signals"
     type_name = "signals.controller"
     label = _t("Contrôleur de feux", "Traffic signal controller")
+    pages = {"/plugins/signals/ring?device={id}": _t("Diagramme des phases", "Phase ring diagram")}
     Config = SignalConfig
 
     control = point(labels=CONTROL, doc=_t("Source de commande", "Control source"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -77,7 +78,7 @@ def _device_summary(
     }
 
 
-_DEVICE_SCHEMA = {
+_DEVICE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
@@ -236,6 +237,14 @@ def _command_json(device: DeviceType, spec: Any, user: User) -> dict[str, Any]:
             "points": {"type": "array", "items": {"type": "object"}},
             "commands": {"type": "array", "items": {"type": "object"}},
             "alarms": {"type": "array", "items": {"type": "object"}},
+            "pages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"url": {"type": "string"}, "label": {"type": "object"}},
+                },
+                "description": "the plugin's own screens about this device (a ring diagram...)",
+            },
         },
     },
 )
@@ -249,4 +258,8 @@ async def device(request: web.Request) -> web.StreamResponse:
     body["points"] = [_point_json(p) for p in hub.points.of_device(found.id)]
     body["commands"] = [_command_json(found, s, user) for s in found.command_specs.values()]
     body["alarms"] = [a.as_json() for a in hub.alarms.alarms() if a.device_id == found.id]
+    body["pages"] = [
+        {"url": url.replace("{id}", quote(found.id, safe="")), "label": dict(label)}
+        for url, label in type(found).pages.items()
+    ]
     return _json(body)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
 
+import anyio
 from aiohttp import web
 
+from ...core.points import now_ms
+from ...core.store import verify_store
 from ...core.text import MAX_INTEGER
 from ..routing import (
     Query,
@@ -22,7 +27,10 @@ from ..visibility import visibility
 from .common import _hub, _json
 
 if TYPE_CHECKING:
-    pass
+    from ...core.store import Store
+
+CHAIN_STATE_MAX_AGE = 30.0
+"""Seconds a walk of the chain is reused before ``GET /api/v1/journal/chain`` walks again."""
 
 
 # --------------------------------------------------------------------------- journal
@@ -76,3 +84,38 @@ async def journal(request: web.Request) -> web.StreamResponse:
     )
     next_before = entries[-1].id if len(entries) == limit else None
     return _json({"entries": [e.as_json() for e in entries], "next_before_id": next_before})
+
+
+class _ChainCheck:
+    """The last walk of one store's chain: one walk at a time, reused for a while."""
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.result: dict[str, Any] | None = None
+        self.when = 0.0
+
+    async def state(self, store: Store) -> dict[str, Any]:
+        async with self.lock:
+            if self.result is None or time.monotonic() - self.when > CHAIN_STATE_MAX_AGE:
+                state = await verify_store(store)
+                self.result = {**state.as_json(), "checked_at": now_ms()}
+                self.when = time.monotonic()
+            return self.result
+
+
+_CHECKS: weakref.WeakKeyDictionary[Any, _ChainCheck] = weakref.WeakKeyDictionary()
+
+
+@ROUTES.route(
+    "GET",
+    "/api/v1/journal/chain",
+    summary="Whether the journal's hash chain holds, and where it breaks",
+    tag="journal",
+)
+async def journal_chain(request: web.Request) -> web.StreamResponse:
+    """The state of the journal's hash chain: ``ok``, ``rows`` checked, ``head_id``,
+    ``head_hash``, ``broken`` (null, or the first broken row's ``id`` and ``reason``) and
+    ``checked_at`` (epoch ms; a walk is reused for 30 s)."""
+    hub = _hub(request)
+    check = _CHECKS.setdefault(hub, _ChainCheck())
+    return _json(await check.state(hub.store))

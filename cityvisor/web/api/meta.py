@@ -44,7 +44,8 @@ ROUTES.route(
 @ROUTES.route("GET", "/api/v1/openapi.json", summary="This document", tag="meta")
 async def openapi_document(request: web.Request) -> web.StreamResponse:
     """The OpenAPI 3.1 document of every route, plugins' included."""
-    return _json(openapi.document(request.app, request.app[API]))
+    routes = request.app[API]
+    return _json(openapi.document(request.app, routes))
 
 
 @ROUTES.route(

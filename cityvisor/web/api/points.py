@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.lowlevel
 from aiohttp import web
 
 from ...core.patterns import MAX_LENGTH, MAX_WILDCARDS, PatternError, compile_pattern
@@ -36,10 +39,14 @@ ROUTES = Routes()
 """The routes of the points (mounted, in this order, by :data:`cityvisor.web.api.ROUTES`)."""
 
 
+LISTING_CHUNK = 500
+"""Points encoded and written in one step of a listing (a few ms), before the loop gets a turn."""
+
+
 @ROUTES.route(
     "GET",
     "/api/v1/points",
-    summary="Points matching a glob pattern, with their current values",
+    summary="Points matching a glob pattern, with their current values, a page at a time",
     tag="points",
     query=[
         Query(
@@ -51,32 +58,73 @@ ROUTES = Routes()
         Query(
             "limit",
             integer_schema(1, 100_000, default=10_000),
-            "most points returned",
+            "most points in this page",
+        ),
+        Query(
+            "cursor",
+            text_schema(1000),
+            "the `next` of the previous page: the listing goes on after it",
         ),
     ],
 )
 async def points(request: web.Request) -> web.StreamResponse:
     """Points whose id matches ``pattern`` (``centre/demo/**``), with value, quality
-    and timestamps; ``truncated`` says when ``limit`` cut the list."""
+    and timestamps, a page of at most ``limit`` at a time, branch by branch.
+
+    ``truncated`` says that more points follow: ask again with ``cursor`` set
+    to the page's ``next`` (the id of its last point). The page is streamed
+    as it is encoded, so a listing of the whole city holds nothing else up.
+    """
     hub = _hub(request)
     pattern = query_str(request, "pattern", max_length=MAX_LENGTH) or "**"
     limit = query_int(request, "limit", default=10_000, minimum=1, maximum=100_000)
     assert limit is not None
+    cursor = query_str(request, "cursor", max_length=1000)
     try:
-        compile_pattern(pattern)
+        compiled = compile_pattern(pattern)
     except PatternError as error:
         raise invalid([f"pattern: {error}"]) from None
-    found: list[dict[str, Any]] = []
-    truncated = False
+    if cursor is not None and not compiled.matches(cursor):
+        raise invalid([f"cursor: {cursor!r} is not a point of pattern {pattern!r}"])
     seen = visibility(request)
-    for point in hub.points.points(pattern):
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(b'{"points":[')
+    count = 0
+    examined = 0
+    last: str | None = None
+    truncated = False
+    chunk: list[str] = []
+    for point in hub.points.iterate(compiled, after=cursor):
+        examined += 1
+        if examined % LISTING_CHUNK == 0:
+            await _write(response, chunk, count - len(chunk))
+            chunk = []
         if not seen.sees_point(point):
             continue
-        if len(found) >= limit:
+        if count >= limit:
             truncated = True
             break
-        found.append(_point_json(point))
-    return _json({"points": found, "truncated": truncated})
+        chunk.append(_dumps(_point_json(point)))
+        last = point.id
+        count += 1
+    await _write(response, chunk, count - len(chunk))
+    tail = {"truncated": truncated, "next": last if truncated else None, "count": count}
+    await response.write(b"]," + _dumps(tail)[1:].encode())
+    await response.write_eof()
+    return response
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+async def _write(response: web.StreamResponse, chunk: list[str], before: int) -> None:
+    """Write encoded points (after ``before`` already written), then give the loop a turn."""
+    if chunk:
+        text = ",".join(chunk)
+        await response.write((("," if before else "") + text).encode())
+    await anyio.lowlevel.checkpoint()
 
 
 @ROUTES.route(

@@ -189,8 +189,10 @@ export class LiveClient {
       case "snapshot":
       case "resync":
         if (message.sub !== this.sub) return;
-        this.values = new Map(message.points.map((v) => [v.id, v]));
-        this.dispatch(message.points, true);
+        // A large snapshot comes in parts: replace at the first, show after the last.
+        if (!message.continued) this.values = new Map();
+        for (const value of message.points) this.values.set(value.id, value);
+        if (!message.more) this.dispatch([...this.values.values()], true);
         break;
       case "changes":
         if (message.sub !== this.sub) return;

@@ -185,6 +185,16 @@ function deviceDetail(root, deviceId, ctx) {
           : null,
         h("dt", { title: t("equipment.col.read_hint") }, t("equipment.answered")),
         answered,
+        device && device.pages && device.pages.length
+          ? [
+              h("dt", {}, t("equipment.pages")),
+              h(
+                "dd",
+                { id: "device-pages" },
+                device.pages.map((page, i) => [i ? " · " : null, h("a", { href: page.url, target: "_blank", rel: "noopener" }, tx(page.label) || page.url)]),
+              ),
+            ]
+          : null,
         communication.restarts ? [h("dt", {}, t("equipment.restarts")), h("dd", {}, String(communication.restarts))] : null,
         !communication.online && communication.last_error
           ? [h("dt", {}, t("equipment.last_error")), h("dd", { class: "error-text" }, communication.last_error)]

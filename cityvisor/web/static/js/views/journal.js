@@ -68,12 +68,14 @@ export function mount(root, route, ctx) {
   const newer = h("button", { type: "button", id: "journal-newer", onclick: () => go(-1) }, t("journal.newer"));
   const older = h("button", { type: "button", id: "journal-older", onclick: () => go(1) }, t("journal.older"));
   const pageInfo = h("span", { class: "muted", id: "journal-page" });
+  const chain = h("p", { class: "muted", id: "journal-chain" });
   replace(
     root,
     h(
       "section",
       { class: "panel journal" },
       h("h2", {}, t("journal.title")),
+      chain,
       form,
       h(
         "table",
@@ -192,8 +194,25 @@ export function mount(root, route, ctx) {
   }
 
   fillForm(route.query);
+  // Whether the journal's hash chain holds: one line, read-only.
+  async function showChain() {
+    let answer;
+    try {
+      answer = await api.get("/api/v1/journal/chain");
+    } catch (error) {
+      chain.textContent = errorText(error);
+      return;
+    }
+    if (closed) return;
+    chain.className = answer.ok ? "muted" : "error-text";
+    chain.textContent = answer.ok
+      ? t("journal.chain.ok", { rows: answer.rows })
+      : t("journal.chain.broken", { id: answer.broken.id, rows: answer.rows });
+  }
+
   readForm();
   load(null);
+  showChain();
 
   return {
     unmount() {

@@ -1,0 +1,276 @@
+"""The journal's hash chain: written with each row, verified, migrated, and whole after kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cityvisor.cli import main
+from cityvisor.core.store import JournalEntry, SqliteStore, verify_store
+from cityvisor.core.store.chain import GENESIS, ChainRow, row_hash
+from cityvisor.journal import EXIT_BROKEN
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def write_some(store: SqliteStore, count: int = 6) -> None:
+    for n in range(count):
+        await store.journal(JournalEntry(kind="command", message=f"order {n}", user="alice"))
+
+
+def tamper(path: Path, *statements: str) -> None:
+    """Change the file behind the store's back, as someone with the database could."""
+    with sqlite3.connect(path) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@pytest.mark.anyio
+async def test_every_kind_of_write_is_chained_and_the_chain_holds(store: SqliteStore):
+    await write_some(store, 3)
+    await store.save_alarm_states(
+        [("a1", {"state": "raised"}, JournalEntry(kind="alarm", message="raised", alarm="a1"))]
+    )
+    placeholder = await store.journal(JournalEntry(kind="command", message="bad \udc80 text"))
+    assert "replaced" in placeholder.data
+    state = await verify_store(store)
+    assert state.ok, state.broken
+    assert (state.rows, state.head_id) == (5, placeholder.id)
+    with sqlite3.connect(store.path) as conn:
+        first, last = (
+            conn.execute("SELECT prev_hash FROM journal ORDER BY id LIMIT 1").fetchone(),
+            conn.execute("SELECT hash FROM journal ORDER BY id DESC LIMIT 1").fetchone(),
+        )
+    assert first == (GENESIS,)
+    assert last == (state.head_hash,)
+
+
+@pytest.mark.anyio
+async def test_the_hash_is_sha256_over_the_documented_encoding(store: SqliteStore):
+    written = await store.journal(JournalEntry(kind="login", message="é", user="bob", ts=1000))
+    row = (await store.journal_chain_rows(0))[0]
+    assert row.id == written.id == 1
+    expected = (
+        f'["cityvisor-journal/1",1,1000,"login","é","bob",null,null,null,"{{}}","{GENESIS}"]'
+    ).encode()
+    assert row.hash == hashlib.sha256(expected).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_a_rolled_back_batch_leaves_the_chain_whole(store: SqliteStore):
+    await write_some(store, 2)
+    # A trigger fails the batch's alarm-state write after its journal row went in.
+    tamper(
+        store.path,
+        "CREATE TRIGGER refuse BEFORE INSERT ON alarm_state"
+        " BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
+    )
+    entry = JournalEntry(kind="alarm", message="raised", alarm="a1")
+    with pytest.raises(sqlite3.Error, match="disk says no"):
+        await store.save_alarm_states([("a1", {"state": "raised"}, entry)])
+    tamper(store.path, "DROP TRIGGER refuse")
+    await write_some(store, 2)
+    state = await verify_store(store)
+    assert state.ok, state.broken
+    assert (state.rows, state.head_id) == (4, 4)
+
+
+@pytest.mark.anyio
+async def test_an_edited_row_is_named(store: SqliteStore):
+    await write_some(store)
+    tamper(store.path, "UPDATE journal SET message = 'nothing happened' WHERE id = 4")
+    state = await verify_store(store)
+    assert state.broken is not None
+    assert (state.broken.id, state.rows) == (4, 3)
+    assert "edited" in state.broken.reason
+
+
+@pytest.mark.anyio
+async def test_an_edited_row_with_its_hash_recomputed_breaks_at_the_next_row(store: SqliteStore):
+    await write_some(store)
+    rows = await store.journal_chain_rows(0)
+    forged = ChainRow(**{**_fields(rows[2]), "message": "nothing happened"})
+    tamper(
+        store.path,
+        "UPDATE journal SET message = 'nothing happened',"
+        f" hash = '{row_hash(forged, forged.prev_hash or '')}' WHERE id = 3",
+    )
+    state = await verify_store(store)
+    assert state.broken is not None and state.broken.id == 4
+
+
+def _fields(row: ChainRow) -> dict:
+    return {name: getattr(row, name) for name in ChainRow.__dataclass_fields__}
+
+
+@pytest.mark.anyio
+async def test_a_deleted_row_is_named_by_the_row_after_it(store: SqliteStore):
+    await write_some(store)
+    tamper(store.path, "DELETE FROM journal WHERE id = 3")
+    state = await verify_store(store)
+    assert state.broken is not None
+    assert (state.broken.id, state.rows) == (4, 2)
+    assert "rows 3 to 3 are missing" in state.broken.reason
+
+
+@pytest.mark.anyio
+async def test_a_reordered_pair_is_named(store: SqliteStore):
+    await write_some(store)
+    tamper(
+        store.path,
+        "UPDATE journal SET id = -1 WHERE id = 3",
+        "UPDATE journal SET id = 3 WHERE id = 4",
+        "UPDATE journal SET id = 4 WHERE id = -1",
+    )
+    state = await verify_store(store)
+    assert state.broken is not None
+    assert (state.broken.id, state.rows) == (3, 2)
+    assert "reordered" in state.broken.reason
+
+
+@pytest.mark.anyio
+async def test_a_pair_whose_contents_were_swapped_is_named(store: SqliteStore):
+    await write_some(store)
+    tamper(
+        store.path,
+        "UPDATE journal SET message = CASE id WHEN 2 THEN 'order 2' ELSE 'order 1' END"
+        " WHERE id IN (2, 3)",
+    )
+    state = await verify_store(store)
+    assert state.broken is not None and state.broken.id == 2
+
+
+@pytest.mark.anyio
+async def test_a_journal_written_before_the_chain_is_chained_once_at_upgrade(tmp_path: Path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE journal (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL,"
+            " kind TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', user TEXT, device TEXT,"
+            " point TEXT, alarm TEXT, data TEXT NOT NULL DEFAULT '{}')"
+        )
+        for n in range(1, 4):
+            conn.execute(
+                "INSERT INTO journal (ts, kind, message) VALUES (?, 'ack', ?)", (n, f"old {n}")
+            )
+    for _ in range(2):  # the second open finds it chained: nothing more is written
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            state = await verify_store(store)
+            upgrades = await store.query_journal(kinds=["journal.chained"])
+        finally:
+            await store.close()
+        assert state.ok and state.rows == 4
+        assert [(e.id, e.data["rows"]) for e in upgrades] == [(4, 3)]
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await write_some(store, 1)
+        assert (await verify_store(store)).rows == 5
+    finally:
+        await store.close()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, anyio
+    from cityvisor.core.store import JournalEntry, SqliteStore
+
+    async def main(path):
+        store = SqliteStore(path)
+        await store.open()
+        n = 0
+        while True:
+            n += 1
+            if n % 3:
+                await store.journal(JournalEntry(kind="command", message=f"order {n}"))
+            else:
+                entry = JournalEntry(kind="alarm", message=f"raised {n}", alarm=f"a{n}")
+                await store.save_alarm_states([(f"a{n}", {"state": "raised"}, entry)] * 2)
+            print(n, flush=True)
+
+    anyio.run(main, sys.argv[1])
+    """
+)
+
+
+def test_kill_9_during_writes_leaves_a_chain_that_holds(tmp_path: Path):
+    path = tmp_path / "killed.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    written = 0
+    for round_ in range(3):  # each writer continues the chain the killed one left
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert process.stdout is not None
+        for _ in range(50 + 37 * round_):  # a different point of the loop each time
+            assert process.stdout.readline(), "the writer stopped by itself"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        process.stdout.close()
+        assert process.returncode == -signal.SIGKILL
+
+        async def check() -> tuple[bool, int]:
+            store = SqliteStore(path)
+            await store.open()
+            try:
+                state = await verify_store(store)
+            finally:
+                await store.close()
+            return state.ok, state.rows
+
+        ok, rows = anyio.run(check)
+        assert ok
+        assert rows > written
+        written = rows
+
+
+def write_config(tmp_path: Path, db: Path) -> str:
+    config = tmp_path / "city.toml"
+    config.write_text(f'[site]\nname = "Dijon"\n\n[store]\npath = "{db}"\n')
+    return str(config)
+
+
+def test_journal_verify_says_ok_or_names_the_broken_row_and_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    db = tmp_path / "city.sqlite"
+
+    async def fill() -> None:
+        store = SqliteStore(db)
+        await store.open()
+        try:
+            await write_some(store)
+        finally:
+            await store.close()
+
+    anyio.run(fill)
+    config = write_config(tmp_path, db)
+    assert main(["journal", "verify", "-c", config]) == 0
+    assert capsys.readouterr().out.startswith("OK: 6 rows chained, head row 6 hash ")
+    tamper(db, "UPDATE journal SET user = 'mallory' WHERE id = 2")
+    assert main(["journal", "verify", "-c", config]) == EXIT_BROKEN
+    assert "BROKEN at row 2: its content does not match its hash" in capsys.readouterr().out
+    assert main(["journal", "verify", "-c", config, "--json"]) == EXIT_BROKEN
+    assert '"id": 2' in capsys.readouterr().out
+
+
+def test_journal_verify_of_a_missing_store_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    config = write_config(tmp_path, tmp_path / "nowhere.sqlite")
+    assert main(["journal", "verify", "-c", config]) == 2
+    assert "does not exist" in capsys.readouterr().err
