@@ -60,11 +60,14 @@ class ChainRow:
     hash: str | None = None
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""The canonical JSON writer, built once: ``json.dumps`` with these options builds a new
+encoder per call, a third of a row's hashing time."""
+
+
 def encode_columns(columns: tuple[Any, ...], prev_hash: str) -> bytes:
     """The canonical encoding of a row given as its stored ``columns``, ``id`` to ``data``."""
-    return json.dumps(
-        [FORMAT, *columns, prev_hash], ensure_ascii=False, separators=(",", ":")
-    ).encode("utf-8")
+    return _ENCODE([FORMAT, *columns, prev_hash]).encode("utf-8")
 
 
 def hash_columns(columns: tuple[Any, ...], prev_hash: str) -> str:
