@@ -23,6 +23,7 @@ position (0-based character offset) of what it did not expect.
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import re
 from collections.abc import Callable, Iterator
@@ -100,14 +101,14 @@ class Context(Protocol):
 
 
 @dataclass
-class Condition:
-    """A node of a parsed condition."""
+class Condition(abc.ABC):
+    """A node of a parsed condition (each kind of node is a subclass)."""
 
     position: int
 
+    @abc.abstractmethod
     def evaluate(self, ctx: Context) -> bool:
         """True if the condition holds now."""
-        raise NotImplementedError
 
     def children(self) -> tuple[Condition, ...]:
         """The conditions inside this one."""
