@@ -10,9 +10,10 @@ function values(rule) {
 }
 
 async function toggle(rule) {
-  const comment = document.getElementById("comment").value;
+  const input = document.getElementById("comment");
   const action = rule.enabled ? "disable" : "enable";
-  const body = await call("POST", `/api/v1/automation/rules/${encodeURIComponent(rule.name)}/${action}`, { comment });
+  const body = await call("POST", `/api/v1/automation/rules/${encodeURIComponent(rule.name)}/${action}`, { comment: input.value });
+  input.value = ""; // journaled with this switch, not the next
   say(t(body.enabled ? "rule.switched_on" : "rule.switched_off", { name: rule.name }));
 }
 
