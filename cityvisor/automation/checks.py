@@ -169,6 +169,14 @@ def _playbook_problems(
                     )
             elif step.incident is not None:
                 problems += _incident_problems(where, step.incident, config, devices)
+            elif step.kind == "broadcast":
+                hydro = config.settings("hydro")
+                if hydro is None or step.text not in hydro.alerts:
+                    problems.append(
+                        f"{where}: broadcast: no alert {step.text!r} in [plugins.hydro.alerts]"
+                    )
+                if step.device not in devices:
+                    problems.append(f"{where}: device: unknown device {step.device!r}")
             elif step.condition is not None:
                 for point_id in sorted(
                     step.condition.points() - set(p.id for p in points.points())

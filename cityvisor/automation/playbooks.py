@@ -23,7 +23,8 @@ target's outcome kept), ``wait`` (until a condition holds, or the step's
 timeout fails the run), ``check`` (an operator confirms a manual check),
 ``approval`` (a supervisor other than the person who started the run),
 ``incident`` (open an incident in the operations layer and, if asked,
-send the nearest available crew).
+send the nearest available crew), ``broadcast`` (send a declared alert
+of ``[plugins.hydro.alerts]`` about a gauge, once per run and step).
 A run can be paused, resumed and aborted; pause and abort take effect
 between targets, so a command already sent finishes and is reported, and
 the targets not yet sent are reported ``not_sent``.
@@ -67,7 +68,11 @@ __all__ = [
 ]
 
 SELECTOR_KEYS = ("zone", "family", "tag", "device")
-KINDS = ("group", "wait", "check", "approval", "incident")
+KINDS = ("group", "wait", "check", "approval", "incident", "broadcast")
+STAGES = ("vigilance", "alert", "crisis")
+
+Broadcaster = Callable[[str, str, str, str], str | None]
+"""``(alert, gauge, stage, key) -> why not`` (None once queued): the flood alerts' broadcast."""
 STOPPED = ("done", "failed", "aborted", "undone", "interrupted")
 """The states of a run that is over (``interrupted``: the hub stopped while it ran)."""
 
@@ -81,7 +86,7 @@ class Step:
     """One step of a playbook."""
 
     kind: str
-    """``group``, ``wait``, ``check``, ``approval`` or ``incident``."""
+    """``group``, ``wait``, ``check``, ``approval``, ``incident`` or ``broadcast``."""
     text: str = ""
     command: str = ""
     selector: Mapping[str, str] = field(default_factory=dict)
@@ -94,6 +99,10 @@ class Step:
     timeout: float = 300.0
     incident: IncidentRequest | None = None
     """What an ``incident`` step opens."""
+    device: str = ""
+    """The gauge a ``broadcast`` step tells about."""
+    stage: str = "alert"
+    """The stage a ``broadcast`` step announces (vigilance, alert, crisis)."""
 
     def as_json(self) -> dict[str, Any]:
         """The step as the API shows it."""
@@ -107,6 +116,8 @@ class Step:
             "undo": None if self.undo is None else dict(self.undo),
             "timeout": self.timeout if self.kind == "wait" else None,
             "incident": None if self.incident is None else self.incident.as_json(),
+            "device": self.device or None,
+            "stage": self.stage if self.kind == "broadcast" else None,
         }
 
 
@@ -166,7 +177,7 @@ def _step(table: Any) -> Step:
         raise PlaybookError("expected a table")
     kinds = [k for k in KINDS if k in table]
     if len(kinds) != 1:
-        raise PlaybookError("expected exactly one of group, wait, check, approval, incident")
+        raise PlaybookError(f"expected exactly one of {', '.join(KINDS)}")
     kind = kinds[0]
     allowed = {
         "group": {"group", "arguments", "undo", "members", *SELECTOR_KEYS},
@@ -174,6 +185,7 @@ def _step(table: Any) -> Step:
         "check": {"check"},
         "approval": {"approval"},
         "incident": {"incident", "zone", "priority", "skill", "device", "dispatch"},
+        "broadcast": {"broadcast", "device", "stage"},
     }[kind]
     extra = sorted(set(table) - allowed)
     if extra:
@@ -208,6 +220,13 @@ def _step(table: Any) -> Step:
         )
     if kind == "incident":
         return Step("incident", text=value, incident=incident_request(table, PlaybookError))
+    if kind == "broadcast":
+        device, stage = table.get("device"), table.get("stage", "alert")
+        if not isinstance(device, str) or not device:
+            raise PlaybookError("device: expected the gauge the alert tells about")
+        if stage not in STAGES:
+            raise PlaybookError(f"stage: expected one of {', '.join(STAGES)} (got {stage!r})")
+        return Step("broadcast", text=value, device=device, stage=stage)
     if kind == "wait":
         timeout = table.get("timeout", 300)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
@@ -256,11 +275,13 @@ class PlaybookRun:
         run_id: int,
         history: RunHistory | None = None,
         incidents: IncidentDesk | None = None,
+        broadcaster: Broadcaster | None = None,
     ) -> None:
         self.id = run_id
         self.hub = hub
         self.history = history
         self.incidents = incidents
+        self.broadcaster = broadcaster
         self.playbook = playbook
         self.user = user
         self.concurrency = concurrency
@@ -401,7 +422,23 @@ class PlaybookRun:
         self.state = "running"
         if step.kind == "incident":
             return await self._incident(index, step)
+        if step.kind == "broadcast":
+            return self._broadcast(index, step)
         return await self._group(index, step, step.command, step.arguments)
+
+    def _broadcast(self, index: int, step: Step) -> bool:
+        """Hand the step's alert to the broadcaster, keyed by run and step (sent once)."""
+        outcome = self.outcomes[index]
+        key = f"playbook:{self.playbook.name}:run-{self.id}:step-{index}"
+        problem = (
+            "the flood alerts are not available"
+            if self.broadcaster is None
+            else self.broadcaster(step.text, step.device, step.stage, key)
+        )
+        outcome[step.text] = "refused" if problem else "queued"
+        if problem:
+            outcome["reason"] = problem
+        return problem is None
 
     async def _incident(self, index: int, step: Step) -> bool:
         """Open the step's incident (and send a crew); its outcomes say what became of both."""
@@ -583,6 +620,7 @@ class Playbooks:
         concurrency: int = 16,
         history: RunHistory | None = None,
         incidents: IncidentDesk | None = None,
+        broadcaster: Broadcaster | None = None,
     ) -> None:
         self.hub = hub
         self.playbooks = playbooks or {}
@@ -590,6 +628,7 @@ class Playbooks:
         self.concurrency = concurrency
         self.history = history
         self.incidents = incidents
+        self.broadcaster = broadcaster
         self.runs: dict[int, PlaybookRun | PastRun] = {}
         self._next_id = 1
         self._tg: TaskGroup | None = None
@@ -626,6 +665,7 @@ class Playbooks:
             run_id=self._next_id,
             history=self.history,
             incidents=self.incidents,
+            broadcaster=self.broadcaster,
         )
         self._next_id += 1
         self.runs[run.id] = run

@@ -21,6 +21,8 @@ function stepText(step) {
       return t("step.group", { command: step.command, selector: selectorText(step.selector) });
     case "wait":
       return t("step.wait", { text: step.text, timeout: step.timeout });
+    case "broadcast":
+      return t("step.broadcast", { text: step.text, device: step.device, stage: step.stage });
     case "incident": {
       const text = t("step.incident", { text: step.text });
       return step.incident?.dispatch ? `${text} ${t("step.dispatch", { skill: step.incident.skill })}` : text;

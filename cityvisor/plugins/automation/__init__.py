@@ -57,6 +57,7 @@ def playbooks(hub: Hub) -> Playbooks | None:
             concurrency=settings.concurrency,
             history=RunHistory(hub.store),
             incidents=_incident_desk(hub),
+            broadcaster=_broadcaster(hub),
         )
     return found
 
@@ -135,6 +136,16 @@ def _incident_desk(hub: Hub) -> OpsIncidentDesk | None:
 
     ops = operations(hub)
     return None if ops is None else OpsIncidentDesk(ops)
+
+
+def _broadcaster(hub: Hub) -> Callable[[str, str, str, str], str | None]:
+    """The flood alerts' broadcast (``[plugins.hydro.alerts]``), for playbooks' broadcast steps."""
+    from cityvisor.plugins import hydro
+
+    def broadcast(alert: str, device: str, stage: str, key: str) -> str | None:
+        return hydro.broadcast(hub, alert, device, stage, key)
+
+    return broadcast
 
 
 def _crisis_cell(hub: Hub) -> CrisisCell | None:
