@@ -15,7 +15,7 @@ action or a playbook step reads::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,7 +51,9 @@ class IncidentRequest:
         }
 
 
-def incident_request(table: Mapping[str, Any], error: type[Exception]) -> IncidentRequest:
+def incident_request(
+    table: Mapping[str, Any], error: Callable[[str], Exception]
+) -> IncidentRequest:
     """The :class:`IncidentRequest` of a rule action's or a step's table; ``error(message)`` names the key."""
     title = table.get("incident")
     if not isinstance(title, str) or not title.strip():

@@ -379,16 +379,20 @@ class PlaybookRun:
 
     async def run(self) -> None:
         """Run the steps in order until done, failed or aborted (each journaled)."""
-        await self._journal(f"playbook {self.playbook.name} started (run {self.id})")
+        await self._journal(
+            f"playbook {self.playbook.name} started (run {self.id})", event="started"
+        )
         ok = True
         for index, step in enumerate(self.playbook.steps):
             self.step = index
             if not await self._not_paused():
                 break
             ok = await self._run_step(index, step)
+            result = "done" if ok else "aborted" if self._aborted else "failed"
             await self._journal(
-                f"playbook {self.playbook.name}: step {index} ({step.kind}) "
-                + ("done" if ok else "aborted" if self._aborted else "failed"),
+                f"playbook {self.playbook.name}: step {index} ({step.kind}) {result}",
+                event="step",
+                result=result,
                 outcomes=self.outcomes[index],
                 signed_by=self.signed.get(index),
             )
@@ -396,7 +400,11 @@ class PlaybookRun:
                 break
         self.state = "aborted" if self._aborted else ("done" if ok else "failed")
         self.ended_ts = now_ms()
-        await self._journal(f"playbook {self.playbook.name} {self.state} (run {self.id})")
+        await self._journal(
+            f"playbook {self.playbook.name} {self.state} (run {self.id})",
+            event="stopped",
+            state=self.state,
+        )
 
     async def _not_paused(self) -> bool:
         """Wait while paused; False once aborted."""
@@ -556,7 +564,9 @@ class PlaybookRun:
         """Run the undo of every group step that has one, last step first (an operator)."""
         if self.state != "undoing":
             self.begin_undo(user)
-        await self._journal(f"playbook {self.playbook.name} undo started (run {self.id})")
+        await self._journal(
+            f"playbook {self.playbook.name} undo started (run {self.id})", event="undo_started"
+        )
         for index in reversed(range(len(self.playbook.steps))):
             step = self.playbook.steps[index]
             if step.undo is None or not self.outcomes[index]:
@@ -567,7 +577,7 @@ class PlaybookRun:
             )
         self.state = "undone"
         self.ended_ts = now_ms()
-        await self._journal(f"playbook {self.playbook.name} undone (run {self.id})")
+        await self._journal(f"playbook {self.playbook.name} undone (run {self.id})", event="undone")
 
     async def _save(self) -> None:
         if self.history is not None:
