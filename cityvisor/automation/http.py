@@ -16,11 +16,11 @@ from aiohttp import web
 
 from cityvisor.web.routing import ApiError, json_body
 
-from .playbooks import PlaybookError
+from .playbooks import PlaybookError, PlaybookRun
 
 if TYPE_CHECKING:
     from .engine import RuleEngine
-    from .playbooks import PastRun, PlaybookRun, Playbooks
+    from .playbooks import PastRun, Playbooks
     from .rules import Rule
 
 __all__ = ["STATIC", "AutomationRoutes"]
@@ -174,6 +174,8 @@ class AutomationRoutes:
                 await self._books().undo(run, user)
             elif action in ("pause", "resume", "abort", "check", "approve"):
                 getattr(run, action)(user)
+                if isinstance(run, PlaybookRun):
+                    await run.record(action, user)
             else:
                 raise ApiError(
                     404,

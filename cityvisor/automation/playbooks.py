@@ -579,6 +579,24 @@ class PlaybookRun:
         self.ended_ts = now_ms()
         await self._journal(f"playbook {self.playbook.name} undone (run {self.id})", event="undone")
 
+    async def record(self, action: str, user: User) -> None:
+        """Journal what ``user`` just did to the run (pause, resume, abort, check, approve)."""
+        await self.hub.store.journal(
+            JournalEntry(
+                kind="playbook",
+                message=f"playbook {self.playbook.name} (run {self.id}): {action} by {user.name}",
+                user=user.name,
+                data={
+                    "playbook": self.playbook.name,
+                    "run": self.id,
+                    "step": self.step,
+                    "event": "action",
+                    "action": action,
+                },
+            )
+        )
+        await self._save()
+
     async def _save(self) -> None:
         if self.history is not None:
             await self.history.save(self.as_json())

@@ -54,6 +54,7 @@ WORDS = {
         "undone": "effets annulés",
         "author": "second superviseur",
         "waiting": "attend une approbation",
+        "paused": "suspendue",
     },
     "en-GB": {
         "rules": "Automation rules",
@@ -64,6 +65,7 @@ WORDS = {
         "undone": "undone",
         "author": "second supervisor",
         "waiting": "waiting for an approval",
+        "paused": "paused",
     },
 }
 
@@ -191,10 +193,17 @@ async def test_a_playbook_dry_run_then_run_with_a_second_supervisors_approval(
         assert words["waiting"] in await author.text_content("#run-state")
         run_id = await author.get_attribute("#run", "data-run")
 
+        # Paused meanwhile: the approval lets it go on to the next step, where it waits.
+        await author.click("#run-controls button[data-action='pause']")
+        await author.wait_for_selector("#run-controls button[data-action='resume']")
+
         second = await page_of(browser, env, "admin", locale, errors)
         await second.goto(env.url + "/plugins/automation/playbooks")
         await second.click(f"#runs tr[data-run='{run_id}'] button[data-action='show']")
         await second.click(approve)
+        await author.wait_for_selector("#run[data-state='paused']")
+        assert words["paused"] in await author.text_content("#run-state")
+        await author.click("#run-controls button[data-action='resume']")
         await author.wait_for_selector("#run[data-state='waiting_check']")
         assert "admin" in await author.text_content("#run-steps li[data-step='0'] .signed")
 
@@ -218,3 +227,6 @@ async def test_a_playbook_dry_run_then_run_with_a_second_supervisors_approval(
         await wait_for_point(env.hub, "nord/demo/tank-n1/setpoint", lambda v: v.value == 60)
         await author.wait_for_selector(f"#runs tr[data-run='{run_id}'][data-state='undone']")
     assert errors == [], errors
+    journal = await env.hub.store.query_journal(kinds=["playbook"], limit=50)
+    actions = [(e.user, e.data["action"]) for e in reversed(journal) if "action" in e.data]
+    assert actions == [("sue", "pause"), ("admin", "approve"), ("sue", "resume"), ("sue", "check")]

@@ -214,6 +214,8 @@ function playbookEntry(entry) {
       return t("wording.playbook_undo_started", values);
     case "undone":
       return t("wording.playbook_undone", values);
+    case "action":
+      return t("wording.playbook_action", { ...values, action: tOr(`wording.playbook_action.${data.action}`, data.action || "?") });
     default:
       return null;
   }
