@@ -123,7 +123,10 @@ async def test_a_supervisor_disables_a_rule_that_an_operator_may_not_touch(
     errors: list[str] = []
     async with launch_chromium() as browser:
         operator = await page_of(browser, env, "olivia", locale, errors)
-        await operator.goto(env.url + "/plugins/automation/rules")
+        # From the HMI's navigation to the screen.
+        await operator.goto(env.url + "/")
+        await operator.click(".nav a[data-page='automation-rules']")
+        await operator.wait_for_url(env.url + "/plugins/automation/rules")
         assert await operator.text_content("h1") == words["rules"]
         row = "#rules tr[data-rule='tank-a-high']"
         # The firing, with the value that fired it.

@@ -174,6 +174,25 @@ def cityvisor_web_routes(hub: Hub) -> list[Any]:
 
 
 @hookimpl
+def cityvisor_web_pages(hub: Hub) -> list[dict[str, Any]]:
+    """The rules list and the playbook runner, in the HMI's navigation."""
+    if engine(hub) is None:
+        return []
+    return [
+        {
+            "name": "automation-rules",
+            "path": "/plugins/automation/rules",
+            "label": {"fr": "Règles", "en": "Rules"},
+        },
+        {
+            "name": "automation-playbooks",
+            "path": "/plugins/automation/playbooks",
+            "label": {"fr": "Scénarios", "en": "Playbooks"},
+        },
+    ]
+
+
+@hookimpl
 def cityvisor_startup(hub: Hub) -> Callable[[], Awaitable[None]] | None:
     """Load the rule and playbook files, run the rule engine and own the playbooks' runs."""
     found, books = engine(hub), playbooks(hub)
