@@ -74,6 +74,8 @@ STAGES = ("vigilance", "alert", "crisis")
 Broadcaster = Callable[[str, str, str, str], str | None]
 """``(alert, gauge, stage, key) -> why not`` (None once queued): the flood alerts' broadcast."""
 STOPPED = ("done", "failed", "aborted", "undone", "interrupted")
+KEEP = 500
+"""Runs kept in memory and in the store (the oldest that are over go first)."""
 """The states of a run that is over (``interrupted``: the hub stopped while it ran)."""
 
 
@@ -697,6 +699,10 @@ class Playbooks:
         )
         self._next_id += 1
         self.runs[run.id] = run
+        # Bounded like the stored history: the oldest runs that are over go first.
+        over = [i for i, r in self.runs.items() if r.state in STOPPED]
+        for run_id in over[: max(0, len(self.runs) - KEEP)]:
+            del self.runs[run_id]
         self._tg.start_soon(run.run)
         return run
 

@@ -46,7 +46,7 @@ def playbooks(hub: Hub) -> Playbooks | None:
         return None
     found = _PLAYBOOKS.get(hub)
     if found is None:
-        from cityvisor.automation.playbooks import Playbooks, load_playbooks
+        from cityvisor.automation.playbooks import KEEP, Playbooks, load_playbooks
         from cityvisor.automation.rules import rules_directory
         from cityvisor.automation.runs import RunHistory
 
@@ -55,7 +55,7 @@ def playbooks(hub: Hub) -> Playbooks | None:
             hub,
             loader=None if directory is None else (lambda: load_playbooks(directory)),
             concurrency=settings.concurrency,
-            history=RunHistory(hub.store),
+            history=RunHistory(hub.store, KEEP),
             incidents=_incident_desk(hub),
             broadcaster=_broadcaster(hub),
         )
