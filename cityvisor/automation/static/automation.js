@@ -2,6 +2,7 @@
 
 let csrf = null;
 let texts = {};
+let timeZone; // the deployment's (GET /api/v1/site): every time is shown in it
 export let session = null;
 
 /** "en" when the browser asks for English (or ?lang=en), French otherwise. */
@@ -18,7 +19,7 @@ export function t(key, values = {}) {
 
 export function fmtTime(ms) {
   if (ms == null) return "";
-  return new Date(ms).toLocaleString(language === "en" ? "en-GB" : "fr-FR");
+  return new Date(ms).toLocaleString(language === "en" ? "en-GB" : "fr-FR", { timeZone });
 }
 
 /** One call to the API; a refusal throws an Error with the server's message and status. */
@@ -78,5 +79,12 @@ export async function start() {
   document.title = `cityvisor: ${t(document.body.dataset.title)}`;
   session = await call("GET", "/api/v1/session");
   csrf = session.csrf_token;
-  document.getElementById("who").textContent = t("user", { name: session.user.name, role: session.user.role });
+  const site = await call("GET", "/api/v1/site");
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: site.timezone });
+    timeZone = site.timezone;
+  } catch (_error) {
+    timeZone = undefined; // an unknown zone: the browser's own
+  }
+  document.getElementById("who").textContent = t("user", { name: session.user.name, role: t(`role.${session.user.role}`) });
 }

@@ -146,6 +146,7 @@ async function startRun(playbook) {
   const run = await call("POST", `/api/v1/automation/playbooks/${encodeURIComponent(playbook.name)}/run`, {});
   say(t("playbook.started", { id: run.id }));
   renderRun(run);
+  lastLists = 0; // the new run in the list at the next beat
 }
 
 // ----------------------------------------------------------------------------- lists
