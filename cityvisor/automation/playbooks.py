@@ -74,9 +74,9 @@ STAGES = ("vigilance", "alert", "crisis")
 Broadcaster = Callable[[str, str, str, str], str | None]
 """``(alert, gauge, stage, key) -> why not`` (None once queued): the flood alerts' broadcast."""
 STOPPED = ("done", "failed", "aborted", "undone", "interrupted")
+"""The states of a run that is over (``interrupted``: the hub stopped while it ran)."""
 KEEP = 500
 """Runs kept in memory and in the store (the oldest that are over go first)."""
-"""The states of a run that is over (``interrupted``: the hub stopped while it ran)."""
 
 
 class PlaybookError(ValueError):
