@@ -6,7 +6,9 @@
 - every device and command an action names exists, and every group
   selector matches at least one device that has the command;
 - the playbook files load, their group steps (and undo) match devices,
-  their waits read points that exist.
+  their waits read points that exist;
+- an incident (a rule's action, a playbook's step) names a zone and a
+  device that exist, and the operations layer (``[plugins.ops]``) is on.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from cityvisor.core.devices import Resources
 from cityvisor.core.points import DataType, PointDB, PointSpec
 
 from .grammar import Compare, Truthy
+from .incidents import IncidentRequest
 from .playbooks import load_playbooks
 from .rules import (
     CommandAction,
     GroupAction,
+    IncidentAction,
     RuleError,
     load_directory,
     rules_directory,
@@ -109,13 +113,33 @@ def config_problems(
                 problems += _selector_problems(
                     action.key, devices.values(), action.command, action.selector
                 )
+            elif isinstance(action, IncidentAction):
+                problems += _incident_problems(action.key, action.request, config, devices)
     return problems + _playbook_problems(config, settings, points, devices)
+
+
+def _incident_problems(
+    where: str, request: IncidentRequest, config: Config, devices: Mapping[str, Any]
+) -> list[str]:
+    problems = []
+    ops = config.settings("ops")
+    if ops is None or not ops.enabled:
+        problems.append(f"{where}: incident: the operations layer is off ([plugins.ops] enabled)")
+    if request.zone not in {z.id for z in config.zones}:
+        problems.append(f"{where}: zone: unknown zone {request.zone!r}")
+    if request.device is not None and request.device not in devices:
+        problems.append(f"{where}: device: unknown device {request.device!r}")
+    return problems
 
 
 def _selector_problems(
     where: str, devices: Iterable[Any], command: str, selector: Mapping[str, str]
 ) -> list[str]:
-    if any(selector_matches(d, command, selector) for d in devices):
+    by_criteria = {k: v for k, v in selector.items() if k != "device"}
+    if any(
+        selector_matches(d, command, by_criteria) and selector.get("device", d.id) == d.id
+        for d in devices
+    ):
         return []
     return [
         f"{where}: the selector {dict(selector)} matches no device with the command {command!r}"
@@ -143,6 +167,16 @@ def _playbook_problems(
                     problems += _selector_problems(
                         f"{where}: undo", devices.values(), str(step.undo["command"]), step.selector
                     )
+            elif step.incident is not None:
+                problems += _incident_problems(where, step.incident, config, devices)
+            elif step.kind == "broadcast":
+                hydro = config.settings("hydro")
+                if hydro is None or step.text not in hydro.alerts:
+                    problems.append(
+                        f"{where}: broadcast: no alert {step.text!r} in [plugins.hydro.alerts]"
+                    )
+                if step.device not in devices:
+                    problems.append(f"{where}: device: unknown device {step.device!r}")
             elif step.condition is not None:
                 for point_id in sorted(
                     step.condition.points() - set(p.id for p in points.points())

@@ -29,12 +29,13 @@ from cityvisor.core.store import JournalEntry
 from cityvisor.core.users import Role, User
 
 from .grammar import CrisisOpen, Held
-from .rules import CommandAction, GroupAction, NotifyAction, Rule
+from .rules import Action, CommandAction, IncidentAction, NotifyAction, Rule
 
 if TYPE_CHECKING:
     from cityvisor.core.hub import Hub
     from cityvisor.core.points import Point, PointValue
 
+    from .incidents import IncidentDesk
     from .settings import AutomationSettings
 
 __all__ = ["HubContext", "RuleEngine", "failure_alarm_id", "failure_point_id"]
@@ -104,9 +105,12 @@ class RuleEngine:
         *,
         loader: Callable[[], list[Rule]] | None = None,
         crisis_open: Callable[[], bool] = lambda: False,
+        incidents: IncidentDesk | None = None,
     ) -> None:
         self.hub = hub
         self.settings = settings
+        self.incidents = incidents
+        """Who opens the incidents of ``incident`` actions (None: the operations layer is off)."""
         self.user = User(settings.user, Role[settings.role.upper()], frozenset({"*"}))
         self._loader = loader
         self._index(rules)
@@ -351,12 +355,17 @@ class RuleEngine:
         rule.failing = True
         self.hub.points.update(failure_point_id(rule.name), True)
 
-    async def _run_action(
-        self, rule: Rule, action: CommandAction | GroupAction | NotifyAction
-    ) -> str | None:
+    async def _run_action(self, rule: Rule, action: Action) -> str | None:
         """Run one action; say what failed (None when it did not)."""
         comment = f"rule {rule.name}"
         try:
+            if isinstance(action, IncidentAction):
+                if self.incidents is None:
+                    return f"incident {action.request.title!r}: the operations layer is not enabled"
+                opened = await self.incidents.open_incident(action.request, self.user, comment)
+                if opened.incident_id is None or opened.problem:
+                    return f"incident {action.request.title!r}: {opened.problem}"
+                return None
             if isinstance(action, NotifyAction):
                 await self.hub.store.journal(
                     JournalEntry(

@@ -1,27 +1,43 @@
 """Rules and playbooks over HTTP: rules with their last firing, enabled or disabled by a supervisor; playbook runs.
 
 Every route is behind the web server's session check; enabling and
-disabling are journaled with the user and the comment.
+disabling are journaled with the user and the comment. The two screens
+(the rules list, the playbook runner) are files of this package served
+under ``/plugins/automation/``; they follow a run by asking for it twice a
+second while it goes.
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from cityvisor.web.routing import ApiError, json_body
 
-from .playbooks import PlaybookError
+from .playbooks import PlaybookError, PlaybookRun
 
 if TYPE_CHECKING:
     from .engine import RuleEngine
-    from .playbooks import PlaybookRun, Playbooks
+    from .playbooks import PastRun, Playbooks
     from .rules import Rule
 
-__all__ = ["AutomationRoutes"]
+__all__ = ["STATIC", "AutomationRoutes"]
 
 MAX_COMMENT = 500
+
+STATIC = {
+    "rules": ("rules.html", "text/html"),
+    "playbooks": ("playbooks.html", "text/html"),
+    "automation.js": ("automation.js", "text/javascript"),
+    "rules.js": ("rules.js", "text/javascript"),
+    "playbooks.js": ("playbooks.js", "text/javascript"),
+    "automation.css": ("automation.css", "text/css"),
+    "i18n/fr.json": ("i18n/fr.json", "application/json"),
+    "i18n/en.json": ("i18n/en.json", "application/json"),
+}
+"""The screens' files: the name in the URL -> the file of ``static/`` and its type."""
 
 
 class AutomationRoutes:
@@ -43,7 +59,14 @@ class AutomationRoutes:
             web.post("/api/v1/automation/playbooks/{name}/run", self.start_run),
             web.get("/api/v1/automation/runs/{id}", self.one_run),
             web.post("/api/v1/automation/runs/{id}/{action}", self.act_on_run),
+            web.get("/plugins/automation/{name:" + _alternatives() + "}", self.static),
         ]
+
+    async def static(self, request: web.Request) -> web.Response:
+        """The screens: ``rules``, ``playbooks``, their scripts, style sheet and texts (fr, en)."""
+        name, content_type = STATIC[request.match_info["name"]]
+        body = (resources.files(__package__) / "static" / name).read_bytes()
+        return web.Response(body=body, content_type=content_type, charset="utf-8")
 
     def _rule(self, request: web.Request) -> Rule:
         name = request.match_info["name"]
@@ -102,7 +125,7 @@ class AutomationRoutes:
             raise ApiError(404, "unknown_playbook", f"unknown playbook {name!r}")
         return name
 
-    def _run(self, request: web.Request) -> PlaybookRun:
+    def _run(self, request: web.Request) -> PlaybookRun | PastRun:
         text = request.match_info["id"]
         run = self._books().runs.get(int(text)) if text.isdigit() else None
         if run is None:
@@ -118,7 +141,7 @@ class AutomationRoutes:
                     {"name": p.name, "title": p.title, "steps": [s.as_json() for s in p.steps]}
                     for p in books.playbooks.values()
                 ],
-                "runs": [run.as_json() for run in books.runs.values()],
+                "runs": [run.as_json() for run in reversed(books.runs.values())],
             }
         )
 
@@ -151,6 +174,8 @@ class AutomationRoutes:
                 await self._books().undo(run, user)
             elif action in ("pause", "resume", "abort", "check", "approve"):
                 getattr(run, action)(user)
+                if isinstance(run, PlaybookRun):
+                    await run.record(action, user)
             else:
                 raise ApiError(
                     404,
@@ -162,3 +187,7 @@ class AutomationRoutes:
         except PlaybookError as error:
             raise ApiError(409, "conflict", str(error)) from None
         return web.json_response(run.as_json())
+
+
+def _alternatives() -> str:
+    return "|".join(name.replace(".", "\\.") for name in STATIC)

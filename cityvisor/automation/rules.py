@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .grammar import Condition, ConditionError, parse
+from .incidents import INCIDENT_KEYS, IncidentRequest, incident_request
 
 __all__ = [
     "CommandAction",
     "GroupAction",
+    "IncidentAction",
     "NotifyAction",
     "Rule",
     "RuleError",
@@ -81,7 +83,15 @@ class NotifyAction:
     key: str = ""
 
 
-Action = CommandAction | GroupAction | NotifyAction
+@dataclass(frozen=True)
+class IncidentAction:
+    """Open an incident in the operations layer (and send the nearest crew, if asked)."""
+
+    request: IncidentRequest
+    key: str = ""
+
+
+Action = CommandAction | GroupAction | NotifyAction | IncidentAction
 
 
 @dataclass
@@ -126,6 +136,8 @@ def _action_json(action: Action) -> dict[str, Any]:
         return {"device": action.device, "command": action.command, "arguments": action.arguments}
     if isinstance(action, GroupAction):
         return {"group": action.command, **action.selector, "arguments": action.arguments}
+    if isinstance(action, IncidentAction):
+        return {"incident": action.request.title, **action.request.as_json()}
     return {"notify": action.message}
 
 
@@ -266,6 +278,13 @@ def _action(where: str, entry: Any) -> Action:
         if not isinstance(entry["notify"], str) or not entry["notify"].strip():
             raise RuleError([f"{where}: notify: expected the note's text"])
         return NotifyAction(entry["notify"], key=where)
+    if "incident" in entry:
+        _only(where, entry, set(INCIDENT_KEYS))
+
+        def problem(message: str) -> RuleError:
+            return RuleError([f"{where}: {message}"])
+
+        return IncidentAction(incident_request(entry, problem), key=where)
     if "group" in entry:
         _only(where, entry, {"group", "arguments", "members", *_SELECTOR_KEYS})
         selector = {k: entry[k] for k in _SELECTOR_KEYS if k in entry}
@@ -285,7 +304,10 @@ def _action(where: str, entry: Any) -> Action:
             raise RuleError([f"{where}: member: expected a string"])
         return CommandAction(device, command, arguments, member, key=where)
     raise RuleError(
-        [f"{where}: expected one of command (with device), group (with a selector), notify"]
+        [
+            f"{where}: expected one of command (with device), group (with a selector), "
+            "notify, incident"
+        ]
     )
 
 

@@ -88,6 +88,30 @@ def cityvisor_web_routes(hub: Hub) -> Sequence[Any]:
     """
 
 
+@hookspec
+def cityvisor_web_pages(hub: Hub) -> Sequence[Mapping[str, Any]]:
+    """Return the screens this plugin serves, for the HMI's navigation.
+
+    Called when a logged-in HMI asks for the site (``GET /api/v1/site``,
+    once per session). A page is served by the plugin's own routes
+    (:func:`cityvisor_web_routes`, under ``/plugins/<name>/``); this hook
+    only puts a link to it beside the HMI's own screens. Declare nothing
+    when the feature is off (its settings say ``enabled = false``).
+
+    :param hub: the running hub (to read the plugin's settings).
+    :return: a list of ``{"name": ..., "path": "/plugins/...", "label":
+        {"fr": ..., "en": ...}}``, in the order the links appear; collected
+        from every plugin. An entry that does not fit is logged and left out.
+
+    Example::
+
+        @hookimpl
+        def cityvisor_web_pages(hub):
+            return [{"name": "flood", "path": "/plugins/flood/",
+                     "label": {"fr": "Crues", "en": "Floods"}}]
+    """
+
+
 PUBLIC_ROUTE = "public"
 """The mark :func:`public` puts on a handler (the web server's name for "no session")."""
 

@@ -19,6 +19,7 @@ import socket
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cityvisor.hal.sim.bollard import BollardSimulator
@@ -336,6 +337,9 @@ class SimulatedCity:
                     "travel_time": 8.0,
                 },
             }
+            if position >= len(self.bollard_ids) - max(1, len(self.bollard_ids) // 3):
+                # The last third close the underpasses (the flood playbook raises them).
+                entry["tags"] = ["secteur-pieton", "tremie"]
             if bollard_cameras:
                 entry["watched_by"] = [bollard_cameras[position % len(bollard_cameras)]]
             if position < self.size.two_person_bollards:
@@ -345,16 +349,18 @@ class SimulatedCity:
         for camera_id, camera in self.cameras.items():
             zone_id = "dijon"
             watch = False
+            tags = ["video"]
             for reader in self.readers:
                 if camera_id == f"camera-{reader.door.building}":
                     zone_id, watch = reader.door.zone, reader.door.watch
+                    tags = ["video", "entree"]  # a public building's entrance
             devices.append(
                 {
                     "id": camera_id,
                     "type": "cameras.camera",
                     "zone": zone_id,
                     "name": camera.name,
-                    "tags": ["video"],
+                    "tags": tags,
                     "location": near(zone_id),
                     "config": {
                         "host": HOST,
@@ -425,7 +431,12 @@ class SimulatedCity:
             "web": {"host": self.web_host, "port": self.web_port}
             | ({"basemap": basemap} if basemap else {}),
             # Only the built-in families: the demo must not depend on what else is installed.
-            "plugins": {"entry_points": False, "ops": ops_settings(self.seed)},
+            "plugins": {
+                "entry_points": False,
+                "ops": ops_settings(self.seed),
+                "automation": automation_settings(),
+                "hydro": {"alerts": {"population": POPULATION_ALERT}},
+            },
             "zones": [
                 {"id": zone.id, "name": zone.name}
                 for zone in ZONES
@@ -455,6 +466,29 @@ class SimulatedCity:
                 },
             },
         }
+
+
+POPULATION_ALERT = {
+    "stages": ["alert", "crisis"],
+    "cap": {
+        "broker": "127.0.0.1",
+        "port": 1883,
+        "topic": "cityvisor/demo/alertes",
+        "sender": "alerte@demo.cityvisor.invalid",
+    },
+}
+"""The population alert the flood playbook broadcasts: a CAP 1.2 message on the local MQTT
+broker (with no broker running, its delivery is journaled as failed and retried)."""
+
+
+def automation_settings() -> dict[str, Any]:
+    """The demo's ``[plugins.automation]``: the rules and playbooks shipped with this package."""
+    here = Path(__file__).parent
+    return {
+        "enabled": True,
+        "rules": str(here / "rules"),
+        "playbooks": str(here / "playbooks"),
+    }
 
 
 def outlines(config: Mapping[str, Any], margin: float = 0.003) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -128,3 +130,15 @@ async def running_web(path: Path, directory: Path) -> AsyncIterator[Env]:
         finally:
             for session in environment.sessions:
                 await session.close()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20) -> None:
+    """Wait until ``check()`` (a value or an awaitable) is true: a run's state, a stored row."""
+    with anyio.fail_after(timeout):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await anyio.sleep(0.05)

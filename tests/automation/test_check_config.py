@@ -101,3 +101,55 @@ def test_playbook_selectors_undo_and_wait_points(tmp_path: Path) -> None:
     assert any(f"{book}: step[1]: the selector {{'zone': 'sud'}} matches no" in p for p in found)
     assert any(f"{book}: step[2]: wait: unknown point 'nord/demo/tank-x/level'" in p for p in found)
     assert len(found) == 3, found
+
+
+def test_playbook_devices_incidents_broadcasts_and_members(tmp_path: Path) -> None:
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "crisis.toml").write_text(
+        '[[step]]\ngroup = "set_level"\ndevice = "tank-a"\n'
+        '[[step]]\ngroup = "set_level"\ndevice = "tank-q"\n'
+        '[[step]]\nincident = "Leak"\nzone = "sud"\n'
+        '[[step]]\nbroadcast = "population"\ndevice = "tank-z"\n',
+        encoding="utf-8",
+    )
+    path = write_config(tmp_path, "", extra='playbooks = "playbooks"')
+    plugins = make_plugin_manager(entry_points=False, builtins=(), plugins=[demo, automation])
+    config = load_config(path)
+    config.load_settings(plugins)
+    found = check_config(config, plugins)
+    book = tmp_path / "playbooks" / "crisis.toml"
+    assert any(
+        f"{book}: step[1]: the selector {{'device': 'tank-q'}} matches no" in p for p in found
+    ), found
+    assert any(f"{book}: step[2]: incident: the operations layer is off" in p for p in found)
+    assert any(f"{book}: step[2]: zone: unknown zone 'sud'" in p for p in found)
+    assert any(
+        f"{book}: step[3]: broadcast: no alert 'population' in [plugins.hydro.alerts]" in p
+        for p in found
+    )
+    assert any(f"{book}: step[3]: device: unknown device 'tank-z'" in p for p in found)
+    assert len(found) == 5, found
+
+
+def test_a_bad_step_names_the_file_the_step_and_the_key(tmp_path: Path) -> None:
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "bad.toml").write_text(
+        '[[step]]\nincident = "Leak"\nzone = "nord"\npriority = "urgent"\n'
+        '[[step]]\nincident = "Leak"\nzone = "nord"\ndispatch = true\n'
+        '[[step]]\nbroadcast = "population"\ndevice = "g"\nstage = "flooded"\n'
+        '[[step]]\ngroup = "set_level"\nzone = "nord"\nmembers = []\n',
+        encoding="utf-8",
+    )
+    path = write_config(tmp_path, "", extra='playbooks = "playbooks"')
+    plugins = make_plugin_manager(entry_points=False, builtins=(), plugins=[demo, automation])
+    config = load_config(path)
+    config.load_settings(plugins)
+    found = check_config(config, plugins)
+    book = tmp_path / "playbooks" / "bad.toml"
+    for expected in (
+        f"{book}: step[0]: priority: expected one of critical, high, medium, low (got 'urgent')",
+        f"{book}: step[1]: skill: a dispatch needs the crew skill to look for",
+        f"{book}: step[2]: stage: expected one of vigilance, alert, crisis (got 'flooded')",
+        f'{book}: step[3]: members: expected "all" or a list of member names',
+    ):
+        assert any(expected in p for p in found), (expected, found)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
-from cityvisor.testing import send_command, wait_for_point
+from cityvisor import hookimpl
+from cityvisor.plugins import automation, demo
+from cityvisor.plugins import web as web_plugin
+from cityvisor.testing import running_hub, send_command, wait_for_point
+from cityvisor.web.api.site import plugin_pages
 
 from ..web.conftest import Env
 from .conftest import LEVEL_A, firings, running_web, write_config
@@ -88,3 +93,42 @@ async def test_list_disable_enable_journaled_and_only_by_a_supervisor(env: Env) 
         "rule tank-a-high disabled: works on the tank",
         "rule tank-a-high enabled",
     ]
+
+
+async def test_the_screens_are_in_the_hmi_navigation_and_need_a_session(env: Env) -> None:
+    status, _ = await env.client().get("/plugins/automation/rules")
+    assert status == 401
+    olivia = await env.login("olivia")
+    status, site = await olivia.get("/api/v1/site")
+    assert status == 200
+    assert [(p["name"], p["path"], p["label"]["en"]) for p in site["pages"]] == [
+        ("automation-rules", "/plugins/automation/rules", "Rules"),
+        ("automation-playbooks", "/plugins/automation/playbooks", "Playbooks"),
+    ]
+
+
+class _BadPages:
+    """A plugin whose pages do not fit: left out, the others kept."""
+
+    @hookimpl
+    def cityvisor_web_pages(self, hub: Any) -> list[Any]:
+        return [
+            {"name": "x", "path": "http://elsewhere.example/", "label": {"fr": "x", "en": "x"}},
+            {"name": "y", "path": "/plugins/y/", "label": {"fr": "y"}},
+            "not a page",
+            {"name": "z", "path": "/plugins/z/", "label": {"fr": "Zed", "en": "Zed"}},
+        ]
+
+
+async def test_a_page_that_does_not_fit_is_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_config(tmp_path, RULES, extra='[web]\nhost = "127.0.0.1"\nport = 0\n')
+    plugins = [demo, web_plugin, automation, _BadPages()]
+    async with running_hub(path, tmp_path, plugins=plugins) as hub:
+        assert sorted(p["name"] for p in plugin_pages(hub)) == [
+            "automation-playbooks",
+            "automation-rules",
+            "z",
+        ]
+    assert sum("a page needs name" in r.message for r in caplog.records) == 3

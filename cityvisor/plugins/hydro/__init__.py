@@ -12,8 +12,9 @@ hysteresis (:mod:`.levels`), plus a rate-of-rise alarm.
   ``stale_after`` seconds is lost (bad ``comm_failure``, communication alarm).
 
 A threshold crossing can broadcast declared alerts (e-mail, webhook, CAP
-1.2 message) exactly once per crossing: :mod:`.alerts`. The family's page is
-docs/families/hydro.md.
+1.2 message) exactly once per crossing: :mod:`.alerts`; :func:`broadcast`
+sends one on an operator's order (a playbook's step), keyed the same way.
+The family's page is docs/families/hydro.md.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from cityvisor.hal.modbus_driver import ModbusConfig, ModbusDeviceType
 from .alerts import AlertBroadcaster, AlertsSettings, Crossing
 from .levels import STAGES, LevelWatch, Thresholds
 
-__all__ = ["GaugeBase", "ModbusGauge", "MqttGauge", "Thresholds"]
+__all__ = ["GaugeBase", "ModbusGauge", "MqttGauge", "Thresholds", "broadcast"]
 
 SENSOR_STATUSES = ["ok", "no_echo", "fouled", "fault"]
 MEASURED = ("level", "battery", "link_quality", "sensor_status")
@@ -294,10 +295,53 @@ def cityvisor_settings() -> type[AlertsSettings]:
     return AlertsSettings
 
 
+def broadcast(hub: Any, alert: str, device_id: str, stage: str, key: str) -> str | None:
+    """Broadcast the declared ``alert`` now, about a gauge, as if ``stage`` had been crossed.
+
+    For an operator's order (a playbook's step): the message is the gauge's
+    threshold alarm's, its area and level the gauge's. ``key`` identifies the
+    order for good (a run and its step), so that it goes out once per
+    channel, restart or not, like a crossing. Each delivery is journaled
+    (kind ``notification``) by the broadcaster. Return why it cannot go out,
+    or None once it is queued.
+    """
+    settings = hub.config.settings("hydro")
+    if settings is None or alert not in settings.alerts:
+        return f"no alert {alert!r} in [plugins.hydro.alerts]"
+    if stage not in STAGE_OF_ALARM.values():
+        return f"stage: expected one of {', '.join(STAGE_OF_ALARM.values())}"
+    device = hub.devices.get(device_id)
+    if not isinstance(device, GaugeBase):
+        return f"{device_id} is not a water-level gauge"
+    name = next(a for a, s in STAGE_OF_ALARM.items() if s == stage)
+    try:
+        message = dict(hub.alarms.get(f"{device.id}:{name}").spec.message)
+    except KeyError:
+        message = {}
+    level = device.point("level").current
+    config: Any = device.config
+    _broadcaster(hub).offer(
+        Crossing(
+            key=key,
+            device=device.id,
+            zone=device.zone,
+            stage=stage,  # type: ignore[arg-type]
+            value=None if level is None or not level.quality.is_good else level.value,
+            ts=int(time.time() * 1000),
+            alerts=(alert,),
+            message=message,
+            area=config.area,
+        )
+    )
+    return None
+
+
 @hookimpl
 def cityvisor_startup(hub: Any) -> Any:
-    """Broadcast the alerts of threshold crossings, if any gauge declares some."""
-    return _broadcaster(hub).run if _alerting(hub) else None
+    """Broadcast the alerts of threshold crossings (and operators' orders), if any are declared."""
+    settings = hub.config.settings("hydro")
+    declared = settings is not None and bool(settings.alerts)
+    return _broadcaster(hub).run if _alerting(hub) or declared else None
 
 
 @hookimpl

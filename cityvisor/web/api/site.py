@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import anyio
 from aiohttp import web
 
@@ -14,6 +17,33 @@ from .common import _hub, _json
 
 ROUTES = Routes()
 """The routes of the site (mounted, in this order, by :data:`cityvisor.web.api.ROUTES`)."""
+
+log = logging.getLogger(__name__)
+
+
+def plugin_pages(hub: Any) -> list[dict[str, Any]]:
+    """The plugins' screens (hook ``cityvisor_web_pages``), those that fit, in order."""
+    pages: list[dict[str, Any]] = []
+    for plugin_name, declared in hub.plugins.call_each("cityvisor_web_pages", hub=hub):
+        for page in declared or ():
+            label = page.get("label") if isinstance(page, dict) else None
+            if not (
+                isinstance(page, dict)
+                and isinstance(page.get("name"), str)
+                and isinstance(page.get("path"), str)
+                and page["path"].startswith("/plugins/")
+                and isinstance(label, dict)
+                and all(isinstance(label.get(k), str) and label[k] for k in ("fr", "en"))
+            ):
+                log.error(
+                    "plugin %s: a page needs name, a path under /plugins/ and a label "
+                    "with fr and en (got %r)",
+                    plugin_name,
+                    page,
+                )
+                continue
+            pages.append({"name": page["name"], "path": page["path"], "label": dict(label)})
+    return pages
 
 
 @ROUTES.route(
@@ -40,6 +70,7 @@ async def site(request: web.Request) -> web.StreamResponse:
             ),
             "tile_url": config.web.tile_url,
             "basemap": config.web.basemap is not None,
+            "pages": plugin_pages(_hub(request)),
         }
     )
 

@@ -87,7 +87,7 @@ function route() {
     entry = VIEWS[0];
     wanted.name = entry.name;
   }
-  for (const link of document.querySelectorAll(".nav a")) {
+  for (const link of document.querySelectorAll(".nav a[data-view]")) {
     const active = link.dataset.view === entry.name;
     link.classList.toggle("active", active);
     if (active) link.setAttribute("aria-current", "page");
@@ -314,6 +314,10 @@ function renderShell() {
         v.name === "approvals" ? h("span", { class: "count", id: "approvals-count", hidden: true }) : null,
       ),
     ),
+    // The plugins' own screens (hook cityvisor_web_pages): pages of their own, not views.
+    (state.site.pages || []).map((page) =>
+      h("a", { href: page.path, class: "nav-page", dataset: { page: page.name } }, tx(page.label)),
+    ),
   );
   replace(
     root,
@@ -413,7 +417,7 @@ window.addEventListener("keydown", (event) => {
   if ((typing && !event.altKey) || document.querySelector("dialog[open]")) return;
   if (!/^[1-9]$/.test(event.key)) return;
   const index = Number(event.key) - 1;
-  const links = [...document.querySelectorAll(".nav a")];
+  const links = [...document.querySelectorAll(".nav a[data-view]")];
   if (index >= 0 && index < links.length) {
     event.preventDefault();
     window.location.hash = links[index].getAttribute("href");

@@ -185,6 +185,42 @@ function notificationEntry(entry) {
   });
 }
 
+function ruleEntry(entry) {
+  const data = entry.data || {};
+  if (!data.rule) return null;
+  if (data.enabled !== undefined) {
+    return t(data.enabled ? "wording.rule_enabled" : "wording.rule_disabled", { rule: data.rule, user: entry.user || "?" });
+  }
+  if (data.failures) return t("wording.rule_failed", { rule: data.rule, n: data.failures.length });
+  if (data.values) return t("wording.rule_fired", { rule: data.rule });
+  return null;
+}
+
+function playbookEntry(entry) {
+  const data = entry.data || {};
+  const values = { playbook: data.playbook || "?", run: data.run ?? "?", user: entry.user || "?" };
+  switch (data.event) {
+    case "started":
+      return t("wording.playbook_started", values);
+    case "step":
+      return t("wording.playbook_step", {
+        ...values,
+        step: (data.step ?? 0) + 1,
+        result: tOr(`wording.playbook_result.${data.result}`, data.result || "?"),
+      });
+    case "stopped":
+      return t("wording.playbook_stopped", { ...values, state: tOr(`wording.playbook_result.${data.state}`, data.state || "?") });
+    case "undo_started":
+      return t("wording.playbook_undo_started", values);
+    case "undone":
+      return t("wording.playbook_undone", values);
+    case "action":
+      return t("wording.playbook_action", { ...values, action: tOr(`wording.playbook_action.${data.action}`, data.action || "?") });
+    default:
+      return null;
+  }
+}
+
 function opendataEntry(entry) {
   const data = entry.data || {};
   switch (data.via) {
@@ -226,6 +262,16 @@ export function journalText(entry, detail) {
       break;
     case "notification":
       text = notificationEntry(entry);
+      break;
+    case "rule":
+      text = ruleEntry(entry);
+      break;
+    case "playbook":
+      text = playbookEntry(entry);
+      break;
+    case "note":
+      // A rule's note, in the words its author wrote: shown as written, in the site's language.
+      text = entry.message;
       break;
     case "login":
       text = t("wording.login", { user: entry.user || "?" });

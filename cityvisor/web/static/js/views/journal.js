@@ -29,6 +29,9 @@ export const KINDS = [
   "badges",
   "opendata",
   "notification",
+  "rule",
+  "playbook",
+  "note",
 ];
 const PAGE = 50;
 
