@@ -59,6 +59,15 @@ async def place_crews(env: OpsEnv, http: aiohttp.ClientSession) -> None:
         assert status == 200, body
 
 
+async def test_the_operations_screen_is_in_the_hmi_navigation(env: OpsEnv):
+    olivia = await env.login("olivia")
+    status, site = await olivia.get("/api/v1/site")
+    assert status == 200
+    assert ("ops", "/plugins/ops/", "Opérations") in [
+        (p["name"], p["path"], p["label"]["fr"]) for p in site["pages"]
+    ]
+
+
 async def test_an_osmand_tracker_posts_positions_and_bad_ones_get_a_4xx_naming_the_field(
     env: OpsEnv,
 ):

@@ -58,6 +58,20 @@ def cityvisor_web_routes(hub: Hub) -> list[Any]:
 
 
 @hookimpl
+def cityvisor_web_pages(hub: Hub) -> list[dict[str, Any]]:
+    """The operations screen (incidents, crews, reports, crisis) in the HMI's navigation."""
+    if operations(hub) is None:
+        return []
+    return [
+        {
+            "name": "ops",
+            "path": "/plugins/ops/",
+            "label": {"fr": "Opérations", "en": "Operations"},
+        }
+    ]
+
+
+@hookimpl
 def cityvisor_startup(hub: Hub) -> Callable[[], Awaitable[None]] | None:
     """Open the tables, load the procedures, serve the trackers' port."""
     ops = operations(hub)
