@@ -269,6 +269,17 @@ class _SqliteJournal(_SqliteStoreParts):
 
         return await self._run(rows)
 
+    async def journal_ids_between(self, since: int, until: int) -> tuple[int, int] | None:
+        """The first and last id of the rows written at or after ``since`` and before ``until``."""
+
+        def ids() -> tuple[int, int] | None:
+            row = self.db.conn.execute(
+                "SELECT min(id), max(id) FROM journal WHERE ts >= ? AND ts < ?", (since, until)
+            ).fetchone()
+            return None if row is None or row[0] is None else (row[0], row[1])
+
+        return await self._run(ids)
+
     async def query_journal(
         self,
         *,

@@ -1,0 +1,429 @@
+"""PostgreSQL point history: a table partitioned by range of source time, written with COPY, queried as trends.
+
+``history`` is declared ``PARTITION BY RANGE (ts)``; one partition per UTC
+day (``history_d20260921``) or month (``history_m202609``) is created the
+first time a change falls in it, in its own short transaction. A batch is
+copied (binary ``COPY``) straight into ``history`` inside a savepoint; only
+when a row is already there (a change replayed, two writes in one
+millisecond across flushes) is it copied into a staging table and merged
+with ``INSERT ... ON CONFLICT DO UPDATE``, so the last change recorded for a
+(point, millisecond) wins, as on SQLite.
+
+Values: numbers (bool, int, float) go to ``number`` (double precision, so
+they come back as floats), text to ``text``; an integer beyond 64 bits or a
+value of another type is rejected and counted, as on SQLite. Retention drops
+whole partitions older than the longest retention, then deletes per point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ..points import PointSpec, PointValue, Quality, QualityStatus, now_ms
+from ..text import MAX_INTEGER, MIN_INTEGER
+from .interface import DAY_MS, HistoryRow, TrendBucket
+
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+
+    import anyio
+
+    from .interface import T
+
+log = logging.getLogger(__name__)
+
+_ROW = 5
+"""Fields per change in the flat history buffer (the fields of a :data:`HistoryRow`)."""
+
+_PRUNE_CHUNK = 500
+"""Points pruned per transaction: short transactions let journal writes interleave."""
+
+MAX_TS = 253_402_300_800_000
+"""Source times at or past the year 10000 are rejected (no partition can name them)."""
+
+_COPY_TYPES = ["int4", "int8", "float8", "text", "text"]
+
+_TREND = """
+WITH buckets AS (
+    SELECT (ts - %(start)s) / %(bucket)s AS bucket, count(*) AS n, min(number) AS low,
+           max(number) AS high, avg(number) AS average, max(ts) AS last_ts
+    FROM history
+    WHERE point = %(key)s AND ts >= %(start)s AND ts < %(end)s AND quality = ''
+    GROUP BY bucket
+    ORDER BY bucket
+    LIMIT %(limit)s
+)
+SELECT buckets.bucket, buckets.n, buckets.low, buckets.high, buckets.average,
+       history.number, history.text
+FROM buckets JOIN history ON history.point = %(key)s AND history.ts = buckets.last_ts
+    AND history.ts >= %(start)s AND history.ts < %(end)s
+ORDER BY buckets.bucket
+"""
+"""One statement for the whole trend, bucketed as on SQLite; the range repeated on the
+join so the planner reads only the partitions it covers."""
+
+
+def _rows(flat: deque[Any]) -> Iterator[HistoryRow]:
+    fields = iter(flat)
+    return zip(fields, fields, fields, fields, fields, strict=True)
+
+
+def _column_values(value: Any) -> tuple[float | None, str | None] | None:
+    """The (number, text) columns of a value, or None when PostgreSQL is not to store it."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return float(value), None
+    if isinstance(value, int):
+        return (float(value), None) if MIN_INTEGER <= value <= MAX_INTEGER else None
+    if isinstance(value, float):
+        return value, None
+    if isinstance(value, str):
+        return (None, value) if "\x00" not in value and _encodable(value) else None
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _PostgresHistory:
+    """The PostgreSQL store's point history: record, COPY in batches, query trends, prune."""
+
+    if TYPE_CHECKING:
+        partition: str
+        retention_days: dict[str, float]
+        max_pending: int
+        history_dropped: int
+        history_written: int
+        history_rejected: int
+        _pending: deque[Any]
+        _point_keys: dict[str, int]
+        _point_classes: dict[str, str]
+        _partitions: set[int]
+        _conn: psycopg.Connection[Any] | None
+        _lock: threading.Lock
+        _limiter: anyio.CapacityLimiter | None
+
+        async def _run(self, function: Callable[..., T], *args: Any) -> T: ...
+        @property
+        def conn(self) -> psycopg.Connection[Any]: ...
+
+    # -- partitions ---------------------------------------------------------------
+
+    def _partition_bounds(self, ts: int) -> tuple[int, int, str]:
+        """The partition holding ``ts``: its start, its end (excluded) and its name."""
+        if self.partition == "day":
+            start = ts - ts % DAY_MS
+            day = dt.datetime.fromtimestamp(start / 1000, dt.UTC)
+            return start, start + DAY_MS, f"history_d{day:%Y%m%d}"
+        moment = dt.datetime.fromtimestamp(ts / 1000, dt.UTC)
+        first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        after = (first + dt.timedelta(days=32)).replace(day=1)
+        return (
+            int(first.timestamp() * 1000),
+            int(after.timestamp() * 1000),
+            f"history_m{first:%Y%m}",
+        )
+
+    def _existing_partitions(self, conn: psycopg.Connection[Any]) -> set[int]:
+        """The start of every partition of ``history`` (read at open)."""
+        rows = conn.execute(
+            "SELECT pg_get_expr(child.relpartbound, child.oid) FROM pg_inherits"
+            " JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
+            " WHERE pg_inherits.inhparent = 'history'::regclass"
+        ).fetchall()
+        starts = set()
+        for (bound,) in rows:
+            # FOR VALUES FROM ('1790000000000') TO ('1790086400000')
+            starts.add(int(bound.split("(")[1].split(")")[0].strip("'")))
+        return starts
+
+    def _ensure_partitions(self, starts: dict[int, int]) -> None:
+        """Create the partitions that ``starts`` (a ts in each) needs and that do not exist yet."""
+        conn = self.conn
+        for ts in starts.values():
+            start, end, name = self._partition_bounds(ts)
+            if start in self._partitions:
+                continue
+            # Another hub may create it between our check and ours: then it exists.
+            with contextlib.suppress(psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF history"
+                    f" FOR VALUES FROM ({start}) TO ({end})"
+                )
+            self._partitions.add(start)
+            log.info("history: partition %s created", name)
+
+    # -- writing -------------------------------------------------------------------
+
+    def record(self, value: PointValue, spec: PointSpec) -> None:
+        """Queue a change for history (a listener on the point database).
+
+        Never blocks and never does I/O: the change waits in a bounded buffer
+        for :meth:`flush_history`. A full buffer forgets its oldest change.
+        """
+        history_class = spec.history
+        if history_class == "none":
+            return
+        pending = self._pending
+        if len(pending) == pending.maxlen:
+            self.history_dropped += 1
+        quality = value.quality
+        pending.extend(
+            (
+                value.id,
+                value.source_ts,
+                value.value,
+                "" if quality.status is QualityStatus.GOOD else str(quality),
+                history_class,
+            )
+        )
+
+    @property
+    def history_pending(self) -> int:
+        """Changes queued for history and not yet written."""
+        return len(self._pending) // _ROW
+
+    async def flush_history(self) -> int:
+        """Write every queued change in one transaction; return the rows written.
+
+        If the write fails (the server gone, a disk full) the changes go back
+        to the front of the buffer for the next flush, and the error is raised.
+        """
+        if not self._pending or self._conn is None:
+            return 0
+        rows = self._pending
+        self._pending = deque(maxlen=self.max_pending * _ROW)
+        try:
+            written = await self._run(self._write_history, rows)
+        except Exception:
+            self._requeue(rows)
+            raise
+        self.history_written += written
+        return written
+
+    def _requeue(self, rows: deque[Any]) -> None:
+        merged: deque[Any] = deque(rows, maxlen=self.max_pending * _ROW)
+        merged.extend(self._pending)
+        self.history_dropped += (len(rows) + len(self._pending) - len(merged)) // _ROW
+        self._pending = merged
+
+    def _prepare(
+        self, flat: deque[Any]
+    ) -> tuple[dict[tuple[str, int], tuple[Any, ...]], dict[str, str], dict[int, int]]:
+        """The rows to write, last change per (point, ms) kept; each point's class; partitions needed."""
+        latest: dict[tuple[str, int], tuple[Any, ...]] = {}
+        classes: dict[str, str] = {}
+        partitions: dict[int, int] = {}
+        day = self.partition == "day"
+        for point_id, ts, value, quality, klass in _rows(flat):
+            columns = _column_values(value)
+            if columns is None or not isinstance(ts, int) or not 0 <= ts < MAX_TS:
+                self.history_rejected += 1
+                log.warning("history: point %s: cannot store value %r at %r", point_id, value, ts)
+                continue
+            latest[point_id, ts] = (*columns, quality)
+            classes[point_id] = klass
+            # A partition key per day is exact for "day" and a superset for "month".
+            partitions.setdefault(ts // DAY_MS if day else ts // (28 * DAY_MS), ts)
+        if not day:
+            partitions = {self._partition_bounds(ts)[0]: ts for ts in partitions.values()}
+        return latest, classes, partitions
+
+    def _write_history(self, flat: deque[Any]) -> int:
+        latest, classes, partitions = self._prepare(flat)
+        if not latest:
+            return 0
+        self._ensure_partitions(partitions)
+        conn = self.conn
+        with conn.transaction():
+            keys, registered = self._history_keys(classes)
+            rows = [
+                (keys[point_id], ts, number, text, quality)
+                for (point_id, ts), (number, text, quality) in latest.items()
+            ]
+            try:
+                with conn.transaction():  # a savepoint: a row already there undoes only the COPY
+                    self._copy(rows, "history")
+            except psycopg.errors.UniqueViolation:
+                self._merge(rows)
+        self._remember_keys(registered)
+        return len(latest)
+
+    def _copy(self, rows: list[tuple[Any, ...]], table: str) -> None:
+        with (
+            self.conn.cursor() as cursor,
+            cursor.copy(
+                f"COPY {table} (point, ts, number, text, quality) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(_COPY_TYPES)
+            for row in rows:
+                copy.write_row(row)
+
+    def _merge(self, rows: list[tuple[Any, ...]]) -> None:
+        """Copy into a staging table and upsert: the later change for a (point, ms) wins."""
+        conn = self.conn
+        conn.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS history_staging"
+            " (point integer, ts bigint, number double precision, text text, quality text)"
+            " ON COMMIT DELETE ROWS"
+        )
+        self._copy(rows, "history_staging")
+        conn.execute(
+            "INSERT INTO history (point, ts, number, text, quality)"
+            " SELECT point, ts, number, text, quality FROM history_staging"
+            " ON CONFLICT (point, ts) DO UPDATE SET number = excluded.number,"
+            " text = excluded.text, quality = excluded.quality"
+        )
+
+    def _history_keys(
+        self, classes: dict[str, str]
+    ) -> tuple[dict[str, int], dict[str, tuple[int, str]]]:
+        """The key of every point of the batch, registering new ones (remembered after commit)."""
+        known = self._point_classes
+        registered: dict[str, tuple[int, str]] = {}
+        for point_id, klass in classes.items():
+            if known.get(point_id) == klass:
+                continue
+            (key,) = self.conn.execute(
+                "INSERT INTO history_point (id, class) VALUES (%s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET class = excluded.class RETURNING key",
+                (point_id, klass),
+            ).fetchone() or (None,)
+            registered[point_id] = (key, klass)
+        if not registered:
+            return self._point_keys, registered
+        keys = dict(self._point_keys)
+        keys.update((point_id, key) for point_id, (key, _) in registered.items())
+        return keys, registered
+
+    def _remember_keys(self, registered: dict[str, tuple[int, str]]) -> None:
+        for point_id, (key, klass) in registered.items():
+            self._point_keys[point_id] = key
+            self._point_classes[point_id] = klass
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def history(
+        self,
+        point_id: str,
+        start: int,
+        end: int,
+        *,
+        bucket_ms: int | None = None,
+        limit: int = 10_000,
+    ) -> list[TrendBucket] | list[PointValue]:
+        """Raw values in ``[start, end)``, or min/max/avg/last per ``bucket_ms`` bucket.
+
+        Buckets start at ``start``; a bucket with no good value is left out;
+        aggregates use good-quality rows only (the SQLite store's rules).
+        """
+        if end <= start:
+            raise ValueError("history range must end after it starts")
+        if bucket_ms is not None and bucket_ms <= 0:
+            raise ValueError("bucket must be a positive number of milliseconds")
+        key = self._point_keys.get(point_id)
+        if key is None:
+            return []
+        if bucket_ms is None:
+
+            def raw() -> list[PointValue]:
+                rows = self.conn.execute(
+                    "SELECT ts, number, text, quality FROM history"
+                    " WHERE point = %s AND ts >= %s AND ts < %s ORDER BY ts LIMIT %s",
+                    (key, start, end, limit),
+                )
+                return [
+                    PointValue(
+                        point_id,
+                        number if text is None else text,
+                        Quality.parse(quality) if quality else Quality.GOOD,
+                        ts,
+                        ts,
+                    )
+                    for ts, number, text, quality in rows
+                ]
+
+            return await self._run(raw)
+
+        def buckets() -> list[TrendBucket]:
+            rows = self.conn.execute(
+                _TREND,
+                {"start": start, "bucket": bucket_ms, "key": key, "end": end, "limit": limit},
+            )
+            return [
+                TrendBucket(
+                    start=start + bucket * bucket_ms,
+                    count=count,
+                    minimum=low,
+                    maximum=high,
+                    average=average,
+                    last=number if text is None else text,
+                )
+                for bucket, count, low, high, average, number, text in rows
+            ]
+
+        return await self._run(buckets)
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def prune(self, now: int | None = None) -> int:
+        """Delete history past each class's retention; return the rows deleted.
+
+        Partitions that end before the longest retention are dropped whole;
+        then the points are worked through a few hundred at a time, one
+        short transaction each.
+        """
+        now = now if now is not None else now_ms()
+        deleted = await self._run(
+            self._drop_partitions, now - int(max(self.retention_days.values()) * DAY_MS)
+        )
+
+        def cutoffs() -> list[tuple[int, int]]:
+            result = []
+            for point_id, klass in self._point_classes.items():
+                days = self.retention_days.get(klass, self.retention_days["default"])
+                result.append((self._point_keys[point_id], now - int(days * DAY_MS)))
+            return result
+
+        todo = await self._run(cutoffs)
+        for i in range(0, len(todo), _PRUNE_CHUNK):
+            deleted += await self._run(self._prune_chunk, todo[i : i + _PRUNE_CHUNK])
+        return deleted
+
+    def _drop_partitions(self, cutoff: int) -> int:
+        """Drop every partition that ends at or before ``cutoff``; return the rows it held."""
+        deleted = 0
+        for start in sorted(self._partitions):
+            _, end, name = self._partition_bounds(start)
+            if end > cutoff:
+                continue
+            with self.conn.transaction():
+                (count,) = self.conn.execute(f"SELECT count(*) FROM {name}").fetchone() or (0,)
+                self.conn.execute(f"DROP TABLE {name}")
+            self._partitions.discard(start)
+            deleted += count
+            log.info("history: partition %s dropped (%d rows past retention)", name, count)
+        return deleted
+
+    def _prune_chunk(self, chunk: list[tuple[int, int]]) -> int:
+        cursor = self.conn.execute(
+            "DELETE FROM history USING unnest(%s::integer[], %s::bigint[]) AS cutoff(point, ts)"
+            " WHERE history.point = cutoff.point AND history.ts < cutoff.ts",
+            ([key for key, _ in chunk], [ts for _, ts in chunk]),
+        )
+        return cursor.rowcount
