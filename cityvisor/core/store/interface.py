@@ -23,6 +23,10 @@ HistoryRow = tuple[str, int, Any, str, str]
 DAY_MS = 86_400_000
 
 
+class StoreUnavailableError(Exception):
+    """The database cannot be reached or opened; the message names it without its secrets."""
+
+
 @dataclass(frozen=True)
 class JournalScope:
     """The part of the journal a reader limited to some zones may see.

@@ -38,7 +38,14 @@ from psycopg import conninfo
 from ..points import now_ms
 from ..text import MAX_INTEGER, safe_text
 from .chain import GENESIS, ChainRow, hash_columns
-from .interface import AlarmStateWrite, JournalEntry, JournalScope, Store, T
+from .interface import (
+    AlarmStateWrite,
+    JournalEntry,
+    JournalScope,
+    Store,
+    StoreUnavailableError,
+    T,
+)
 from .journal import _placeholder, _storable_data
 from .local import LocalTables
 from .postgres_history import _ROW, _PostgresHistory
@@ -51,10 +58,6 @@ CHAIN_LOCK = 0x63_69_74_79_6A_6E_6C  # "cityjnl": one chain writer at a time, pe
 
 SCHEMA_LOCK = 0x63_69_74_79_73_63_68  # "citysch": one schema creator at a time
 """The advisory lock held while the tables are created (two hubs starting together)."""
-
-
-class StoreUnavailableError(Exception):
-    """The database cannot be reached or opened; the message names it without its secrets."""
 
 
 _SCHEMA = """
@@ -232,6 +235,11 @@ class PostgresStore(_PostgresHistory, Store):
                 f"{self.server}: cannot connect: {reason[-1] if reason else type(error).__name__}"
             ) from None
         try:
+            # "Written before the call returns" means on the server's disk: a server (or
+            # role) set to commit asynchronously is overruled; stricter settings are kept.
+            (commit,) = conn.execute("SHOW synchronous_commit").fetchone() or ("on",)
+            if commit == "off":
+                conn.execute("SET synchronous_commit = on")
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 for statement in _SCHEMA.split(";"):
