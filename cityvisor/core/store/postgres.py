@@ -223,11 +223,11 @@ class PostgresStore(_PostgresHistory, Store):
             raise
 
     def _open_sync(self) -> None:
-        extra = {} if self._password is None else {"password": self._password}
+        extra: dict[str, Any] = {"application_name": "cityvisor"}
+        if self._password is not None:
+            extra["password"] = self._password
         try:
-            conn = psycopg.connect(
-                self._dsn, autocommit=True, application_name="cityvisor", **extra
-            )
+            conn = psycopg.connect(self._dsn, autocommit=True, **extra)
         except psycopg.Error as error:
             # libpq's message names the host and the user, never the password.
             reason = safe_text(str(error)).strip().splitlines()
@@ -432,10 +432,10 @@ class PostgresStore(_PostgresHistory, Store):
             if value is not None:
                 clauses.append(f"{column} = %s")
                 args.append(value)
-        for clause, value in (("ts >= %s", since), ("ts < %s", until), ("id < %s", before_id)):
-            if value is not None:
+        for clause, bound in (("ts >= %s", since), ("ts < %s", until), ("id < %s", before_id)):
+            if bound is not None:
                 clauses.append(clause)
-                args.append(value)
+                args.append(bound)
         if search:
             # ILIKE: case-insensitive like SQLite's LIKE; the wildcards escaped, so literal.
             like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -299,12 +299,13 @@ class _PostgresHistory:
         for point_id, klass in classes.items():
             if known.get(point_id) == klass:
                 continue
-            (key,) = self.conn.execute(
+            row = self.conn.execute(
                 "INSERT INTO history_point (id, class) VALUES (%s, %s)"
                 " ON CONFLICT (id) DO UPDATE SET class = excluded.class RETURNING key",
                 (point_id, klass),
-            ).fetchone() or (None,)
-            registered[point_id] = (key, klass)
+            ).fetchone()
+            assert row is not None  # RETURNING gives one row for one inserted or updated row
+            registered[point_id] = (int(row[0]), klass)
         if not registered:
             return self._point_keys, registered
         keys = dict(self._point_keys)

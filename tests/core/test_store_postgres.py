@@ -1,0 +1,243 @@
+"""What only the PostgreSQL store has: the config that selects it, its secrets, one chain for many writers, partitions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cityvisor.core.config import ConfigError, load_config
+from cityvisor.core.points import PointSpec, PointValue, Quality
+from cityvisor.core.store import JournalEntry, StoreUnavailableError, verify_store
+from cityvisor.core.store.postgres import PostgresStore, describe_dsn
+
+from .backends import PostgresBackend, make_backend
+
+DAY = 86_400_000
+T0 = 1_790_000_000_000
+MIDNIGHT = T0 - T0 % DAY
+LEVEL = "dijon/lighting/cab-07/c1/level"
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[PostgresBackend]:
+    """A fresh schema on the test server."""
+    with make_backend("postgres", tmp_path) as backend:
+        assert isinstance(backend, PostgresBackend)
+        yield backend
+
+
+def write(tmp_path: Path, store: str) -> str:
+    config = tmp_path / "city.toml"
+    config.write_text(f'[site]\nname = "Dijon"\n\n[store]\n{store}')
+    return str(config)
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+def test_the_postgres_backend_is_selected_with_a_dsn(tmp_path: Path):
+    config = load_config(
+        write(
+            tmp_path,
+            'backend = "postgres"\ndsn = "host=127.0.0.1 dbname=test user=postgres"\n'
+            'path = "local.sqlite"\npartition = "month"\n',
+        )
+    )
+    store = config.store.create_store(config.source)
+    assert isinstance(store, PostgresStore)
+    assert store.partition == "month" and store.local.path == tmp_path / "local.sqlite"
+    assert repr(store) == "<PostgresStore PostgreSQL host=127.0.0.1 dbname=test user=postgres>"
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        ('backend = "postgres"\n', 'store.dsn: backend "postgres" needs a dsn'),
+        ('dsn = "host=db"\n', 'store.dsn: a dsn is only read with backend = "postgres"'),
+        ('backend = "postgres"\ndsn = "host=db = ="\n', "store.dsn: expected a libpq connection"),
+        ('backend = "mysql"\n', "store.backend"),
+        ('backend = "postgres"\ndsn = "host=db"\npartition = "week"\n', "store.partition"),
+        (
+            'backend = "postgres"\ndsn = "host=db"\npassword_env = "not a name"\n',
+            "store.password_env: expected the name of an environment variable",
+        ),
+    ],
+)
+def test_a_bad_store_section_names_the_file_and_key(tmp_path: Path, store: str, expected: str):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, store))
+    assert str(tmp_path / "city.toml") in str(raised.value)
+    assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["host=db user=cv password=hunter2-secret", "postgresql://cv:hunter2-secret@db/cityvisor"],
+)
+def test_a_password_in_the_file_is_refused_and_never_repeated(tmp_path: Path, dsn: str):
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, f'backend = "postgres"\ndsn = "{dsn}"\n'))
+    assert "store.dsn: holds a password" in str(raised.value)
+    assert "store.password_env" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_the_password_comes_from_the_environment_and_a_missing_one_is_named(tmp_path: Path):
+    config = load_config(
+        write(
+            tmp_path,
+            'backend = "postgres"\ndsn = "host=db user=cv"\npassword_env = "CV_PG_PASSWORD"\n',
+        )
+    )
+    with pytest.raises(
+        ConfigError, match=r"store\.password_env: environment variable CV_PG_PASSWORD"
+    ):
+        config.store.create_store(config.source, environ={})
+    store = config.store.create_store(config.source, environ={"CV_PG_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(store) and "hunter2" not in repr(config)
+    assert "hunter2" not in str(config.redacted())
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_server_is_named_without_its_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
+    store = PostgresStore(
+        "host=127.0.0.1 port=9 dbname=city user=cv connect_timeout=2",
+        tmp_path / "local.sqlite",
+        password="hunter2-secret",
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(StoreUnavailableError) as raised:
+        await store.open()
+    message = str(raised.value)
+    assert message.startswith(
+        "PostgreSQL host=127.0.0.1 port=9 dbname=city user=cv: cannot connect"
+    )
+    assert "hunter2" not in message and "hunter2" not in caplog.text
+    assert not (tmp_path / "local.sqlite").exists()
+
+
+def test_journal_verify_against_an_unreachable_server_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    from cityvisor.cli import main
+
+    monkeypatch.setenv("CV_PG_PASSWORD", "hunter2-secret")
+    config = write(
+        tmp_path,
+        'backend = "postgres"\ndsn = "host=127.0.0.1 port=9 user=cv connect_timeout=2"\n'
+        'password_env = "CV_PG_PASSWORD"\n',
+    )
+    assert main(["journal", "verify", "-c", config]) == 2
+    err = capsys.readouterr().err
+    assert "[store] PostgreSQL host=127.0.0.1 port=9 user=cv: cannot connect" in err
+    assert "hunter2" not in err
+
+
+def test_describe_dsn_never_shows_a_password():
+    assert describe_dsn("postgresql://cv:pw@db:5433/city") == (
+        "PostgreSQL host=db port=5433 dbname=city user=cv"
+    )
+    assert "pw" not in describe_dsn("host=db password=pw")
+    assert describe_dsn("= =") == "PostgreSQL (a connection string that does not parse)"
+
+
+# -- one chain, many writers -----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_two_stores_on_one_database_write_one_chain(pg: PostgresBackend, tmp_path: Path):
+    # A standby central and the active one, or a hub and `cityvisor users add`.
+    first = PostgresStore(pg.dsn, tmp_path / "a.sqlite")
+    second = PostgresStore(pg.dsn, tmp_path / "b.sqlite")
+    await first.open()
+    await second.open()
+    try:
+
+        async def writer(store: PostgresStore, name: str) -> None:
+            for n in range(40):
+                if n % 4:
+                    await store.journal(JournalEntry(kind="command", message=f"{name} {n}"))
+                else:
+                    entry = JournalEntry(kind="alarm", message=f"{name} {n}", alarm=name)
+                    await store.save_alarm_states([(name, {"n": n}, entry)] * 2)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer, first, "a")
+            tg.start_soon(writer, second, "b")
+        state = await verify_store(first)
+        assert state.ok, state.broken
+        assert state.rows == 2 * (30 + 10 * 2)
+        assert await second.load_alarm_states() == {"a": {"n": 36}, "b": {"n": 36}}
+    finally:
+        await first.close()
+        await second.close()
+
+
+# -- partitions and retention --------------------------------------------------------------
+
+
+def partitions(pg: PostgresBackend) -> list[str]:
+    return [
+        name
+        for (name,) in pg.rows(
+            "SELECT child.relname FROM pg_inherits JOIN pg_class child"
+            " ON child.oid = pg_inherits.inhrelid"
+            " WHERE pg_inherits.inhparent = 'history'::regclass ORDER BY 1"
+        )
+    ]
+
+
+def change(value: float, ts: int) -> PointValue:
+    return PointValue(LEVEL, value, Quality.GOOD, ts, ts)
+
+
+@pytest.mark.anyio
+async def test_partitions_are_created_on_demand_per_day_or_month(pg: PostgresBackend):
+    async with pg.opened() as store:
+        for day in range(3):
+            store.record(change(float(day), MIDNIGHT + day * DAY + 5), PointSpec("level"))
+        await store.flush_history()
+    assert partitions(pg) == ["history_d20260921", "history_d20260922", "history_d20260923"]
+
+    async with pg.opened(partition="month") as store:
+        store.record(change(1.0, MIDNIGHT + 20 * DAY), PointSpec("level"))  # October
+        store.record(change(2.0, MIDNIGHT + 21 * DAY), PointSpec("level"))
+        await store.flush_history()
+        values = await store.history(LEVEL, 0, MIDNIGHT + 30 * DAY)
+    assert partitions(pg)[-1] == "history_m202610"
+    assert [v.value for v in values] == [0.0, 1.0, 2.0, 1.0, 2.0]
+
+
+@pytest.mark.anyio
+async def test_retention_drops_whole_partitions_past_the_longest_class(pg: PostgresBackend):
+    async with pg.opened(retention_days={"default": 2, "short": 1}) as store:
+        for day in range(5):
+            store.record(change(float(day), MIDNIGHT + day * DAY), PointSpec("level"))
+        await store.flush_history()
+        now = MIDNIGHT + 5 * DAY
+        assert await store.prune(now) == 3  # days 0, 1 and 2 end at or before now - 2 days
+        assert partitions(pg) == ["history_d20260924", "history_d20260925"]
+        assert [v.value for v in await store.history(LEVEL, 0, now)] == [3.0, 4.0]
+
+
+@pytest.mark.anyio
+async def test_a_batch_over_rows_already_written_keeps_the_last_change(pg: PostgresBackend):
+    async with pg.opened() as store:
+        spec = PointSpec("level")
+        for i in range(10):
+            store.record(change(float(i), T0 + i), spec)
+        await store.flush_history()
+        # A replay: half the rows again with new values, and new rows, in one batch.
+        for i in range(5, 15):
+            store.record(change(100.0 + i, T0 + i), spec)
+        store.record(change(999.0, T0 + 14), spec)
+        assert await store.flush_history() == 10
+        values = [v.value for v in await store.history(LEVEL, T0, T0 + 20)]
+    assert values == [0.0, 1.0, 2.0, 3.0, 4.0, *(100.0 + i for i in range(5, 14)), 999.0]
