@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -221,70 +222,82 @@ class _PostgresHistory:
         self.history_dropped += (len(rows) + len(self._pending) - len(merged)) // _ROW
         self._pending = merged
 
-    def _prepare(
-        self, flat: deque[Any]
-    ) -> tuple[list[tuple[Any, ...]], dict[str, str], dict[int, int]]:
-        """The rows to copy, the classes to register, and a ts in each partition the rows need.
+    def _scan(self, flat: deque[Any]) -> tuple[dict[int, int], dict[str, str]]:
+        """A ts in each partition the buffer needs, and the points to register (new or of a new class).
 
-        A row's first field is its point's key, or its point id while the point
-        has none yet (:meth:`_write_history` fills those in once registered).
-        One pass, no call per row for a float: this loop is most of the store's
-        cost over a raw ``COPY``.
+        Two passes over columns of the buffer (``islice``), no row built: the
+        rows themselves are built one at a time as the ``COPY`` takes them.
         """
-        rows: list[tuple[Any, ...]] = []
-        append = rows.append
-        key_of = self._point_keys.get
-        class_of = self._point_classes.get
-        classes: dict[str, str] = {}
-        number: float | None
-        text: str | None
-        for point_id, ts, value, quality, klass in _rows(flat):
-            if type(value) is float:
-                number, text = value, None
-            else:
-                columns = _column_values(value)
-                if columns is None:
-                    self._reject(point_id, value, ts)
-                    continue
-                number, text = columns
-            if type(ts) is not int or not 0 <= ts < MAX_TS:
-                self._reject(point_id, value, ts)
-                continue
-            if class_of(point_id) != klass:
-                classes[point_id] = klass
-            append((key_of(point_id, point_id), ts, number, text, quality))
-        days = {row[1] // DAY_MS for row in rows}
+        days = {
+            ts // DAY_MS
+            for ts in itertools.islice(flat, 1, None, _ROW)
+            if type(ts) is int and 0 <= ts < MAX_TS
+        }
         if self.partition == "day":
             partitions = {day * DAY_MS: day * DAY_MS for day in days}
         else:
             partitions = {}
             for day in days:
                 partitions.setdefault(self._partition_bounds(day * DAY_MS)[0], day * DAY_MS)
-        return rows, classes, partitions
+        class_of = self._point_classes.get
+        classes = {
+            point_id: klass
+            for point_id, klass in zip(
+                itertools.islice(flat, 0, None, _ROW),
+                itertools.islice(flat, 4, None, _ROW),
+                strict=True,
+            )
+            if class_of(point_id) != klass
+        }
+        return partitions, classes
 
-    def _reject(self, point_id: str, value: Any, ts: Any) -> None:
-        self.history_rejected += 1
-        log.warning("history: point %s: cannot store value %r at %r", point_id, value, ts)
+    @staticmethod
+    def _copy_rows(
+        flat: deque[Any], keys: dict[str, int], rejected: list[tuple[str, Any, Any]]
+    ) -> Iterator[tuple[Any, ...]]:
+        """The buffer's changes as rows to copy, one at a time; those refused go to ``rejected``.
+
+        One tuple per row, freed as soon as it is copied (a list of them would
+        keep a batch of objects alive for the collector to walk).
+        """
+        number: float | None
+        text: str | None
+        for point_id, ts, value, quality, _ in _rows(flat):
+            if type(value) is float:
+                number, text = value, None
+            else:
+                columns = _column_values(value)
+                if columns is None:
+                    rejected.append((point_id, value, ts))
+                    continue
+                number, text = columns
+            if type(ts) is not int or not 0 <= ts < MAX_TS:
+                rejected.append((point_id, value, ts))
+                continue
+            yield (keys[point_id], ts, number, text, quality)
 
     def _write_history(self, flat: deque[Any]) -> int:
-        rows, classes, partitions = self._prepare(flat)
-        if not rows:
-            return 0
+        partitions, classes = self._scan(flat)
         self._ensure_partitions(partitions)
         conn = self.conn
+        rejected: list[tuple[str, Any, Any]] = []
         with conn.transaction():
             keys, registered = self._history_keys(classes)
-            if registered:
-                rows = [(keys[row[0]], *row[1:]) if type(row[0]) is str else row for row in rows]
             try:
                 with conn.transaction():  # a savepoint: a row already there undoes only the COPY
-                    self._copy(rows, "history")
+                    written = self._copy(self._copy_rows(flat, keys, rejected), "history")
             except psycopg.errors.UniqueViolation:
-                rows = self._merge(rows)
+                rejected.clear()
+                written = self._merge(self._copy_rows(flat, keys, rejected))
         self._remember_keys(registered)
-        return len(rows)
+        for point_id, value, ts in rejected:
+            self.history_rejected += 1
+            log.warning("history: point %s: cannot store value %r at %r", point_id, value, ts)
+        return written
 
-    def _copy(self, rows: list[tuple[Any, ...]], table: str) -> None:
+    def _copy(self, rows: Iterable[tuple[Any, ...]], table: str) -> int:
+        """Binary ``COPY`` of ``rows`` into ``table``; return how many."""
+        count = 0
         with (
             self.conn.cursor() as cursor,
             cursor.copy(
@@ -292,30 +305,32 @@ class _PostgresHistory:
             ) as copy,
         ):
             copy.set_types(_COPY_TYPES)
+            write = copy.write_row
             for row in rows:
-                copy.write_row(row)
+                write(row)
+                count += 1
+        return count
 
-    def _merge(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _merge(self, rows: Iterable[tuple[Any, ...]]) -> int:
         """Copy into a staging table and upsert: the later change for a (point, ms) wins.
 
         Returns the rows written: one per (point, ms).
         """
         latest = {(row[0], row[1]): row for row in rows}  # the last one recorded stays
-        unique = list(latest.values())
         conn = self.conn
         conn.execute(
             "CREATE TEMPORARY TABLE IF NOT EXISTS history_staging"
             " (point integer, ts bigint, number double precision, text text, quality text)"
             " ON COMMIT DELETE ROWS"
         )
-        self._copy(unique, "history_staging")
+        self._copy(latest.values(), "history_staging")
         conn.execute(
             "INSERT INTO history (point, ts, number, text, quality)"
             " SELECT point, ts, number, text, quality FROM history_staging"
             " ON CONFLICT (point, ts) DO UPDATE SET number = excluded.number,"
             " text = excluded.text, quality = excluded.quality"
         )
-        return unique
+        return len(latest)
 
     def _history_keys(
         self, classes: dict[str, str]
