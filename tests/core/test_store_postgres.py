@@ -241,3 +241,30 @@ async def test_a_batch_over_rows_already_written_keeps_the_last_change(pg: Postg
         assert await store.flush_history() == 10
         values = [v.value for v in await store.history(LEVEL, T0, T0 + 20)]
     assert values == [0.0, 1.0, 2.0, 3.0, 4.0, *(100.0 + i for i in range(5, 14)), 999.0]
+
+
+@pytest.mark.anyio
+async def test_history_survives_a_lost_connection_and_is_written_after_reconnecting(
+    pg: PostgresBackend,
+):
+    import psycopg
+
+    async with pg.opened(flush_interval=0.05) as store:
+        assert isinstance(store, PostgresStore)
+        pid = store.conn.info.backend_pid
+        # The server drops the store's connection (a restart, a failover).
+        pg.execute(f"SELECT pg_terminate_backend({pid})")
+        store.record(change(1.0, T0), PointSpec("level"))
+        with pytest.raises(psycopg.OperationalError):
+            await store.flush_history()
+        assert store.history_pending == 1  # kept for the next flush
+        async with anyio.create_task_group() as tg:
+            await tg.start(store.run)
+            for _ in range(500):  # the flusher has no event to wait on: poll its counter
+                await anyio.sleep(0.01)
+                if store.history_written:
+                    break
+            tg.cancel_scope.cancel()
+        assert [v.value for v in await store.history(LEVEL, T0, T0 + 1)] == [1.0]
+        assert store.conn.info.backend_pid != pid
+        assert (await store.journal(JournalEntry(kind="login"))).id == 1

@@ -202,6 +202,12 @@ class PostgresStore(_PostgresHistory, Store):
 
         def locked() -> T:
             with self._lock:
+                if self._conn is not None and self._conn.closed:
+                    # The server dropped the last connection (a restart, a failover): the call
+                    # that found it failed; this one gets a new connection (the closed one is
+                    # kept until then, so a server still down is tried again next time).
+                    log.warning("%s: connection lost; reconnecting", self.server)
+                    self._open_sync()
                 return function(*args)
 
         return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
@@ -541,7 +547,6 @@ class PostgresStore(_PostgresHistory, Store):
             while True:
                 await anyio.sleep(self.flush_interval)
                 try:
-                    await self._reconnect_if_lost()
                     await self.flush_history()
                     if anyio.current_time() >= next_prune:
                         next_prune = anyio.current_time() + self.prune_interval
@@ -556,16 +561,6 @@ class PostgresStore(_PostgresHistory, Store):
                     await self.flush_history()
                 except psycopg.Error as error:
                     log.error("%s: last history write failed: %s", self.server, error)
-
-    async def _reconnect_if_lost(self) -> None:
-        """Open a new connection when the server closed the last one (a restart, a failover)."""
-
-        def reconnect() -> None:
-            if self._conn is not None and self._conn.closed:
-                self._conn = None
-                self._open_sync()
-
-        await self._run(reconnect)
 
 
 def _without_nul(entry: JournalEntry) -> JournalEntry:
