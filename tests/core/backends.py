@@ -111,8 +111,13 @@ class PostgresBackend(Backend):
     name = "postgres"
 
     def __init__(self, directory: Path) -> None:
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError:
+            message = "the PostgreSQL driver is not installed: pip install -e '.[test]'"
+            if os.environ.get(SKIP_VARIABLE) == "1":
+                pytest.skip(message)
+            pytest.fail(f"{message}\nor set {SKIP_VARIABLE}=1 to skip the PostgreSQL tests")
         self.psycopg = psycopg
         self.error = psycopg.errors.RaiseException
         self.schema = f"cv_{secrets.token_hex(6)}"
