@@ -44,12 +44,13 @@ def test_the_postgres_backend_is_selected_with_a_dsn(tmp_path: Path):
         write(
             tmp_path,
             'backend = "postgres"\ndsn = "host=127.0.0.1 dbname=test user=postgres"\n'
-            'path = "local.sqlite"\npartition = "month"\n',
+            'path = "local.sqlite"\npartition = "month"\nhistory_buffer = 4000000\n',
         )
     )
     store = config.store.create_store(config.source)
     assert isinstance(store, PostgresStore)
     assert store.partition == "month" and store.local.path == tmp_path / "local.sqlite"
+    assert store.max_pending == 4_000_000
     assert repr(store) == "<PostgresStore PostgreSQL host=127.0.0.1 dbname=test user=postgres>"
 
 
@@ -146,6 +147,28 @@ def test_describe_dsn_never_shows_a_password():
     )
     assert "pw" not in describe_dsn("host=db password=pw")
     assert describe_dsn("= =") == "PostgreSQL (a connection string that does not parse)"
+
+
+def test_the_sqlite_store_needs_no_postgresql_driver(tmp_path: Path):
+    # psycopg is an optional dependency: a hub on SQLite runs without it installed.
+    import subprocess
+    import sys
+
+    config = write(tmp_path, 'path = "city.sqlite"\nhistory_buffer = 5000\n')
+    script = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from cityvisor.core.config import load_config\n"
+        "from cityvisor.core.hub import Hub\n"
+        "from cityvisor.core.plugins import make_plugin_manager\n"
+        f"config = load_config({config!r})\n"
+        "hub = Hub(config, make_plugin_manager(builtins=(), entry_points=False))\n"
+        "print(type(hub.store).__name__, hub.store.max_pending)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["SqliteStore", "5000"]
 
 
 # -- one chain, many writers -----------------------------------------------------------

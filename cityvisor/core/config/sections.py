@@ -86,6 +86,9 @@ class StoreSection(Section):
     """The span of one PostgreSQL history partition, created on demand."""
     flush_interval: float = Field(default=1.0, gt=0, le=60)
     """Seconds between two history writes (history is the only thing a crash can lose)."""
+    history_buffer: int = Field(default=1_000_000, ge=1_000, le=100_000_000)
+    """Point changes queued for history at most (about 100 bytes each with their time and
+    value): past it, while the database is slow or away, the oldest are dropped and counted."""
     retention: dict[Slug, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"default": 365.0}
     )
@@ -159,7 +162,10 @@ class StoreSection(Section):
         """
         if self.backend == "sqlite":
             return SqliteStore(
-                self.path, flush_interval=self.flush_interval, retention_days=dict(self.retention)
+                self.path,
+                flush_interval=self.flush_interval,
+                retention_days=dict(self.retention),
+                max_pending=self.history_buffer,
             )
         from ..store.postgres import PostgresStore  # an optional dependency: imported on use
 
@@ -182,6 +188,7 @@ class StoreSection(Section):
             partition=self.partition,
             flush_interval=self.flush_interval,
             retention_days=dict(self.retention),
+            max_pending=self.history_buffer,
         )
 
 
