@@ -291,3 +291,34 @@ async def test_history_survives_a_lost_connection_and_is_written_after_reconnect
         assert [v.value for v in await store.history(LEVEL, T0, T0 + 1)] == [1.0]
         assert store.conn.info.backend_pid != pid
         assert (await store.journal(JournalEntry(kind="login"))).id == 1
+
+
+def test_users_add_journals_in_postgresql_and_keeps_the_account_in_the_local_file(
+    pg: PostgresBackend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    import contextlib
+    import io
+    import sqlite3
+    import sys
+
+    from cityvisor.cli import main
+
+    config = tmp_path / "city.toml"
+    config.write_text(
+        f'[site]\nname = "Dijon"\n\n[[zones]]\nid = "centre"\nname = "Centre"\n\n'
+        f"{pg.store_section()}"
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a long password\n"))
+    argv = ["users", "add", "alice", "-c", str(config), "--role", "operator", "--zones", "centre"]
+    assert main([*argv, "--password-stdin"]) == 0
+    assert "added alice" in capsys.readouterr().out
+    ((user_data,),) = pg.rows("SELECT data FROM journal WHERE kind = 'user'")
+    assert "alice" in user_data and "a long password" not in user_data
+    with contextlib.closing(sqlite3.connect(pg.local)) as local:
+        tables = {name for (name,) in local.execute("SELECT name FROM sqlite_master")}
+    assert "journal" not in tables  # the journal is in PostgreSQL only
+    assert main(["journal", "verify", "-c", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("OK: 1 rows chained")
