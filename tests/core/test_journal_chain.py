@@ -17,7 +17,14 @@ import pytest
 
 from cityvisor.cli import main
 from cityvisor.core.store import JournalEntry, SqliteStore, Store, verify_store
-from cityvisor.core.store.chain import GENESIS, ChainRow, row_hash
+from cityvisor.core.store.chain import (
+    GENESIS,
+    ChainRow,
+    columns,
+    encode_columns,
+    encode_columns_v1,
+    row_hash,
+)
 from cityvisor.journal import EXIT_BROKEN
 
 from .backends import Backend, PostgresBackend, SqliteBackend
@@ -66,10 +73,64 @@ async def test_the_hash_is_sha256_over_the_documented_encoding(store: Store):
     written = await store.journal(JournalEntry(kind="login", message="é", user="bob", ts=1000))
     row = (await store.journal_chain_rows(0))[0]
     assert row.id == written.id == 1
-    expected = (
-        f'["cityvisor-journal/1",1,1000,"login","é","bob",null,null,null,"{{}}","{GENESIS}"]'
-    ).encode()
-    assert row.hash == hashlib.sha256(expected).hexdigest()
+    expected = f"cityvisor-journal/2\n1\n1000\n5:login\n1:é\n3:bob\n-\n-\n-\n2:{{}}\n{GENESIS}"
+    assert row.hash == hashlib.sha256(expected.encode()).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_a_newline_in_a_text_cannot_pass_for_two_fields(store: Store, backend: Backend):
+    # "a" / "b\n1:c" and "a\n1:b" / "c" would join to the same lines without the lengths.
+    await store.journal(JournalEntry(kind="note", message="a", user="b\n1:c", ts=1000))
+    await store.journal(JournalEntry(kind="note", message="a\n1:b", user="c", ts=1000))
+    first, second = await store.journal_chain_rows(0)
+    assert encode_columns(columns(first), GENESIS) != encode_columns(columns(second), GENESIS)
+    backend.execute("""UPDATE journal SET message = 'a\n1:b', "user" = 'c' WHERE id = 1""")
+    state = await verify_store(store)
+    assert state.broken is not None and state.broken.id == 1
+
+
+def _rechain_as_format_1(backend: Backend, upto: int) -> None:
+    """Rewrite rows 1..``upto`` as an older store wrote them (format 1, JSON), the rest after."""
+    rows = backend.rows(
+        'SELECT id, ts, kind, message, "user", device, point, alarm, data FROM journal ORDER BY id'
+    )
+    prev = GENESIS
+    updates = []
+    for stored in rows:
+        encoded = encode_columns_v1 if stored[0] <= upto else encode_columns
+        digest = hashlib.sha256(encoded(tuple(stored), prev)).hexdigest()
+        # Hex digests and integer ids only: safe as literals.
+        updates.append(
+            f"UPDATE journal SET prev_hash = '{prev}', hash = '{digest}' WHERE id = {stored[0]}"
+        )
+        prev = digest
+    backend.execute(*updates)
+
+
+@pytest.mark.anyio
+async def test_format_1_rows_before_format_2_rows_verify(store: Store, backend: Backend):
+    await write_some(store)
+    _rechain_as_format_1(backend, upto=3)
+    await write_some(store, 2)  # the store goes on in format 2 after the older rows
+    state = await verify_store(store)
+    assert state.ok, state.broken
+    assert state.rows == 8
+
+
+@pytest.mark.anyio
+async def test_a_format_1_row_after_a_format_2_row_is_refused(store: Store, backend: Backend):
+    await write_some(store)
+    # Rows 1-3 in format 1, then 4-6 in format 2; now forge row 5 back in format 1.
+    _rechain_as_format_1(backend, upto=3)
+    (stored,) = backend.rows(
+        'SELECT id, ts, kind, message, "user", device, point, alarm, data, prev_hash'
+        " FROM journal WHERE id = 5"
+    )
+    digest = hashlib.sha256(encode_columns_v1(tuple(stored[:9]), stored[9])).hexdigest()
+    backend.execute(f"UPDATE journal SET hash = '{digest}' WHERE id = 5")
+    state = await verify_store(store)
+    assert state.broken is not None
+    assert (state.broken.id, state.rows) == (5, 4)
 
 
 @pytest.mark.anyio

@@ -15,6 +15,11 @@ import { empty, field } from "../ui.js";
 const STATUSES = ["online", "alarm", "offline"];
 const WORST = { alarm: 3, offline: 2, online: 1 }; // a cluster takes the worst of its devices
 const COLOURS = { alarm: "#ff3b3b", offline: "#8b95a5", online: "#3ddc84" };
+// A signal junction's own state, drawn as a lamp inside its marker: cycling (some phase
+// on green), in flash, or dark (no phase lit, or nothing known yet).
+const SIGNAL_FAMILY = "signals";
+const SIGNAL_COLOURS = { cycle: "#3ddc84", flash: "#ffb020", dark: "#0b0e13" };
+const SIGNAL_POINTS = ["flashing", "greens"];
 const REACH = 64; // px: devices of one zone closer than this on screen to a cluster's seed join it
 const LIST_LIMIT = 100; // devices listed beside the map (those in view, worst first)
 const LABEL_FONT = "13px system-ui, sans-serif";
@@ -123,6 +128,12 @@ export function mount(root, route, ctx) {
     STATUSES.map((s) => h("li", {}, h("span", { class: ["dot", `status-${s}`], "aria-hidden": "true" }), t(`status.${s}`))),
     h("li", {}, h("span", { class: "cluster-sample", "aria-hidden": "true" }, "12"), t("map.cluster_legend")),
   );
+  const hasSignals = [...state.devices.values()].some((d) => d.family === SIGNAL_FAMILY);
+  if (hasSignals) {
+    for (const s of Object.keys(SIGNAL_COLOURS)) {
+      legend.append(h("li", {}, h("span", { class: ["lamp", `signal-${s}`], "aria-hidden": "true" }), t(`map.signal_${s}`)));
+    }
+  }
   const families = [...new Set([...state.devices.values()].map((d) => d.family))].sort();
   const familySelect = h(
     "select",
@@ -216,6 +227,24 @@ export function mount(root, route, ctx) {
   const context = canvas.getContext("2d");
 
   let located = []; // [{id, device, wx, wy, zone, family, status}] (wx, wy: world px at zoom 0)
+  const signals = new Map(); // junction id -> {flashing, greens}: its live state
+
+  /** A junction's state for the map: "cycle", "flash" or "dark"; null for other devices. */
+  function signalState(device) {
+    if (device.family !== SIGNAL_FAMILY) return null;
+    const known = signals.get(device.id);
+    if (!known) return "dark";
+    if (known.flashing === true) return "flash";
+    return typeof known.greens === "string" && known.greens.trim() ? "cycle" : "dark";
+  }
+
+  /** The words that go with a junction's state (the hint and the list). */
+  function signalText(device) {
+    const s = signalState(device);
+    if (s === null) return "";
+    const greens = signals.get(device.id)?.greens;
+    return s === "cycle" ? t("map.signal_greens", { phases: greens }) : t(`map.signal_${s}`);
+  }
   let shown = []; // the located devices that pass the filters
   let clusters = null; // clusters at clusterZoom
   let clusterZoom = null;
@@ -321,6 +350,17 @@ export function mount(root, route, ctx) {
       context.lineWidth = c.count === 1 ? 2 : 3;
       context.strokeStyle = "#0b0e13";
       context.stroke();
+      const lamp = c.count === 1 ? signalState(c.devices[0].device) : null;
+      if (lamp !== null && r >= 5) {
+        context.beginPath();
+        context.arc(x, y, r * 0.5, 0, 2 * Math.PI);
+        context.fillStyle = SIGNAL_COLOURS[lamp];
+        context.fill();
+        context.lineWidth = 1.5;
+        context.strokeStyle = "#0b0e13";
+        context.stroke();
+      }
+      item.signal = lamp;
       if (c.count > 1) {
         context.font = COUNT_FONT;
         context.fillStyle = "#0b0e13";
@@ -415,6 +455,9 @@ export function mount(root, route, ctx) {
           deviceName(device),
         ),
         h("span", { class: "muted" }, ` ${zoneLabel(device.zone, tx)} · ${familyLabel(device.family)}`),
+        device.family === SIGNAL_FAMILY
+          ? h("span", { class: ["signal-state", `signal-${signalState(device)}`], dataset: { signal: signalState(device) } }, ` · ${signalText(device)}`)
+          : null,
         alarms ? h("span", { class: "count" }, String(alarms)) : null,
         " ",
         h("a", { href: `#/equipment/${encodeURIComponent(device.id)}`, class: "open-device" }, t("map.open")),
@@ -457,7 +500,7 @@ export function mount(root, route, ctx) {
     mapBox.classList.toggle("over-marker", Boolean(item));
     mapBox.title = item
       ? item.cluster.count === 1
-        ? deviceName(item.cluster.devices[0].device)
+        ? [deviceName(item.cluster.devices[0].device), signalText(item.cluster.devices[0].device)].filter(Boolean).join(" · ")
         : t("map.cluster_hint", { n: item.cluster.count, zone: zoneLabel(item.cluster.zone, tx), status: t(`status.${item.cluster.status}`) })
       : "";
   });
@@ -471,7 +514,7 @@ export function mount(root, route, ctx) {
   // For the tests and the benchmark: what is drawn, and how long it took.
   mapBox.view = {
     get items() {
-      return drawn.map((d) => ({ x: d.x, y: d.y, r: d.r, count: d.cluster.count, status: d.cluster.status, zone: d.cluster.zone, label: d.label || null, box: d.box || null, device: d.cluster.count === 1 ? d.cluster.devices[0].id : null }));
+      return drawn.map((d) => ({ x: d.x, y: d.y, r: d.r, count: d.cluster.count, status: d.cluster.status, zone: d.cluster.zone, label: d.label || null, box: d.box || null, device: d.cluster.count === 1 ? d.cluster.devices[0].id : null, signal: d.signal ?? null }));
     },
     timing,
     map,
@@ -482,6 +525,37 @@ export function mount(root, route, ctx) {
   };
 
   const stops = [state.events.on("devices", refreshDevices), state.events.on("alarms", refreshDevices)];
+  // Junctions show their live state: two points each, through the page's one subscription.
+  let signalWatch = null;
+  if (hasSignals) {
+    let pending = null;
+    signalWatch = ctx.live.watch(
+      SIGNAL_POINTS.map((name) => `*/${SIGNAL_FAMILY}/*/${name}`),
+      (values) => {
+        for (const value of values) {
+          const parts = value.id.split("/");
+          const name = parts.pop();
+          const id = parts.pop();
+          if (!SIGNAL_POINTS.includes(name) || !state.devices.has(id)) continue;
+          const known = signals.get(id) || {};
+          known[name] = value.quality?.status === "bad" ? null : value.value;
+          signals.set(id, known);
+        }
+        // A junction changes phase every few seconds: redraw once per frame at most,
+        // and the list once it settles.
+        if (pending === null) {
+          pending = requestAnimationFrame(() => {
+            pending = null;
+            schedule();
+            scheduleList();
+          });
+        }
+      },
+    );
+    stops.push(() => {
+      if (pending !== null) cancelAnimationFrame(pending);
+    });
+  }
   // The container got its size from CSS after Leaflet measured it.
   requestAnimationFrame(() => {
     map.invalidateSize({ animate: false });
@@ -495,6 +569,7 @@ export function mount(root, route, ctx) {
     unmount() {
       closed = true;
       for (const stop of stops) stop();
+      signalWatch?.close();
       if (frame !== null) cancelAnimationFrame(frame);
       clearTimeout(listTimer);
       map.remove();
