@@ -322,3 +322,23 @@ def test_users_add_journals_in_postgresql_and_keeps_the_account_in_the_local_fil
     assert "journal" not in tables  # the journal is in PostgreSQL only
     assert main(["journal", "verify", "-c", str(config)]) == 0
     assert capsys.readouterr().out.startswith("OK: 1 rows chained")
+
+
+@pytest.mark.anyio
+async def test_two_stores_prune_one_database_without_tripping_on_each_other(
+    pg: PostgresBackend, tmp_path: Path
+):
+    retention = {"default": 1.0}
+    async with pg.opened(retention_days=retention) as first:
+        for day in range(3):
+            first.record(change(float(day), MIDNIGHT + day * DAY), PointSpec("level"))
+        await first.flush_history()
+        second = PostgresStore(pg.dsn, tmp_path / "b.sqlite", retention_days=retention)
+        await second.open()
+        try:
+            now = MIDNIGHT + 3 * DAY
+            assert await second.prune(now) == 2  # days 0 and 1
+            assert await first.prune(now) == 0  # already gone: nothing to trip on
+        finally:
+            await second.close()
+    assert partitions(pg) == ["history_d20260923"]

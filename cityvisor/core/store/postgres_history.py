@@ -453,8 +453,13 @@ class _PostgresHistory:
             if end > cutoff:
                 continue
             with self.conn.transaction():
-                (count,) = self.conn.execute(f"SELECT count(*) FROM {name}").fetchone() or (0,)
-                self.conn.execute(f"DROP TABLE {name}")
+                (exists,) = self.conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() or (
+                    None,
+                )
+                count = 0
+                if exists is not None:  # another hub on this database may have dropped it
+                    (count,) = self.conn.execute(f"SELECT count(*) FROM {name}").fetchone() or (0,)
+                    self.conn.execute(f"DROP TABLE {name}")
             self._partitions.discard(start)
             deleted += count
             log.info("history: partition %s dropped (%d rows past retention)", name, count)
