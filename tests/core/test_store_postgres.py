@@ -342,3 +342,50 @@ async def test_two_stores_prune_one_database_without_tripping_on_each_other(
         finally:
             await second.close()
     assert partitions(pg) == ["history_d20260923"]
+
+
+@pytest.mark.anyio
+async def test_trends_on_postgresql_and_sqlite_agree_for_the_same_data(
+    pg: PostgresBackend, tmp_path: Path
+):
+    import random
+
+    from cityvisor.core.store import SqliteStore
+
+    rng = random.Random(14)
+    qualities = [Quality.GOOD] * 8 + [Quality.bad("comm_failure"), Quality.uncertain("stale")]
+    samples = []
+    ts = MIDNIGHT - 3 * 3_600_000  # across a partition boundary
+    for _ in range(3000):
+        ts += rng.randrange(1, 9000)
+        value = rng.choice([float(rng.randrange(-50, 150)), rng.uniform(-1e3, 1e3), 0.0])
+        samples.append(PointValue(LEVEL, value, rng.choice(qualities), ts, ts))
+    sqlite = SqliteStore(tmp_path / "same.sqlite")
+    await sqlite.open()
+    try:
+        async with pg.opened() as postgres:
+            for store in (sqlite, postgres):
+                for sample in samples:
+                    store.record(sample, PointSpec("level"))
+                await store.flush_history()
+            start, end = samples[0].source_ts - 500, samples[-1].source_ts + 1
+            for bucket in (1000, 60_000, 3_600_000, 86_400_000):
+                ours = await postgres.history(LEVEL, start, end, bucket_ms=bucket)
+                theirs = await sqlite.history(LEVEL, start, end, bucket_ms=bucket)
+                assert len(ours) == len(theirs) > 0
+                for a, b in zip(ours, theirs, strict=True):
+                    assert (a.start, a.count, a.minimum, a.maximum, a.last) == (
+                        b.start,
+                        b.count,
+                        b.minimum,
+                        b.maximum,
+                        b.last,
+                    )
+                    assert a.average == pytest.approx(b.average, rel=1e-12)
+            raw_ours = await postgres.history(LEVEL, start, end)
+            raw_theirs = await sqlite.history(LEVEL, start, end)
+            assert [(v.source_ts, v.value, v.quality) for v in raw_ours] == [
+                (v.source_ts, v.value, v.quality) for v in raw_theirs
+            ]
+    finally:
+        await sqlite.close()
