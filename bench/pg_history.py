@@ -13,7 +13,10 @@ first, so that a change in the machine's load touches both alike):
   partitions on demand, point keys, and the same binary ``COPY``.
 
 Each round writes ``--points`` points times ``--changes`` changes (new
-timestamps each round: the normal case, no row already there). The disk
+timestamps each round: the normal case, no row already there). Each round
+also writes ``--journal`` journal entries one by one, each committed, through
+``PostgresStore.journal()`` (advisory lock, head, hash, insert) against raw
+psycopg inserts of the same rows, one committed transaction each. The disk
 figure is ``pg_total_relation_size`` (table and primary key) of the store's
 partitions divided by their rows, after the run.
 
@@ -40,6 +43,7 @@ import anyio
 import psycopg
 
 from cityvisor.core.points import PointSpec, PointValue, Quality
+from cityvisor.core.store import JournalEntry
 from cityvisor.core.store.postgres import PostgresStore
 
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % 86_400_000  # a UTC midnight
@@ -84,7 +88,50 @@ def raw_copy(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> floa
     return len(rows) / (time.perf_counter() - started)
 
 
+async def journal_through_store(store: PostgresStore, count: int) -> float:
+    """Entries per second, one ``journal()`` call (one committed transaction) each."""
+    started = time.perf_counter()
+    for number in range(count):
+        await store.journal(
+            JournalEntry(
+                kind="command",
+                message=f"set_level on cab-07: succeeded ({number})",
+                user="bench",
+                device="cab-07",
+                data={"command": "set_level", "arguments": {"level": 40}},
+            )
+        )
+    return count / (time.perf_counter() - started)
+
+
+def journal_raw(conn: psycopg.Connection[Any], count: int, first: int) -> float:
+    """Rows per second: one committed INSERT each, straight through psycopg, no chain."""
+    data = '{"command": "set_level", "arguments": {"level": 40}}'
+    started = time.perf_counter()
+    for number in range(first, first + count):
+        with conn.transaction():
+            conn.execute(
+                'INSERT INTO raw_journal (id, ts, kind, message, "user", device, data)'
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    number,
+                    number,
+                    "command",
+                    f"set_level on cab-07: succeeded ({number})",
+                    "bench",
+                    "cab-07",
+                    data,
+                ),
+            )
+    return count / (time.perf_counter() - started)
+
+
 def prepare_raw(conn: psycopg.Connection[Any], days: int) -> None:
+    conn.execute(
+        "CREATE TABLE raw_journal (id bigint PRIMARY KEY, ts bigint NOT NULL, kind text NOT NULL,"
+        " message text NOT NULL DEFAULT '', \"user\" text, device text, point text, alarm text,"
+        " data text NOT NULL DEFAULT '{}', prev_hash text, hash text)"
+    )
     conn.execute(
         "CREATE TABLE raw_history (point integer NOT NULL, ts bigint NOT NULL,"
         " number double precision, text text, quality text NOT NULL DEFAULT '',"
@@ -99,14 +146,14 @@ def prepare_raw(conn: psycopg.Connection[Any], days: int) -> None:
 
 
 async def measure(
-    dsn: str, local: Path, points: int, per_point: int, rounds: int
+    dsn: str, local: Path, points: int, per_point: int, rounds: int, entries: int
 ) -> dict[str, Any]:
     span = per_point * 1000 + 1000  # ms one round covers
     days = (rounds + 1) * span // 86_400_000 + 1
     store = PostgresStore(dsn, local, max_pending=points * per_point * 2)
     await store.open()
     raw = psycopg.connect(dsn, autocommit=True)
-    figures: dict[str, list[float]] = {"store": [], "raw": []}
+    figures: dict[str, list[float]] = {"store": [], "raw": [], "journal": [], "journal_raw": []}
     try:
         prepare_raw(raw, days)
         order = ["store", "raw"]
@@ -119,11 +166,15 @@ async def measure(
                 key = keys.setdefault(value.id, len(keys) + 1)
                 rows.append((key, value.source_ts, value.value, None, ""))
             for which in order:
-                rate = (
-                    await through_store(store, values) if which == "store" else raw_copy(raw, rows)
-                )
+                if which == "store":
+                    rate = await through_store(store, values)
+                    journal = await journal_through_store(store, entries)
+                else:
+                    rate = raw_copy(raw, rows)
+                    journal = journal_raw(raw, entries, round_ * entries)
                 if round_:
                     figures[which].append(rate)
+                    figures["journal" if which == "store" else "journal_raw"].append(journal)
             order.reverse()
         size, count = raw.execute(
             "SELECT sum(pg_total_relation_size(inhrelid)), (SELECT count(*) FROM history)"
@@ -145,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=5000, help="points per round")
     parser.add_argument("--changes", type=int, default=20, help="changes per point per round")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds")
+    parser.add_argument("--journal", type=int, default=300, help="journal entries per round")
     parser.add_argument("--quick", action="store_true", help="a few seconds: 1,000 x 5, 3 rounds")
     args = parser.parse_args(argv)
     if args.quick:
-        args.points, args.changes, args.rounds = 1000, 5, 3
+        args.points, args.changes, args.rounds, args.journal = 1000, 5, 3, 50
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with psycopg.connect(args.server, autocommit=True) as admin:
         version = admin.execute("SHOW server_version").fetchone()
@@ -162,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             result = anyio.run(
-                measure, dsn, Path(tmp) / "local.sqlite", args.points, args.changes, args.rounds
+                measure,
+                dsn,
+                Path(tmp) / "local.sqlite",
+                args.points,
+                args.changes,
+                args.rounds,
+                args.journal,
             )
     finally:
         with psycopg.connect(args.server, autocommit=True) as admin:
@@ -174,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'raw baseline: binary COPY of ready tuples':<44} {raw:>10,.0f} rows/s")
     print(
         f"{'store: record() + flush_history()':<44} {store:>10,.0f} rows/s {store / raw:>6.2f} x baseline"
+    )
+    journal_raw_rate = statistics.median(result["journal_raw"])
+    journal_rate = statistics.median(result["journal"])
+    print(f"{'raw baseline: psycopg INSERT, 1 commit each':<44} {journal_raw_rate:>10,.0f} rows/s")
+    print(
+        f"{'store: journal(), chained, 1 commit each':<44} {journal_rate:>10,.0f} rows/s"
+        f" {journal_rate / journal_raw_rate:>6.2f} x baseline"
     )
     per_row = result["bytes"] / max(1, result["rows"])
     heap = result["heap"] / max(1, result["rows"])

@@ -269,4 +269,5 @@ def test_pg_history_benchmark_runs_quickly_and_prints_its_ratio_and_bytes_per_ro
     assert re.search(
         r"store: record\(\) \+ flush_history\(\)\s+[\d,]+ rows/s\s+[\d.]+ x baseline", out
     )
+    assert re.search(r"store: journal\(\), chained, 1 commit each\s+[\d,]+ rows/s\s+[\d.]+ x", out)
     assert re.search(r"disk: [\d.]+ bytes/row with the primary key", out)
