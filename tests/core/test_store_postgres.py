@@ -389,3 +389,29 @@ async def test_trends_on_postgresql_and_sqlite_agree_for_the_same_data(
             ]
     finally:
         await sqlite.close()
+
+
+def test_a_hub_whose_database_does_not_answer_stops_with_one_line_not_a_traceback(
+    tmp_path: Path,
+):
+    import os
+    import subprocess
+    import sys
+
+    config = write(
+        tmp_path,
+        'backend = "postgres"\ndsn = "host=127.0.0.1 port=9 user=cv connect_timeout=2"\n'
+        'password_env = "CV_PG_PASSWORD"\n\n[web]\nport = 0\n',
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "cityvisor", "run", "-c", config],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "CV_PG_PASSWORD": "hunter2-secret"},
+    )
+    assert run.returncode == 69  # EX_UNAVAILABLE: the service manager restarts it
+    output = run.stdout + run.stderr
+    assert "[store] PostgreSQL host=127.0.0.1 port=9 user=cv: cannot connect" in output
+    assert "Traceback" not in output and "hunter2" not in output

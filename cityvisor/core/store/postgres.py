@@ -236,10 +236,9 @@ class PostgresStore(_PostgresHistory, Store):
             conn = psycopg.connect(self._dsn, autocommit=True, **extra)
         except psycopg.Error as error:
             # libpq's message names the host and the user, never the password.
-            reason = safe_text(str(error)).strip().splitlines()
-            raise StoreUnavailableError(
-                f"{self.server}: cannot connect: {reason[-1] if reason else type(error).__name__}"
-            ) from None
+            lines = [line.strip() for line in safe_text(str(error)).splitlines() if line.strip()]
+            reason = "; ".join(lines) or type(error).__name__
+            raise StoreUnavailableError(f"{self.server}: cannot connect: {reason}") from None
         try:
             # "Written before the call returns" means on the server's disk: a server (or
             # role) set to commit asynchronously is overruled; stricter settings are kept.
