@@ -35,7 +35,8 @@ The PostgreSQL backend, ``postgres.py`` (:class:`PostgresStore`) with
 ``postgres_history.py``, needs the optional ``psycopg`` driver: import it
 from :mod:`cityvisor.core.store.postgres` (``[store] backend = "postgres"``
 does, through :meth:`StoreSection.create_store`); ``local.py`` keeps its
-local tables.
+local tables. Both journals write the placeholders of ``placeholders.py``
+and the hash chain of ``chain.py``.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ from .interface import (
     StoreUnavailableError,
     T,
 )
-from .journal import _placeholder, _storable_data
 from .local import LocalTables
+from .placeholders import placeholder, storable_data
 from .postgres_history import _ROW, _PostgresHistory
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _check_row(stored: tuple[Any, ...]) -> None:
     """Raise what would make PostgreSQL refuse this journal row, before it aborts the transaction.
 
     PostgreSQL ends a transaction at its first error, so an entry that cannot
-    be written is found here, in Python, and replaced (see :func:`_placeholder`).
+    be written is found here, in Python, and replaced (see :func:`~cityvisor.core.store.placeholders.placeholder`).
     """
     ts = stored[1]
     if not isinstance(ts, int) or not 0 <= ts <= MAX_INTEGER:
@@ -329,11 +329,11 @@ class PostgresStore(_PostgresHistory, Store):
             return self._insert_journal(entry, ts, data, head)
         except _ROW_ERRORS as error:
             reason = f"{type(error).__name__}: {safe_text(str(error))[:200]}"
-            placeholder = _without_nul(_placeholder(entry, ts, reason))
+            replacement = _without_nul(placeholder(entry, ts, reason))
             written = self._insert_journal(
-                placeholder,
-                placeholder.ts,
-                json.dumps(placeholder.data, default=str, ensure_ascii=False),
+                replacement,
+                replacement.ts,
+                json.dumps(replacement.data, default=str, ensure_ascii=False),
                 head,
             )
             self.journal_replaced += 1
@@ -584,4 +584,4 @@ def _state_json(state: Mapping[str, Any]) -> str:
         text.encode("utf-8")
         return text
     except _ROW_ERRORS:
-        return json.dumps(_storable_data(state), default=str)
+        return json.dumps(storable_data(state), default=str)
