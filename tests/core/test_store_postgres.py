@@ -415,3 +415,32 @@ def test_a_hub_whose_database_does_not_answer_stops_with_one_line_not_a_tracebac
     output = run.stdout + run.stderr
     assert "[store] PostgreSQL host=127.0.0.1 port=9 user=cv: cannot connect" in output
     assert "Traceback" not in output and "hunter2" not in output
+
+
+@pytest.mark.anyio
+async def test_changing_day_partitions_to_months_keeps_the_old_ones_and_writes_on(
+    pg: PostgresBackend,
+):
+    spec = PointSpec("level")
+    async with pg.opened() as store:  # days: 2026-09-21 to 23
+        for day in range(3):
+            store.record(change(float(day), MIDNIGHT + day * DAY), spec)
+        await store.flush_history()
+    async with pg.opened(partition="month") as store:
+        store.record(change(3.0, MIDNIGHT + 1 * DAY + 5), spec)  # in an old day partition
+        store.record(change(4.0, MIDNIGHT + 4 * DAY), spec)  # September 25: the rest of the month
+        store.record(change(5.0, MIDNIGHT + 14 * DAY), spec)  # October 5: a whole month
+        assert await store.flush_history() == 3
+        values = [v.value for v in await store.history(LEVEL, 0, MIDNIGHT + 40 * DAY)]
+    assert values == [0.0, 1.0, 3.0, 2.0, 4.0, 5.0]
+    assert partitions(pg) == [
+        "history_d20260921",
+        "history_d20260922",
+        "history_d20260923",
+        "history_m20260924_7d",
+        "history_m202610",
+    ]
+    async with pg.opened(partition="month", retention_days={"default": 1}) as store:
+        # Reopened: the partitions are read back with their real bounds, and dropped by them.
+        assert await store.prune(MIDNIGHT + 13 * DAY) == 5
+        assert partitions(pg) == ["history_m202610"]

@@ -186,7 +186,7 @@ class PostgresStore(_PostgresHistory, Store):
         self._pending: deque[Any] = deque(maxlen=max_pending * _ROW)
         self._point_keys: dict[str, int] = {}
         self._point_classes: dict[str, str] = {}
-        self._partitions: set[int] = set()
+        self._partitions: dict[int, tuple[int, str]] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None

@@ -17,10 +17,12 @@ whole partitions older than the longest retention, then deletes per point.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import itertools
 import logging
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,8 @@ MAX_TS = 253_402_300_800_000
 """Source times at or past the year 10000 are rejected (no partition can name them)."""
 
 _COPY_TYPES = ["int4", "int8", "float8", "text", "text"]
+
+_BOUND = re.compile(r"FROM \('?(?P<start>-?\d+)'?\) TO \('?(?P<end>-?\d+)'?\)")
 
 _TREND = """
 WITH buckets AS (
@@ -113,7 +117,7 @@ class _PostgresHistory:
         _pending: deque[Any]
         _point_keys: dict[str, int]
         _point_classes: dict[str, str]
-        _partitions: set[int]
+        _partitions: dict[int, tuple[int, str]]
         _conn: psycopg.Connection[Any] | None
         _lock: threading.Lock
         _limiter: anyio.CapacityLimiter | None
@@ -125,7 +129,7 @@ class _PostgresHistory:
     # -- partitions ---------------------------------------------------------------
 
     def _partition_bounds(self, ts: int) -> tuple[int, int, str]:
-        """The partition holding ``ts``: its start, its end (excluded) and its name."""
+        """The partition the configured span gives ``ts``: its start, its end (excluded), its name."""
         if self.partition == "day":
             start = ts - ts % DAY_MS
             day = dt.datetime.fromtimestamp(start / 1000, dt.UTC)
@@ -139,33 +143,52 @@ class _PostgresHistory:
             f"history_m{first:%Y%m}",
         )
 
-    def _existing_partitions(self, conn: psycopg.Connection[Any]) -> set[int]:
-        """The start of every partition of ``history`` (read at open)."""
+    def _existing_partitions(self, conn: psycopg.Connection[Any]) -> dict[int, tuple[int, str]]:
+        """Every range partition of ``history``, by start: (end, name). Read at open."""
         rows = conn.execute(
-            "SELECT pg_get_expr(child.relpartbound, child.oid) FROM pg_inherits"
+            "SELECT child.relname, pg_get_expr(child.relpartbound, child.oid) FROM pg_inherits"
             " JOIN pg_class child ON child.oid = pg_inherits.inhrelid"
             " WHERE pg_inherits.inhparent = 'history'::regclass"
         ).fetchall()
-        starts = set()
-        for (bound,) in rows:
-            # FOR VALUES FROM ('1790000000000') TO ('1790086400000')
-            starts.add(int(bound.split("(")[1].split(")")[0].strip("'")))
-        return starts
+        found = {}
+        for name, bound in rows:
+            # FOR VALUES FROM ('1790000000000') TO ('1790086400000'); a DEFAULT one is left alone.
+            match = _BOUND.search(bound)
+            if match is not None:
+                found[int(match["start"])] = (int(match["end"]), name)
+        return found
 
-    def _ensure_partitions(self, starts: dict[int, int]) -> None:
-        """Create the partitions that ``starts`` (a ts in each) needs and that do not exist yet."""
+    def _covering(self, ts: int) -> bool:
+        starts = sorted(self._partitions)
+        index = bisect.bisect_right(starts, ts) - 1
+        return index >= 0 and ts < self._partitions[starts[index]][0]
+
+    def _ensure_partitions(self, samples: Iterable[int]) -> None:
+        """Create a partition for each sample time that no partition holds yet.
+
+        The configured span (day or month), shortened where it would overlap
+        a partition already there: a deployment that changes ``partition``
+        keeps its old partitions and writes on.
+        """
         conn = self.conn
-        for ts in starts.values():
-            start, end, name = self._partition_bounds(ts)
-            if start in self._partitions:
+        for ts in sorted(samples):
+            if self._covering(ts):
                 continue
+            start, end, name = self._partition_bounds(ts)
+            before = [e for s, (e, _) in self._partitions.items() if s <= ts]
+            after = [s for s in self._partitions if s > ts]
+            clipped = (max([start, *before]), min([end, *after]))
+            if clipped != (start, end):
+                start, end = clipped
+                day = dt.datetime.fromtimestamp(start / 1000, dt.UTC)
+                name = f"history_{self.partition[0]}{day:%Y%m%d}_{(end - start) // DAY_MS}d"
             # Another hub may create it between our check and ours: then it exists.
             with contextlib.suppress(psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
                 conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF history"
                     f" FOR VALUES FROM ({start}) TO ({end})"
                 )
-            self._partitions.add(start)
+            self._partitions[start] = (end, name)
             log.info("history: partition %s created", name)
 
     # -- writing -------------------------------------------------------------------
@@ -222,8 +245,8 @@ class _PostgresHistory:
         self.history_dropped += (len(rows) + len(self._pending) - len(merged)) // _ROW
         self._pending = merged
 
-    def _scan(self, flat: deque[Any]) -> tuple[dict[int, int], dict[str, str]]:
-        """A ts in each partition the buffer needs, and the points to register (new or of a new class).
+    def _scan(self, flat: deque[Any]) -> tuple[list[int], dict[str, str]]:
+        """A time in each day the buffer covers, and the points to register (new or of a new class).
 
         Two passes over columns of the buffer (``islice``), no row built: the
         rows themselves are built one at a time as the ``COPY`` takes them.
@@ -233,12 +256,9 @@ class _PostgresHistory:
             for ts in itertools.islice(flat, 1, None, _ROW)
             if type(ts) is int and 0 <= ts < MAX_TS
         }
-        if self.partition == "day":
-            partitions = {day * DAY_MS: day * DAY_MS for day in days}
-        else:
-            partitions = {}
-            for day in days:
-                partitions.setdefault(self._partition_bounds(day * DAY_MS)[0], day * DAY_MS)
+        partitions = [
+            day * DAY_MS for day in days
+        ]  # a time in each day: partitions are days or more
         class_of = self._point_classes.get
         classes = {
             point_id: klass
@@ -448,19 +468,16 @@ class _PostgresHistory:
     def _drop_partitions(self, cutoff: int) -> int:
         """Drop every partition that ends at or before ``cutoff``; return the rows it held."""
         deleted = 0
-        for start in sorted(self._partitions):
-            _, end, name = self._partition_bounds(start)
+        for start, (end, name) in sorted(self._partitions.items()):
             if end > cutoff:
                 continue
             with self.conn.transaction():
-                (exists,) = self.conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() or (
-                    None,
-                )
+                row = self.conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
                 count = 0
-                if exists is not None:  # another hub on this database may have dropped it
+                if row is not None and row[0] is not None:  # another hub may have dropped it
                     (count,) = self.conn.execute(f"SELECT count(*) FROM {name}").fetchone() or (0,)
                     self.conn.execute(f"DROP TABLE {name}")
-            self._partitions.discard(start)
+            del self._partitions[start]
             deleted += count
             log.info("history: partition %s dropped (%d rows past retention)", name, count)
         return deleted
