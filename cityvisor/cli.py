@@ -38,6 +38,7 @@ from .core.config import (
     reference,
 )
 from .core.plugins import PluginManager, make_plugin_manager
+from .core.store import StoreUnavailableError
 
 if TYPE_CHECKING:
     from .core.devices import DeviceType
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69
+"""A service the hub needs at start (its PostgreSQL) does not answer (sysexits' EX_UNAVAILABLE)."""
 """A user's mistake: bad arguments, a config with problems, a file that cannot be read."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -284,13 +287,28 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: stop now
         log.warning("interrupted while stopping")
         return 128 + signal.SIGINT
-    except Exception:
+    except Exception as error:
+        unavailable = _store_unavailable(error)
+        if unavailable is not None:
+            # Not a bug: the database is down or unreachable. One line, naming the
+            # server without its secrets; the service manager restarts the hub.
+            log.critical("%s: [store] %s", config.source, unavailable)
+            return EXIT_UNAVAILABLE
         # Parts of the hub restart themselves; an error reaching here is a bug:
         # its traceback belongs in the log, for the bug report.
         log.critical("the hub stopped on an unexpected error", exc_info=True)
         return EXIT_BUG
     log.info("stopped")
     return EXIT_OK
+
+
+def _store_unavailable(error: BaseException) -> StoreUnavailableError | None:
+    """The store's "cannot connect" inside ``error`` (the task groups wrap it), if that is what it is."""
+    if isinstance(error, StoreUnavailableError):
+        return error
+    if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        return _store_unavailable(error.exceptions[0])
+    return None
 
 
 async def _serve(hub: Hub) -> None:

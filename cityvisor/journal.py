@@ -39,9 +39,9 @@ from typing import Any
 
 import anyio
 
-from .core.config import Config, load_config
+from .core.config import Config, ConfigError, load_config
 from .core.points import now_ms
-from .core.store import ChainState, SqliteStore, verify_store
+from .core.store import ChainState, Store, StoreUnavailableError, verify_store
 from .core.store.anchors import (
     ANCHOR_KIND,
     AnchorError,
@@ -118,9 +118,24 @@ def _usage(message: str) -> Exception:
 
 def _store_config(path: str) -> Config:
     config = load_config(path)
-    if not config.store.path.exists():
+    if config.store.backend == "sqlite" and not config.store.path.exists():
         raise _usage(f"{path}: [store] path {config.store.path} does not exist")
     return config
+
+
+def _store(config: Config) -> Store:
+    """The deployment's store, whichever its backend (errors as usage errors, secrets unsaid)."""
+    try:
+        return config.store.create_store(config.source)
+    except ConfigError as error:
+        raise _usage(str(error)) from None
+
+
+async def _open(store: Store, config: Config) -> None:
+    try:
+        await store.open()
+    except StoreUnavailableError as error:
+        raise _usage(f"{config.source}: [store] {error}") from None
 
 
 def _private_key(config: Config) -> Any:
@@ -148,7 +163,7 @@ def _verify(args: argparse.Namespace) -> int:
         key = _private_key(config).public_key()
     anchors_path = Path(args.anchors) if args.anchors else config.journal.anchor_file
     anchors = read_anchor_file(anchors_path) if anchors_path.exists() else []
-    state, anchored, broken = anyio.run(_walk, config.store.path, key, anchors)
+    state, anchored, broken = anyio.run(_walk, config, key, anchors)
     result = {**state.as_json(), "anchors_checked": anchored}
     if broken is not None:
         result.update(ok=False, broken=broken.as_json())
@@ -171,10 +186,10 @@ def _public_key(path: str) -> Any:
 
 
 async def _walk(
-    path: Any, key: Any, anchors: list[Any]
+    config: Config, key: Any, anchors: list[Any]
 ) -> tuple[ChainState, int, ChainBreak | None]:
-    store = SqliteStore(path)
-    await store.open()
+    store = _store(config)
+    await _open(store, config)
     try:
         state = await verify_store(store)
         if not state.ok or key is None:
@@ -261,8 +276,8 @@ def _anchor(args: argparse.Namespace) -> int:
 
 
 async def _anchor_store(config: Config, key: Any) -> dict[str, Any] | None:
-    store = SqliteStore(config.store.path)
-    await store.open()
+    store = _store(config)
+    await _open(store, config)
     try:
         if not await store.journal_chain_rows(0, 1):
             raise _usage("the journal is empty: nothing to anchor")
@@ -281,7 +296,7 @@ def _export(args: argparse.Namespace) -> int:
     key = _private_key(config)
     zone = zoneinfo.ZoneInfo(config.site.timezone)
     since, until = _time(args.since, "--from", zone), _time(args.until, "--to", zone)
-    rows = anyio.run(_rows_between, config.store.path, since, until)
+    rows = anyio.run(_rows_between, config, since, until)
     try:
         bundle = write_bundle(
             rows, key, {"site": config.site.name, "from": since, "to": until, "exported": now_ms()}
@@ -310,19 +325,16 @@ def _time(text: str, option: str, zone: dt.tzinfo) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def _rows_between(path: Any, since: int, until: int) -> list[ChainRow]:
+async def _rows_between(config: Config, since: int, until: int) -> list[ChainRow]:
     """Every row from the first written at or after ``since`` to the last before ``until``."""
-    store = SqliteStore(path)
-    await store.open()
+    store = _store(config)
+    await _open(store, config)
     try:
-        first, last = await store.call(
-            lambda db: db.execute(
-                "SELECT min(id), max(id) FROM journal WHERE ts >= ? AND ts < ?", (since, until)
-            ).fetchone()
-        )
+        ids = await store.journal_ids_between(since, until)
         rows: list[ChainRow] = []
-        if first is None:
+        if ids is None:
             return rows
+        first, last = ids
         after = first - 1
         while after < last:
             chunk = await store.journal_chain_rows(after, 5000)

@@ -252,3 +252,22 @@ def test_rules_benchmark_runs_quickly_and_prints_its_figures():
     assert re.search(r"rules' cost: -?[\d.]+%", out)
     onsets = re.search(r"onsets: ([\d,]+)", out)
     assert onsets and int(onsets.group(1).replace(",", "")) > 0, out
+
+
+def test_pg_history_benchmark_runs_quickly_and_prints_its_ratio_and_bytes_per_row():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.pg_history", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline: binary COPY of ready tuples\s+[\d,]+ rows/s", out)
+    assert re.search(
+        r"store: record\(\) \+ flush_history\(\)\s+[\d,]+ rows/s\s+[\d.]+ x baseline", out
+    )
+    assert re.search(r"store: journal\(\), chained, 1 commit each\s+[\d,]+ rows/s\s+[\d.]+ x", out)
+    assert re.search(r"disk: [\d.]+ bytes/row with the primary key", out)

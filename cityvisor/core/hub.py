@@ -27,7 +27,7 @@ from .commands import CommandBus
 from .devices import DeviceType, Resources, Supervisor
 from .plugins import PluginManager, collect_device_types
 from .points import DataType, PointDB, PointSpec
-from .store import JournalEntry, SqliteStore, Store
+from .store import JournalEntry, Store
 from .store.anchors import ANCHOR_INTERVAL, anchor_store, load_private_key
 
 if TYPE_CHECKING:
@@ -75,11 +75,7 @@ class Hub:
         self.plugins = plugins
         self.device_types = dict(device_types or collect_device_types(plugins))
         self.points = PointDB()
-        self.store: Store = store or SqliteStore(
-            config.store.path,
-            flush_interval=config.store.flush_interval,
-            retention_days=dict(config.store.retention),
-        )
+        self.store: Store = store or config.store.create_store(config.source)
         config.load_settings(plugins)
         self.devices: dict[str, DeviceType] = {}
         self.resources = Resources()

@@ -84,7 +84,7 @@ def _export(args: argparse.Namespace) -> int:
     problems = check_config(config, plugins)
     if problems:
         raise ConfigError(problems)
-    if not config.store.path.exists():
+    if config.store.backend == "sqlite" and not config.store.path.exists():
         raise UsageError(f"{config.source}: store.path {config.store.path} does not exist")
     output = Path(args.output)
     try:

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 
 from ..core.config import Config, load_config
-from ..core.store import JournalEntry, SqliteStore
+from ..core.store import JournalEntry, Store
 from ..core.users import Role
 from .auth import Account, Accounts, PasswordError, check_password
 
@@ -133,7 +133,7 @@ def _zones(config: Config, text: str | None) -> list[str]:
 
 
 async def _with_accounts(config: Config, action: Any) -> Any:
-    store = SqliteStore(config.store.path)
+    store = config.store.create_store(config.source)
     await store.open()
     try:
         accounts = Accounts(store, config.user_list())
@@ -147,7 +147,7 @@ def _run(config: Config, action: Any) -> Any:
     return anyio.run(_with_accounts, config, action, backend="asyncio")
 
 
-def _journal(store: SqliteStore, message: str, name: str, data: dict[str, Any]) -> Any:
+def _journal(store: Store, message: str, name: str, data: dict[str, Any]) -> Any:
     return store.journal(
         JournalEntry(kind="user", message=message, user=_operator(), data={"name": name, **data})
     )
@@ -167,7 +167,7 @@ def _add(args: argparse.Namespace) -> int:
     except PasswordError as error:
         raise _usage(str(error)) from None
 
-    async def add(accounts: Accounts, store: SqliteStore) -> Account:
+    async def add(accounts: Accounts, store: Store) -> Account:
         try:
             account = await accounts.add(args.name, password, role, zones)
         except ValueError as error:
@@ -201,7 +201,7 @@ def _passwd(args: argparse.Namespace) -> int:
     except PasswordError as error:
         raise _usage(str(error)) from None
 
-    async def passwd(accounts: Accounts, store: SqliteStore) -> int:
+    async def passwd(accounts: Accounts, store: Store) -> int:
         try:
             ended = await accounts.set_password(args.name, password)
         except KeyError:
@@ -219,7 +219,7 @@ def _passwd(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
 
-    async def listing(accounts: Accounts, store: SqliteStore) -> list[Account]:
+    async def listing(accounts: Accounts, store: Store) -> list[Account]:
         return await accounts.list_all()
 
     accounts = _run(config, listing)
@@ -239,7 +239,7 @@ def _list(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     config = load_config(args.config)
 
-    async def remove(accounts: Accounts, store: SqliteStore) -> int:
+    async def remove(accounts: Accounts, store: Store) -> int:
         try:
             ended = await accounts.remove(args.name)
         except KeyError:

@@ -1,7 +1,8 @@
 """The alarm manager: ISA-18.2 states, delays, hiding, procedures, KPIs, journal and restart.
 
 Every test runs a real PointDB and a real SQLite store on disk, on both
-anyio backends. Delays are kept to a few tens of milliseconds and waited for
+anyio backends; the restart tests (alarm state is the store's contract) run
+on PostgreSQL too. Delays are kept to a few tens of milliseconds and waited for
 through the manager's own transitions, never with long sleeps.
 """
 
@@ -34,6 +35,8 @@ from cityvisor.core.points import PointDB, now_ms
 from cityvisor.core.store import SqliteStore
 from cityvisor.core.users import Role, User
 from cityvisor.plugins.demo import Tank, TankConfig
+
+from .backends import Backend
 
 pytestmark = pytest.mark.anyio
 
@@ -779,8 +782,10 @@ async def test_a_failing_on_transition_callback_does_not_stop_the_alarms(store: 
 # --------------------------------------------------------------------------- restart
 
 
-async def test_alarm_state_survives_a_restart(store: SqliteStore):
-    path = store.path
+async def test_alarm_state_survives_a_restart(backend: Backend):
+    # Alarm state is the store's contract: on both backends.
+    store: Any = backend.new()
+    await store.open()
     start = now_ms()
     async with running(store) as h:
         h.set("pressure", 12.0)
@@ -802,7 +807,7 @@ async def test_alarm_state_survives_a_restart(store: SqliteStore):
         )
     await store.close()
 
-    reopened = SqliteStore(path)
+    reopened = backend.new()
     await reopened.open()
     try:
         async with running(reopened) as h:
@@ -829,14 +834,16 @@ async def test_alarm_state_survives_a_restart(store: SqliteStore):
         await reopened.close()
 
 
-async def test_a_shelve_that_expired_while_stopped_is_lifted_at_start(store: SqliteStore):
-    path = store.path
+async def test_a_shelve_that_expired_while_stopped_is_lifted_at_start(backend: Backend):
+    # Alarm state is the store's contract: on both backends.
+    store: Any = backend.new()
+    await store.open()
     async with running(store) as h:
         h.set("pressure", 12.0)
         await h.manager.shelve("p1:high_pressure", SUPERVISOR, 0.05, "short")
     await store.close()
     await anyio.sleep(0.06)
-    reopened = SqliteStore(path)
+    reopened = backend.new()
     await reopened.open()
     try:
         async with running(reopened) as h:
@@ -848,9 +855,10 @@ async def test_a_shelve_that_expired_while_stopped_is_lifted_at_start(store: Sql
 
 
 async def test_what_maintenance_hid_is_raised_when_the_window_ended_while_stopped(
-    store: SqliteStore,
+    backend: Backend,
 ):
-    path = store.path
+    store: Any = backend.new()
+    await store.open()
     async with running(store) as h:
         await h.manager.add_maintenance(
             SUPERVISOR, device_id="p1", start_ms=now_ms(), end_ms=now_ms() + 300, reason="short"
@@ -860,7 +868,7 @@ async def test_what_maintenance_hid_is_raised_when_the_window_ended_while_stoppe
         assert h.alarm("low_level").active and not h.alarm("low_level").annunciated
     await store.close()
     await anyio.sleep(0.3)
-    reopened = SqliteStore(path)
+    reopened = backend.new()
     await reopened.open()
     try:
         async with running(reopened) as h:
@@ -924,8 +932,17 @@ async def test_a_failed_journal_write_is_retried_and_nothing_is_reported_before(
 
 
 async def test_an_unwritable_ack_comment_is_replaced_and_never_stalls_the_journal(
-    store: SqliteStore,
+    backend: Backend,
 ):
+    store: Any = backend.new()
+    await store.open()
+    try:
+        await _unwritable_ack_comment(store)
+    finally:
+        await store.close()
+
+
+async def _unwritable_ack_comment(store: Any) -> None:
     # A lone surrogate has no UTF-8 form: SQLite refuses the row. The edge refuses such
     # text, but the journal writer must survive it anyway: one bad row used to hold every
     # alarm write behind it for seconds, retried and counted in write_errors.

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import zoneinfo
@@ -22,37 +21,34 @@ from cityvisor.cli import main
 from cityvisor.core.config import load_config
 from cityvisor.core.hub import Hub
 from cityvisor.core.plugins import make_plugin_manager
-from cityvisor.core.store import JournalEntry, SqliteStore
+from cityvisor.core.store import JournalEntry
 from cityvisor.core.store.anchors import ANCHOR_KIND
 from cityvisor.core.store.chain import GENESIS, hash_columns
 from cityvisor.journal import EXIT_BROKEN
+
+from .backends import Backend
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_790_000_000_000
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Path:
+def site(tmp_path: Path, backend: Backend) -> Path:
     """A deployment file, a journal of ten entries (one a minute from T0) and an anchor key."""
-    db = tmp_path / "city.sqlite"
 
     async def fill() -> None:
-        store = SqliteStore(db)
-        await store.open()
-        try:
+        async with backend.opened() as store:
             for n in range(10):
                 entry = JournalEntry(
                     kind="ack", message=f"ack {n}", user="alice", ts=T0 + n * 60_000
                 )
                 await store.journal(entry)
-        finally:
-            await store.close()
 
     anyio.run(fill)
     assert main(["journal", "keygen", "-o", str(tmp_path / "anchor.key")]) == 0
     config = tmp_path / "city.toml"
     config.write_text(
-        '[site]\nname = "Dijon"\ntimezone = "Europe/Paris"\n\n[store]\npath = "city.sqlite"\n\n'
+        f'[site]\nname = "Dijon"\ntimezone = "Europe/Paris"\n\n{backend.store_section()}\n'
         '[journal]\nanchor_key = "anchor.key"\nanchor_file = "archive/anchors.jsonl"\n'
     )
     return config
@@ -62,23 +58,23 @@ def verify(site: Path, *extra: str) -> int:
     return main(["journal", "verify", "-c", str(site), *extra])
 
 
-def rechain_from(db: Path, first: int) -> None:
+def rechain_from(backend: Backend, first: int) -> None:
     """What someone with the database (but not the key) can do: rewrite the chain from a row."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT id, ts, kind, message, user, device, point, alarm, data FROM journal"
-            " WHERE id >= ? ORDER BY id",
-            (first,),
-        ).fetchall()
-        (prev,) = conn.execute(
-            "SELECT hash FROM journal WHERE id = ?", (first - 1,)
-        ).fetchone() or (GENESIS,)
-        for row in rows:
-            digest = hash_columns(tuple(row), prev)
-            conn.execute(
-                "UPDATE journal SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, row[0])
-            )
-            prev = digest
+    rows = backend.rows(
+        'SELECT id, ts, kind, message, "user", device, point, alarm, data FROM journal'
+        " WHERE id >= %s ORDER BY id",
+        first,
+    )
+    ((prev,),) = backend.rows("SELECT hash FROM journal WHERE id = %s", first - 1) or [(GENESIS,)]
+    updates = []
+    for row in rows:
+        digest = hash_columns(tuple(row), prev)
+        # Hex digests and integer ids only: safe as literals.
+        updates.append(
+            f"UPDATE journal SET prev_hash = '{prev}', hash = '{digest}' WHERE id = {row[0]}"
+        )
+        prev = digest
+    backend.execute(*updates)
 
 
 def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(
@@ -125,13 +121,11 @@ def test_a_key_in_an_environment_variable(
 
 
 def test_a_rewritten_chain_holds_but_the_anchor_names_it(
-    site: Path, capsys: pytest.CaptureFixture[str]
+    site: Path, backend: Backend, capsys: pytest.CaptureFixture[str]
 ):
     assert main(["journal", "anchor", "-c", str(site)]) == 0
-    db = site.parent / "city.sqlite"
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE journal SET message = 'nothing happened' WHERE id = 4")
-    rechain_from(db, 4)
+    backend.execute("UPDATE journal SET message = 'nothing happened' WHERE id = 4")
+    rechain_from(backend, 4)
     capsys.readouterr()
     public = str(site.parent / "anchor.key.pub")
     assert main(["journal", "verify", "-c", str(site), "--public-key", public]) == EXIT_BROKEN
@@ -140,10 +134,11 @@ def test_a_rewritten_chain_holds_but_the_anchor_names_it(
     assert "the journal was rewritten" in out
 
 
-def test_a_cut_journal_is_named_by_its_anchor(site: Path, capsys: pytest.CaptureFixture[str]):
+def test_a_cut_journal_is_named_by_its_anchor(
+    site: Path, backend: Backend, capsys: pytest.CaptureFixture[str]
+):
     assert main(["journal", "anchor", "-c", str(site)]) == 0
-    with sqlite3.connect(site.parent / "city.sqlite") as conn:
-        conn.execute("DELETE FROM journal WHERE id >= 9")
+    backend.execute("DELETE FROM journal WHERE id >= 9")
     capsys.readouterr()
     assert verify(site) == EXIT_BROKEN
     assert "which the journal no longer has (it ends at row 8)" in capsys.readouterr().out
@@ -223,9 +218,7 @@ HUB_CONFIG = """
 [site]
 name = "Testville"
 
-[store]
-path = "hub.sqlite"
-flush_interval = 0.05
+{store}flush_interval = 0.05
 
 [journal]
 anchor_key = "{key}"
@@ -242,9 +235,9 @@ config = {{ period = 0.05 }}
 """
 
 
-def hub_in(tmp_path: Path, key: str) -> Hub:
+def hub_in(tmp_path: Path, key: str, backend: Backend) -> Hub:
     config = tmp_path / "city.toml"
-    config.write_text(HUB_CONFIG.format(key=key))
+    config.write_text(HUB_CONFIG.format(key=key, store=backend.store_section()))
     manager = make_plugin_manager(builtins=("cityvisor.plugins.demo",), entry_points=False)
     return Hub(load_config(config), manager)
 
@@ -277,9 +270,9 @@ def watching(text: str) -> Iterator[LogWatch]:
 
 
 @pytest.mark.anyio
-async def test_the_hub_anchors_the_journal_when_it_starts(tmp_path: Path):
+async def test_the_hub_anchors_the_journal_when_it_starts(tmp_path: Path, backend: Backend):
     assert main(["journal", "keygen", "-o", str(tmp_path / "anchor.key")]) == 0
-    hub = hub_in(tmp_path, "anchor.key")
+    hub = hub_in(tmp_path, "anchor.key", backend)
     with watching("journal anchored at row") as watch:
         async with anyio.create_task_group() as tg:
             await tg.start(hub.run)
@@ -298,7 +291,9 @@ async def test_the_hub_anchors_the_journal_when_it_starts(tmp_path: Path):
 async def test_a_key_the_hub_cannot_read_is_logged_and_the_hub_runs_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
-    hub = hub_in(tmp_path, "missing.key")
+    from .backends import SqliteBackend
+
+    hub = hub_in(tmp_path, "missing.key", SqliteBackend(tmp_path))
     with watching("journal anchor failed") as watch:
         async with anyio.create_task_group() as tg:
             await tg.start(hub.run)

@@ -9,13 +9,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from cityvisor.cli import main
-from cityvisor.core.store import JournalEntry, SqliteStore, verify_store
+from cityvisor.core.store import JournalEntry, SqliteStore, Store, verify_store
 from cityvisor.core.store.chain import (
     GENESIS,
     ChainRow,
@@ -26,10 +27,19 @@ from cityvisor.core.store.chain import (
 )
 from cityvisor.journal import EXIT_BROKEN
 
+from .backends import Backend, PostgresBackend, SqliteBackend
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def write_some(store: SqliteStore, count: int = 6) -> None:
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[Store]:
+    """The store under test, on each backend."""
+    async with backend.opened() as opened:
+        yield opened
+
+
+async def write_some(store: Store, count: int = 6) -> None:
     for n in range(count):
         await store.journal(JournalEntry(kind="command", message=f"order {n}", user="alice"))
 
@@ -42,7 +52,7 @@ def tamper(path: Path, *statements: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_every_kind_of_write_is_chained_and_the_chain_holds(store: SqliteStore):
+async def test_every_kind_of_write_is_chained_and_the_chain_holds(store: Store, backend: Backend):
     await write_some(store, 3)
     await store.save_alarm_states(
         [("a1", {"state": "raised"}, JournalEntry(kind="alarm", message="raised", alarm="a1"))]
@@ -52,17 +62,14 @@ async def test_every_kind_of_write_is_chained_and_the_chain_holds(store: SqliteS
     state = await verify_store(store)
     assert state.ok, state.broken
     assert (state.rows, state.head_id) == (5, placeholder.id)
-    with sqlite3.connect(store.path) as conn:
-        first, last = (
-            conn.execute("SELECT prev_hash FROM journal ORDER BY id LIMIT 1").fetchone(),
-            conn.execute("SELECT hash FROM journal ORDER BY id DESC LIMIT 1").fetchone(),
-        )
-    assert first == (GENESIS,)
-    assert last == (state.head_hash,)
+    first = backend.rows("SELECT prev_hash FROM journal ORDER BY id LIMIT 1")
+    last = backend.rows("SELECT hash FROM journal ORDER BY id DESC LIMIT 1")
+    assert first == [(GENESIS,)]
+    assert last == [(state.head_hash,)]
 
 
 @pytest.mark.anyio
-async def test_the_hash_is_sha256_over_the_documented_encoding(store: SqliteStore):
+async def test_the_hash_is_sha256_over_the_documented_encoding(store: Store):
     written = await store.journal(JournalEntry(kind="login", message="é", user="bob", ts=1000))
     row = (await store.journal_chain_rows(0))[0]
     assert row.id == written.id == 1
@@ -71,38 +78,39 @@ async def test_the_hash_is_sha256_over_the_documented_encoding(store: SqliteStor
 
 
 @pytest.mark.anyio
-async def test_a_newline_in_a_text_cannot_pass_for_two_fields(store: SqliteStore):
+async def test_a_newline_in_a_text_cannot_pass_for_two_fields(store: Store, backend: Backend):
     # "a" / "b\n1:c" and "a\n1:b" / "c" would join to the same lines without the lengths.
     await store.journal(JournalEntry(kind="note", message="a", user="b\n1:c", ts=1000))
     await store.journal(JournalEntry(kind="note", message="a\n1:b", user="c", ts=1000))
     first, second = await store.journal_chain_rows(0)
     assert encode_columns(columns(first), GENESIS) != encode_columns(columns(second), GENESIS)
-    tamper(store.path, "UPDATE journal SET message = 'a\n1:b', user = 'c' WHERE id = 1")
+    backend.execute("""UPDATE journal SET message = 'a\n1:b', "user" = 'c' WHERE id = 1""")
     state = await verify_store(store)
     assert state.broken is not None and state.broken.id == 1
 
 
-def _rechain_as_format_1(path: Path, upto: int) -> None:
+def _rechain_as_format_1(backend: Backend, upto: int) -> None:
     """Rewrite rows 1..``upto`` as an older store wrote them (format 1, JSON), the rest after."""
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute(
-            "SELECT id, ts, kind, message, user, device, point, alarm, data FROM journal"
-            " ORDER BY id"
-        ).fetchall()
-        prev = GENESIS
-        for stored in rows:
-            encoded = encode_columns_v1 if stored[0] <= upto else encode_columns
-            digest = hashlib.sha256(encoded(tuple(stored), prev)).hexdigest()
-            conn.execute(
-                "UPDATE journal SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, stored[0])
-            )
-            prev = digest
+    rows = backend.rows(
+        'SELECT id, ts, kind, message, "user", device, point, alarm, data FROM journal ORDER BY id'
+    )
+    prev = GENESIS
+    updates = []
+    for stored in rows:
+        encoded = encode_columns_v1 if stored[0] <= upto else encode_columns
+        digest = hashlib.sha256(encoded(tuple(stored), prev)).hexdigest()
+        # Hex digests and integer ids only: safe as literals.
+        updates.append(
+            f"UPDATE journal SET prev_hash = '{prev}', hash = '{digest}' WHERE id = {stored[0]}"
+        )
+        prev = digest
+    backend.execute(*updates)
 
 
 @pytest.mark.anyio
-async def test_format_1_rows_before_format_2_rows_verify(store: SqliteStore):
+async def test_format_1_rows_before_format_2_rows_verify(store: Store, backend: Backend):
     await write_some(store)
-    _rechain_as_format_1(store.path, upto=3)
+    _rechain_as_format_1(backend, upto=3)
     await write_some(store, 2)  # the store goes on in format 2 after the older rows
     state = await verify_store(store)
     assert state.ok, state.broken
@@ -110,35 +118,30 @@ async def test_format_1_rows_before_format_2_rows_verify(store: SqliteStore):
 
 
 @pytest.mark.anyio
-async def test_a_format_1_row_after_a_format_2_row_is_refused(store: SqliteStore):
+async def test_a_format_1_row_after_a_format_2_row_is_refused(store: Store, backend: Backend):
     await write_some(store)
     # Rows 1-3 in format 1, then 4-6 in format 2; now forge row 5 back in format 1.
-    _rechain_as_format_1(store.path, upto=3)
-    with sqlite3.connect(store.path) as conn:
-        stored = conn.execute(
-            "SELECT id, ts, kind, message, user, device, point, alarm, data, prev_hash"
-            " FROM journal WHERE id = 5"
-        ).fetchone()
-        digest = hashlib.sha256(encode_columns_v1(tuple(stored[:9]), stored[9])).hexdigest()
-        conn.execute("UPDATE journal SET hash = ? WHERE id = 5", (digest,))
+    _rechain_as_format_1(backend, upto=3)
+    (stored,) = backend.rows(
+        'SELECT id, ts, kind, message, "user", device, point, alarm, data, prev_hash'
+        " FROM journal WHERE id = 5"
+    )
+    digest = hashlib.sha256(encode_columns_v1(tuple(stored[:9]), stored[9])).hexdigest()
+    backend.execute(f"UPDATE journal SET hash = '{digest}' WHERE id = 5")
     state = await verify_store(store)
     assert state.broken is not None
     assert (state.broken.id, state.rows) == (5, 4)
 
 
 @pytest.mark.anyio
-async def test_a_rolled_back_batch_leaves_the_chain_whole(store: SqliteStore):
+async def test_a_rolled_back_batch_leaves_the_chain_whole(store: Store, backend: Backend):
     await write_some(store, 2)
     # A trigger fails the batch's alarm-state write after its journal row went in.
-    tamper(
-        store.path,
-        "CREATE TRIGGER refuse BEFORE INSERT ON alarm_state"
-        " BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
-    )
+    backend.refuse("alarm_state")
     entry = JournalEntry(kind="alarm", message="raised", alarm="a1")
-    with pytest.raises(sqlite3.Error, match="disk says no"):
+    with pytest.raises(backend.error, match="disk says no"):
         await store.save_alarm_states([("a1", {"state": "raised"}, entry)])
-    tamper(store.path, "DROP TRIGGER refuse")
+    backend.allow("alarm_state")
     await write_some(store, 2)
     state = await verify_store(store)
     assert state.ok, state.broken
@@ -146,9 +149,9 @@ async def test_a_rolled_back_batch_leaves_the_chain_whole(store: SqliteStore):
 
 
 @pytest.mark.anyio
-async def test_an_edited_row_is_named(store: SqliteStore):
+async def test_an_edited_row_is_named(store: Store, backend: Backend):
     await write_some(store)
-    tamper(store.path, "UPDATE journal SET message = 'nothing happened' WHERE id = 4")
+    backend.execute("UPDATE journal SET message = 'nothing happened' WHERE id = 4")
     state = await verify_store(store)
     assert state.broken is not None
     assert (state.broken.id, state.rows) == (4, 3)
@@ -156,12 +159,13 @@ async def test_an_edited_row_is_named(store: SqliteStore):
 
 
 @pytest.mark.anyio
-async def test_an_edited_row_with_its_hash_recomputed_breaks_at_the_next_row(store: SqliteStore):
+async def test_an_edited_row_with_its_hash_recomputed_breaks_at_the_next_row(
+    store: Store, backend: Backend
+):
     await write_some(store)
     rows = await store.journal_chain_rows(0)
     forged = ChainRow(**{**_fields(rows[2]), "message": "nothing happened"})
-    tamper(
-        store.path,
+    backend.execute(
         "UPDATE journal SET message = 'nothing happened',"
         f" hash = '{row_hash(forged, forged.prev_hash or '')}' WHERE id = 3",
     )
@@ -174,9 +178,9 @@ def _fields(row: ChainRow) -> dict:
 
 
 @pytest.mark.anyio
-async def test_a_deleted_row_is_named_by_the_row_after_it(store: SqliteStore):
+async def test_a_deleted_row_is_named_by_the_row_after_it(store: Store, backend: Backend):
     await write_some(store)
-    tamper(store.path, "DELETE FROM journal WHERE id = 3")
+    backend.execute("DELETE FROM journal WHERE id = 3")
     state = await verify_store(store)
     assert state.broken is not None
     assert (state.broken.id, state.rows) == (4, 2)
@@ -184,10 +188,9 @@ async def test_a_deleted_row_is_named_by_the_row_after_it(store: SqliteStore):
 
 
 @pytest.mark.anyio
-async def test_a_reordered_pair_is_named(store: SqliteStore):
+async def test_a_reordered_pair_is_named(store: Store, backend: Backend):
     await write_some(store)
-    tamper(
-        store.path,
+    backend.execute(
         "UPDATE journal SET id = -1 WHERE id = 3",
         "UPDATE journal SET id = 3 WHERE id = 4",
         "UPDATE journal SET id = 4 WHERE id = -1",
@@ -199,10 +202,9 @@ async def test_a_reordered_pair_is_named(store: SqliteStore):
 
 
 @pytest.mark.anyio
-async def test_a_pair_whose_contents_were_swapped_is_named(store: SqliteStore):
+async def test_a_pair_whose_contents_were_swapped_is_named(store: Store, backend: Backend):
     await write_some(store)
-    tamper(
-        store.path,
+    backend.execute(
         "UPDATE journal SET message = CASE id WHEN 2 THEN 'order 2' ELSE 'order 1' END"
         " WHERE id IN (2, 3)",
     )
@@ -247,8 +249,14 @@ WRITER = textwrap.dedent(
     import sys, anyio
     from cityvisor.core.store import JournalEntry, SqliteStore
 
-    async def main(path):
-        store = SqliteStore(path)
+    def new_store():
+        if sys.argv[1] == "sqlite":
+            return SqliteStore(sys.argv[2])
+        from cityvisor.core.store.postgres import PostgresStore
+        return PostgresStore(sys.argv[2], sys.argv[3])
+
+    async def main():
+        store = new_store()
         await store.open()
         n = 0
         while True:
@@ -260,18 +268,22 @@ WRITER = textwrap.dedent(
                 await store.save_alarm_states([(f"a{n}", {"state": "raised"}, entry)] * 2)
             print(n, flush=True)
 
-    anyio.run(main, sys.argv[1])
+    anyio.run(main)
     """
 )
 
 
-def test_kill_9_during_writes_leaves_a_chain_that_holds(tmp_path: Path):
-    path = tmp_path / "killed.sqlite"
+def test_kill_9_during_writes_leaves_a_chain_that_holds(backend: Backend):
+    if isinstance(backend, SqliteBackend):
+        where = [str(backend.path)]
+    else:
+        assert isinstance(backend, PostgresBackend)
+        where = [backend.dsn, str(backend.local)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     written = 0
     for round_ in range(3):  # each writer continues the chain the killed one left
         process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path)],
+            [sys.executable, "-c", WRITER, backend.name, *where],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -285,7 +297,7 @@ def test_kill_9_during_writes_leaves_a_chain_that_holds(tmp_path: Path):
         assert process.returncode == -signal.SIGKILL
 
         async def check() -> tuple[bool, int]:
-            store = SqliteStore(path)
+            store = backend.new()
             await store.open()
             try:
                 state = await verify_store(store)
@@ -306,26 +318,21 @@ def write_config(tmp_path: Path, db: Path) -> str:
 
 
 def test_journal_verify_says_ok_or_names_the_broken_row_and_exits_3(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    db = tmp_path / "city.sqlite"
-
     async def fill() -> None:
-        store = SqliteStore(db)
-        await store.open()
-        try:
+        async with backend.opened() as store:
             await write_some(store)
-        finally:
-            await store.close()
 
     anyio.run(fill)
-    config = write_config(tmp_path, db)
-    assert main(["journal", "verify", "-c", config]) == 0
+    config = tmp_path / "city.toml"
+    config.write_text(f'[site]\nname = "Dijon"\n\n{backend.store_section()}')
+    assert main(["journal", "verify", "-c", str(config)]) == 0
     assert capsys.readouterr().out.startswith("OK: 6 rows chained, head row 6 hash ")
-    tamper(db, "UPDATE journal SET user = 'mallory' WHERE id = 2")
-    assert main(["journal", "verify", "-c", config]) == EXIT_BROKEN
+    backend.execute("""UPDATE journal SET "user" = 'mallory' WHERE id = 2""")
+    assert main(["journal", "verify", "-c", str(config)]) == EXIT_BROKEN
     assert "BROKEN at row 2: its content does not match its hash" in capsys.readouterr().out
-    assert main(["journal", "verify", "-c", config, "--json"]) == EXIT_BROKEN
+    assert main(["journal", "verify", "-c", str(config), "--json"]) == EXIT_BROKEN
     assert '"id": 2' in capsys.readouterr().out
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import zoneinfo
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,7 +14,9 @@ from pydantic import Field, ValidationInfo
 
 from ..alarms import AlarmSpec, Procedure, alarm
 from ..devices import DeviceInfo
+from ..store import SqliteStore, Store
 from ..users import Role, User
+from .errors import ConfigError
 from .messages import _show
 from .values import Name, Scalar, Slug, Text
 
@@ -60,13 +64,31 @@ class SiteSection(Section):
         return self
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class StoreSection(Section):
     """`[store]`: where and how the journal, alarm states and history are kept."""
 
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    """``sqlite`` (the default: everything in one file) or ``postgres`` (journal, alarm
+    states and history in PostgreSQL, see docs/postgres.md; needs ``cityvisor[postgres]``)."""
     path: Path = Path("cityvisor.sqlite")
-    """The SQLite file; a relative path is relative to the config file's directory."""
+    """The SQLite file; a relative path is relative to the config file's directory. With
+    ``backend = "postgres"`` it holds only the local tables (accounts, sessions, plugins')."""
+    dsn: str | None = None
+    """The PostgreSQL connection string (``host=db.example dbname=cityvisor user=cityvisor``
+    or a ``postgresql://`` URL), without its password; required with ``backend = "postgres"``."""
+    password_env: str | None = None
+    """The environment variable holding the PostgreSQL password (``CITYVISOR_PG_PASSWORD``);
+    unset: libpq's own ``PGPASSWORD`` or ``~/.pgpass``, or no password (trust, certificates)."""
+    partition: Literal["day", "month"] = "day"
+    """The span of one PostgreSQL history partition, created on demand."""
     flush_interval: float = Field(default=1.0, gt=0, le=60)
     """Seconds between two history writes (history is the only thing a crash can lose)."""
+    history_buffer: int = Field(default=1_000_000, ge=1_000, le=100_000_000)
+    """Point changes queued for history at most (about 100 bytes each with their time and
+    value): past it, while the database is slow or away, the oldest are dropped and counted."""
     retention: dict[Slug, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=lambda: {"default": 365.0}
     )
@@ -83,12 +105,91 @@ class StoreSection(Section):
             return Path(os.path.normpath(Path(base) / value))
         return value
 
+    @pydantic.field_validator("dsn")
+    @classmethod
+    def _dsn_without_password(cls, value: str | None, info: ValidationInfo) -> str | None:
+        backend = info.data.get("backend")
+        if value is None:
+            if backend == "postgres":
+                raise ValueError(
+                    'backend "postgres" needs a dsn such as "host=127.0.0.1 dbname=cityvisor"'
+                )
+            return None
+        if backend != "postgres":
+            raise ValueError('a dsn is only read with backend = "postgres"')
+        try:
+            from psycopg import conninfo
+        except ImportError:
+            raise ValueError(
+                "the PostgreSQL driver is not installed: pip install 'cityvisor[postgres]'"
+            ) from None
+        try:
+            parts = conninfo.conninfo_to_dict(value)
+        except Exception:
+            # libpq's message may quote the string, and so a password: not shown.
+            raise ValueError(
+                "expected a libpq connection string (key=value ...) or a postgresql:// URL"
+            ) from None
+        if parts.get("password"):
+            raise ValueError(
+                "holds a password: give it through the environment variable named by"
+                " store.password_env, never in the file"
+            )
+        return value
+
+    @pydantic.field_validator("password_env")
+    @classmethod
+    def _an_environment_variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(
+                f"expected the name of an environment variable (CITYVISOR_PG_PASSWORD), got {_show(value)}"
+            )
+        return value
+
     @pydantic.field_validator("retention")
     @classmethod
     def _positive_days(cls, value: dict[str, float]) -> dict[str, float]:
         if "none" in value:
             raise ValueError('history class "none" is never recorded: remove it')
         return {"default": 365.0, **value}
+
+    def create_store(
+        self, source: str = "<config>", environ: Mapping[str, str] | None = None
+    ) -> Store:
+        """The store this section describes (not opened yet).
+
+        :raises ConfigError: when ``password_env`` names a variable that is not set.
+        """
+        if self.backend == "sqlite":
+            return SqliteStore(
+                self.path,
+                flush_interval=self.flush_interval,
+                retention_days=dict(self.retention),
+                max_pending=self.history_buffer,
+            )
+        from ..store.postgres import PostgresStore  # an optional dependency: imported on use
+
+        environ = os.environ if environ is None else environ
+        password = None
+        if self.password_env is not None:
+            password = environ.get(self.password_env)
+            if password is None:
+                raise ConfigError(
+                    [
+                        f"{source}: store.password_env: environment variable"
+                        f" {self.password_env} is not set"
+                    ]
+                )
+        assert self.dsn is not None  # the validator requires it for this backend
+        return PostgresStore(
+            self.dsn,
+            self.path,
+            password=password,
+            partition=self.partition,
+            flush_interval=self.flush_interval,
+            retention_days=dict(self.retention),
+            max_pending=self.history_buffer,
+        )
 
 
 class JournalSection(Section):

@@ -30,6 +30,13 @@ takes and returns) and the SQLite implementation, ``sqlite.py``
 (:class:`SqliteStore`: the file, its worker thread, alarm state), assembled
 with ``journal.py`` and ``history.py``, which share the state ``parts.py``
 declares.
+
+The PostgreSQL backend, ``postgres.py`` (:class:`PostgresStore`) with
+``postgres_history.py``, needs the optional ``psycopg`` driver: import it
+from :mod:`cityvisor.core.store.postgres` (``[store] backend = "postgres"``
+does, through :meth:`StoreSection.create_store`); ``local.py`` keeps its
+local tables. Both journals write the placeholders of ``placeholders.py``
+and the hash chain of ``chain.py``.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from .interface import (
     JournalEntry,
     JournalScope,
     Store,
+    StoreUnavailableError,
     TrendBucket,
 )
 from .sqlite import SqliteStore
@@ -55,6 +63,7 @@ __all__ = [
     "JournalScope",
     "SqliteStore",
     "Store",
+    "StoreUnavailableError",
     "TrendBucket",
     "verify_store",
 ]

@@ -23,6 +23,10 @@ HistoryRow = tuple[str, int, Any, str, str]
 DAY_MS = 86_400_000
 
 
+class StoreUnavailableError(Exception):
+    """The database cannot be reached or opened; the message names it without its secrets."""
+
+
 @dataclass(frozen=True)
 class JournalScope:
     """The part of the journal a reader limited to some zones may see.
@@ -88,7 +92,7 @@ AlarmStateWrite = tuple[str | None, Mapping[str, Any] | None, JournalEntry | Non
 
 
 class Store(abc.ABC):
-    """What the hub needs from persistence. See :class:`SqliteStore`."""
+    """What the hub needs from persistence. See :class:`SqliteStore` and :class:`PostgresStore`."""
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -108,6 +112,13 @@ class Store(abc.ABC):
 
         What :func:`~cityvisor.core.store.chain.verify_store` walks; a backend
         stores ``prev_hash`` and ``hash`` in the row's own transaction.
+        """
+
+    @abc.abstractmethod
+    async def journal_ids_between(self, since: int, until: int) -> tuple[int, int] | None:
+        """The first and last id of the rows written at or after ``since`` and before ``until``.
+
+        None when there are none; what ``cityvisor journal export`` bundles.
         """
 
     @abc.abstractmethod
@@ -183,7 +194,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def call(self, function: Callable[[sqlite_utils.Database], T]) -> T:
-        """Run ``function(db)`` in the store's thread: for plugins' own tables."""
+        """Run ``function(db)`` in the store's thread: for plugins' own tables.
+
+        ``db`` is a SQLite database whatever the backend: the PostgreSQL store
+        keeps these tables in a local file (see decision 0018).
+        """
 
     @abc.abstractmethod
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..points import now_ms
-from ..text import MAX_INTEGER, MIN_INTEGER, safe_text
+from ..text import safe_text
 from .chain import GENESIS, ChainRow, hash_columns
 from .interface import JournalEntry, JournalScope
 from .parts import _SqliteStoreParts
+from .placeholders import placeholder as _placeholder
 
 _ROW_ERRORS = (
     ValueError,  # UnicodeEncodeError (a lone surrogate), a circular structure, a huge int
@@ -31,76 +32,6 @@ the placeholder fails too, that error is raised.
 """
 
 log = logging.getLogger(__name__)
-
-
-def _placeholder(entry: JournalEntry, ts: Any, reason: str) -> JournalEntry:
-    """What is written instead of ``entry``: its text made storable, and why."""
-    fields = []
-    if not (isinstance(ts, int) and 0 <= ts <= MAX_INTEGER):
-        fields.append("ts")
-        ts = now_ms()
-    texts: dict[str, str | None] = {}
-    for name in ("kind", "message", "user", "device", "point", "alarm"):
-        value = getattr(entry, name)
-        safe = None if value is None else _storable(value)
-        if safe != value or (name == "kind" and not safe):
-            fields.append(name)
-        texts[name] = safe
-    try:
-        json.dumps(dict(entry.data), default=str, ensure_ascii=False).encode("utf-8")
-        data_ok = True
-    except Exception:
-        data_ok = False
-    if not data_ok:
-        fields.append("data")
-    kept = _storable_data(entry.data)
-    if not isinstance(kept, dict):
-        kept = {"original": kept}
-    return JournalEntry(
-        kind=texts["kind"] or "journal",
-        message=texts["message"] or "",
-        user=texts["user"],
-        device=texts["device"],
-        point=texts["point"],
-        alarm=texts["alarm"],
-        data={
-            **kept,
-            "replaced": {"reason": reason, "fields": fields or ["unknown"]},
-        },
-        ts=ts,
-    )
-
-
-def _storable(value: Any) -> str:
-    """``value`` as text SQLite always stores: lone surrogates escaped, at most 10,000 characters."""
-    text = value if isinstance(value, str) else _short_repr(value)
-    return safe_text(text)[:10_000]
-
-
-def _short_repr(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
-        return f"<an integer of {value.bit_length()} bits>"
-    try:
-        return repr(value)[:10_000]
-    except Exception:
-        return f"<{type(value).__name__}>"
-
-
-def _storable_data(data: Any, depth: int = 0) -> Any:
-    """``data`` with everything JSON and SQLite cannot hold turned into safe text."""
-    if depth > 20:
-        return "<nested too deep>"
-    if data is None or isinstance(data, bool | float):
-        return data
-    if isinstance(data, int):
-        return data if MIN_INTEGER <= data <= MAX_INTEGER else _short_repr(data)
-    if isinstance(data, str):
-        return _storable(data)
-    if isinstance(data, Mapping):
-        return {_storable(key): _storable_data(value, depth + 1) for key, value in data.items()}
-    if isinstance(data, list | tuple):
-        return [_storable_data(value, depth + 1) for value in data[:1000]]
-    return _storable(data)
 
 
 def _insert_chained(
@@ -268,6 +199,17 @@ class _SqliteJournal(_SqliteStoreParts):
             ]
 
         return await self._run(rows)
+
+    async def journal_ids_between(self, since: int, until: int) -> tuple[int, int] | None:
+        """The first and last id of the rows written at or after ``since`` and before ``until``."""
+
+        def ids() -> tuple[int, int] | None:
+            row = self.db.conn.execute(
+                "SELECT min(id), max(id) FROM journal WHERE ts >= ? AND ts < ?", (since, until)
+            ).fetchone()
+            return None if row is None or row[0] is None else (row[0], row[1])
+
+        return await self._run(ids)
 
     async def query_journal(
         self,

@@ -18,7 +18,8 @@ import sqlite_utils
 from ..points import now_ms
 from .history import _ROW, _SqliteHistory
 from .interface import AlarmStateWrite, JournalEntry, Store, T
-from .journal import _ROW_ERRORS, _SqliteJournal, _storable_data, chain_journal
+from .journal import _ROW_ERRORS, _SqliteJournal, chain_journal
+from .placeholders import storable_data
 
 log = logging.getLogger(__name__)
 
@@ -258,4 +259,4 @@ def _state_json(state: Mapping[str, Any]) -> str:
     try:
         return json.dumps(dict(state), default=str)
     except _ROW_ERRORS:
-        return json.dumps(_storable_data(state), default=str)
+        return json.dumps(storable_data(state), default=str)

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 
 from cityvisor.core.config import load_config
-from cityvisor.core.store import JournalEntry, SqliteStore
+from cityvisor.core.store import JournalEntry
 
 from . import rights
 
@@ -77,13 +77,14 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     try:
-        return anyio.run(_act, args, config.store.path)
+        return anyio.run(_act, args, config)
     except rights.RightsError as error:
         raise UsageError(str(error)) from None
 
 
-async def _act(args: argparse.Namespace, path: Any) -> int:
-    store = SqliteStore(path)
+async def _act(args: argparse.Namespace, config: Any) -> int:
+    path = config.store.path
+    store = config.store.create_store(config.source)
     await store.open()
     try:
         await store.call(rights.create_tables)
