@@ -342,7 +342,9 @@ class EdgeNode:
                     if error.result is None:
                         raise
                     result = error.result
-            await self._answer({"id": order_id, **result.as_json()})
+            answer = result.as_json()
+            answer["edge_id"] = answer.pop("id")  # the edge's own audit id of the attempt
+            await self._answer({"id": order_id, **answer})
         finally:
             self._running -= 1
 

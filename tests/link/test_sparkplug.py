@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import aiomqtt
 import anyio
 import pytest
 
+import cityvisor.plugins.bollards as bollards
 import cityvisor.plugins.demo as demo
 import cityvisor.plugins.link as link
 from cityvisor.core.hub import Hub
+from cityvisor.core.points import now_ms
+from cityvisor.hal.sim.bollard import BollardSimulator
+from cityvisor.link import codec
 from cityvisor.link.central import Central
 from cityvisor.link.edge import EdgeNode
-from cityvisor.testing import running_hub, wait_for_point
-from tests.link.conftest import broker_is_listening, central, edge, group_id, tank
+from cityvisor.testing import running_hub, wait_for_alarm, wait_for_point
+from tests.hal.modbus_fixtures import HOST
+from tests.link.conftest import (
+    BROKER,
+    broker_is_listening,
+    central,
+    deployment,
+    edge,
+    group_id,
+    tank,
+)
+from tests.plugins.conftest import OPERATOR, command_journal, device
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +84,129 @@ async def test_births_and_data_build_the_same_points_at_the_central(tmp_path: Pa
         await wait_for_point(
             hub, f"link/{group}/chenove/online", lambda v: v.value is False, timeout=WAIT
         )
+
+
+async def test_a_killed_edge_shows_bad_quality_at_the_central_within_the_keepalive(
+    tmp_path: Path,
+):
+    broker_is_listening()
+    group = group_id()
+    (tmp_path / "c").mkdir()
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        deployment(
+            {"role": "edge", "group": group, "node": "quetigny", "keepalive": 2},
+            tank("t1"),
+            web=True,
+        )
+    )
+    async with running_hub(central(group, "control-room"), tmp_path / "c", plugins=PLUGINS) as hub:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "cityvisor", "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with anyio.fail_after(30):
+                await the_central(hub).wait_born(group, "quetigny", "t1")
+            level = "quetigny/nord/demo/t1/level"
+            await wait_for_point(hub, level, lambda v: v.quality.is_good, timeout=WAIT)
+            process.send_signal(signal.SIGKILL)
+            killed = anyio.current_time()
+            # The broker gives up on a silent client after 1.5 keepalives and sends its will.
+            await wait_for_point(hub, level, lambda v: v.quality.is_bad, timeout=2 * 1.5 + 2)
+            assert anyio.current_time() - killed <= 2 * 1.5 + 2
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+        assert hub.points.value(level).quality.reason == "comm_failure"
+        await wait_for_alarm(hub, f"link:{group}:quetigny", lambda a: a.active, timeout=WAIT)
+
+
+async def test_a_sequence_gap_marks_the_node_bad_and_asks_for_a_rebirth(tmp_path: Path):
+    broker_is_listening()
+    group = group_id()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "e").mkdir()
+    async with (
+        running_hub(central(group, "control-room"), tmp_path / "c", plugins=PLUGINS) as hub,
+        running_hub(
+            edge(group, "fontaine", tank("t1")), tmp_path / "e", plugins=PLUGINS
+        ) as edge_hub,
+    ):
+        host, node = the_central(hub), the_edge(edge_hub)
+        with anyio.fail_after(WAIT):
+            await host.wait_born(group, "fontaine", "t1")
+        level = "fontaine/nord/demo/t1/level"
+        await wait_for_point(hub, level, lambda v: v.quality.is_good, timeout=WAIT)
+        # A DDATA that skips sequence numbers (as if messages were lost on the way).
+        gap = codec.data_payload(now_ms(), (node.seq + 7) % 256, [])
+        async with aiomqtt.Client(*BROKER) as client:
+            await client.publish(f"spBv1.0/{group}/DDATA/fontaine/t1", gap)
+        await wait_for_point(hub, level, lambda v: v.quality.reason == "sequence_gap", timeout=WAIT)
+        assert host.gaps >= 1
+        # The rebirth the central asked for brings the points back.
+        await wait_for_point(hub, level, lambda v: v.quality.is_good, timeout=WAIT)
+        assert host.rebirths >= 1
+        assert node.births >= 2
+
+
+async def test_a_command_refused_by_an_edge_interlock_comes_back_refused(tmp_path: Path):
+    broker_is_listening()
+    group = group_id()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "e").mkdir()
+    async with BollardSimulator(HOST, 0, bollards=1, travel_time=0.5, tick=0.02) as sim:
+        bollard = device(
+            "bol-1",
+            "bollards.bollard",
+            "nord",
+            host=HOST,
+            port=sim.port,
+            unit=1,
+            period=0.1,
+            travel_time=3.0,
+        )
+        async with running_hub(
+            central(group, "control-room"), tmp_path / "c", plugins=PLUGINS
+        ) as hub:
+            async with running_hub(
+                edge(group, "dijon-centre", bollard), tmp_path / "e", plugins=[bollards, link]
+            ) as edge_hub:
+                host = the_central(hub)
+                with anyio.fail_after(WAIT):
+                    await host.wait_born(group, "dijon-centre", "bol-1")
+                loop = "dijon-centre/nord/bollards/bol-1/vehicle_on_loop"
+                await wait_for_point(hub, loop, lambda v: v.value is False, timeout=WAIT)
+                sim.vehicle_arrives(1)
+                await wait_for_point(hub, loop, lambda v: v.value is True, timeout=WAIT)
+                refused = await host.command(
+                    group, "dijon-centre", "bol-1", "raise", user=OPERATOR, comment="closing"
+                )
+                assert refused["outcome"] == "refused"
+                assert refused["code"] == "interlocked"
+                assert "vehicle on the loop" in refused["message"]["en"]
+                # Once the vehicle is gone: select, then operate, as at the edge itself.
+                sim.vehicle_leaves(1)
+                await wait_for_point(hub, loop, lambda v: v.value is False, timeout=WAIT)
+                selected = await host.command(
+                    group, "dijon-centre", "bol-1", "raise", user=OPERATOR
+                )
+                assert selected["outcome"] == "pending_confirmation"
+                done = await host.command(
+                    group,
+                    "dijon-centre",
+                    "bol-1",
+                    "raise",
+                    user=OPERATOR,
+                    confirmation=selected["token"],
+                )
+                assert done["outcome"] == "succeeded", done
+                # The edge audited both attempts under the central's user.
+                journal = await command_journal(edge_hub)
+                assert [e.user for e in journal][-3:] == ["central:olivia"] * 3
+                assert "refused" in [e.data.get("outcome") for e in journal]
+            # The central journaled what it sent, with the user.
+            sent = await hub.store.query_journal(kinds=["link"], limit=10)
+            assert [e.user for e in sent] == ["olivia"] * 3
