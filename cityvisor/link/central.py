@@ -151,7 +151,8 @@ class Central:
                             with anyio.move_on_after(2, shield=True):
                                 await self._announce(client, False)
                         raise
-            except aiomqtt.MqttError as error:
+            except* aiomqtt.MqttError as errors:  # from the connection or its task group
+                error = errors.exceptions[0]
                 log.warning("sparkplug host %s: broker %s: %s", self.host_id, broker, error)
             finally:
                 self._client = None
@@ -193,6 +194,7 @@ class Central:
 
     async def _received(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         raw = message.payload if isinstance(message.payload, bytes) else b""
+        log.debug("sparkplug host %s: %s (%d bytes)", self.host_id, message.topic, len(raw))
         try:
             topic = codec.Topic.parse(str(message.topic))
         except codec.SparkplugError:

@@ -8,7 +8,9 @@ declaration, then what the disk buffer kept while the broker was away, in
 order, with the original timestamps (``is_historical``). After that each
 batch of point changes from the PointDB becomes one DDATA per device (seq
 0-255, wrapping). An NCMD ``Node Control/Rebirth`` publishes the births
-again. A DCMD ``Command/<name>`` runs the device's command through this
+again. With ``primary_hosts`` the node publishes only while one of those
+host applications says online in its STATE (Sparkplug's primary host), and
+keeps its changes in the disk buffer meanwhile. A DCMD ``Command/<name>`` runs the device's command through this
 hub's own command bus, as ``<command_user>:<the central's user>``, so
 interlocks, permissions and the audit trail stay here; what became of it
 goes back as the node's ``Command/Result`` metric (NDATA, JSON).
@@ -90,6 +92,7 @@ class EdgeNode:
         self._devices: dict[str, list[_Metric]] = {}
         self._limiter = anyio.CapacityLimiter(16)
         self._running = 0
+        self._hosts_online: set[str] = set()
         self._index()
 
     def _index(self) -> None:
@@ -143,13 +146,12 @@ class EdgeNode:
                 async with client:
                     await client.subscribe(self._topic("NCMD"), qos=1)
                     await client.subscribe(self._topic("DCMD") + "/+", qos=1)
-                    async with self._lock:
-                        await self._birth(client)
-                        await self._replay(client)
-                        self._client = client
-                        self.connected = True
+                    self._hosts_online.clear()
+                    for host in self.settings.primary_hosts:
+                        await client.subscribe(str(codec.Topic("STATE", node=host)), qos=1)
+                    if not self.settings.primary_hosts:
+                        await self._go_online(client)
                     backoff.reset()
-                    log.info("sparkplug edge %s/%s online at %s", self.group, self.node, broker)
                     try:
                         async for message in client.messages:
                             await self._received(client, message, tg)
@@ -168,6 +170,35 @@ class EdgeNode:
                 self._client = None
                 self.connected = False
             await anyio.sleep(backoff.next())
+
+    async def _go_online(self, client: aiomqtt.Client) -> None:
+        """Births, then the buffer, then live changes."""
+        async with self._lock:
+            await self._birth(client)
+            await self._replay(client)
+            self._client = client
+            self.connected = True
+        log.info("sparkplug edge %s/%s publishing", self.group, self.node)
+
+    async def _host_state(self, client: aiomqtt.Client, host: str, raw: bytes) -> None:
+        """A primary host's STATE: publish while one is online, buffer while none is."""
+        log.debug("sparkplug edge %s: STATE of %s: %r", self.node, host, raw)
+        try:
+            state = json.loads(raw) if raw else {}
+            online = isinstance(state, dict) and state.get("online") is True
+        except ValueError:
+            online = False
+        if online:
+            self._hosts_online.add(host)
+        else:
+            self._hosts_online.discard(host)
+        if self._hosts_online and self._client is None:
+            await self._go_online(client)
+        elif not self._hosts_online and self._client is not None:
+            log.warning("sparkplug edge %s: no primary host online: buffering", self.node)
+            async with self._lock:
+                self._client = None
+                self.connected = False
 
     # -- births and data -------------------------------------------------------
 
@@ -262,7 +293,11 @@ class EdgeNode:
         try:
             topic = codec.Topic.parse(str(message.topic))
             payload = message.payload
-            decoded = codec.decode(payload if isinstance(payload, bytes) else b"")
+            raw = payload if isinstance(payload, bytes) else b""
+            if topic.message_type == "STATE":
+                await self._host_state(client, topic.node, raw)
+                return
+            decoded = codec.decode(raw)
         except codec.SparkplugError as error:
             log.warning("sparkplug edge %s: %s on %s", self.node, error, message.topic)
             return

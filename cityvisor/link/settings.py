@@ -34,6 +34,8 @@ class LinkSettings(DeviceConfig):
     """The Sparkplug edge node id of an edge (``chenove``): one per hub."""
     groups: list[str] = []
     """The groups a central gathers (none: every group on the broker)."""
+    primary_hosts: list[str] = []
+    """An edge publishes only while one of these central host ids says online (none: always)."""
     host_id: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]{1,64})?$")
     """The Sparkplug host application id of a central (its STATE topic)."""
     standby_for: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]{1,64})?$")
@@ -94,6 +96,13 @@ def settings_problems(settings: LinkSettings, config: Any) -> list[str]:
         for key in ("group", "node"):
             if not getattr(settings, key):
                 problems.append(f"{KEY}.{key}: an edge needs its Sparkplug {key} id")
+    if settings.role == "edge":
+        for index, host in enumerate(settings.primary_hosts):
+            if not _valid(host):
+                problems.append(
+                    f"{KEY}.primary_hosts[{index}]: {host!r} is not a Sparkplug id "
+                    "(letters, digits, '.', '_', '-')"
+                )
     if settings.role == "central":
         if not settings.host_id:
             problems.append(f"{KEY}.host_id: a central needs its Sparkplug host application id")

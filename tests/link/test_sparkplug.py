@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
@@ -15,12 +19,12 @@ import cityvisor.plugins.bollards as bollards
 import cityvisor.plugins.demo as demo
 import cityvisor.plugins.link as link
 from cityvisor.core.hub import Hub
-from cityvisor.core.points import now_ms
+from cityvisor.core.points import Point, PointValue, now_ms
 from cityvisor.hal.sim.bollard import BollardSimulator
 from cityvisor.link import codec
-from cityvisor.link.central import Central
+from cityvisor.link.central import Central, LinkCommandError
 from cityvisor.link.edge import EdgeNode
-from cityvisor.testing import running_hub, wait_for_alarm, wait_for_point
+from cityvisor.testing import free_tcp_port, running_hub, wait_for_alarm, wait_for_point
 from tests.hal.modbus_fixtures import HOST
 from tests.link.conftest import (
     BROKER,
@@ -56,7 +60,7 @@ async def test_births_and_data_build_the_same_points_at_the_central(tmp_path: Pa
     group = group_id()
     (tmp_path / "c").mkdir()
     (tmp_path / "e").mkdir()
-    async with running_hub(central(group, "control-room"), tmp_path / "c", plugins=PLUGINS) as hub:
+    async with running_hub(central(group, f"{group}-room"), tmp_path / "c", plugins=PLUGINS) as hub:
         async with running_hub(
             edge(group, "chenove", tank("t1", initial_level=20.0)), tmp_path / "e", plugins=PLUGINS
         ) as edge_hub:
@@ -100,7 +104,7 @@ async def test_a_killed_edge_shows_bad_quality_at_the_central_within_the_keepali
             web=True,
         )
     )
-    async with running_hub(central(group, "control-room"), tmp_path / "c", plugins=PLUGINS) as hub:
+    async with running_hub(central(group, f"{group}-room"), tmp_path / "c", plugins=PLUGINS) as hub:
         process = await anyio.open_process(
             [sys.executable, "-m", "cityvisor", "run", "-c", str(config)],
             stdout=subprocess.DEVNULL,
@@ -130,7 +134,7 @@ async def test_a_sequence_gap_marks_the_node_bad_and_asks_for_a_rebirth(tmp_path
     (tmp_path / "c").mkdir()
     (tmp_path / "e").mkdir()
     async with (
-        running_hub(central(group, "control-room"), tmp_path / "c", plugins=PLUGINS) as hub,
+        running_hub(central(group, f"{group}-room"), tmp_path / "c", plugins=PLUGINS) as hub,
         running_hub(
             edge(group, "fontaine", tank("t1")), tmp_path / "e", plugins=PLUGINS
         ) as edge_hub,
@@ -169,7 +173,7 @@ async def test_a_command_refused_by_an_edge_interlock_comes_back_refused(tmp_pat
             travel_time=3.0,
         )
         async with running_hub(
-            central(group, "control-room"), tmp_path / "c", plugins=PLUGINS
+            central(group, f"{group}-room"), tmp_path / "c", plugins=PLUGINS
         ) as hub:
             async with running_hub(
                 edge(group, "dijon-centre", bollard), tmp_path / "e", plugins=[bollards, link]
@@ -210,3 +214,130 @@ async def test_a_command_refused_by_an_edge_interlock_comes_back_refused(tmp_pat
             # The central journaled what it sent, with the user.
             sent = await hub.store.query_journal(kinds=["link"], limit=10)
             assert [e.user for e in sent] == ["olivia"] * 3
+
+
+@asynccontextmanager
+async def private_broker(port: int) -> AsyncIterator[anyio.abc.Process]:
+    """A Mosquitto of this test's own on ``port`` (stopped with the block)."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    process = await anyio.open_process(
+        [mosquitto, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with anyio.fail_after(WAIT):
+            while True:
+                try:
+                    stream = await anyio.connect_tcp("127.0.0.1", port)
+                    await stream.aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+async def test_changes_made_while_the_broker_is_away_are_replayed_in_order(tmp_path: Path):
+    port = free_tcp_port()
+    group = group_id()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "e").mkdir()
+    level = "nord/demo/t1/level"
+    during: list[tuple[int, float]] = []
+    async with (
+        private_broker(port) as broker,
+        running_hub(
+            central(group, f"{group}-room", port=port), tmp_path / "c", plugins=PLUGINS
+        ) as hub,
+        running_hub(
+            edge(
+                group,
+                "plombieres",
+                tank("t1", initial_level=10.0),
+                port=port,
+                primary_hosts=[f"{group}-room"],
+            ),
+            tmp_path / "e",
+            plugins=PLUGINS,
+        ) as edge_hub,
+    ):
+        host, node = the_central(hub), the_edge(edge_hub)
+        with anyio.fail_after(WAIT):
+            await host.wait_born(group, "plombieres", "t1")
+        broker.terminate()
+        await broker.wait()
+        with anyio.fail_after(WAIT):
+            while node.connected:  # noqa: ASYNC110  (a flag, no event for it)
+                await anyio.sleep(0.05)
+
+        def record(point: Point, value: PointValue) -> None:
+            if point.id == level:
+                during.append((value.source_ts, value.value))
+
+        edge_hub.points.add_listener(record)
+        tank_device = edge_hub.devices["t1"]
+        tank_device._setpoint = 40.0  # type: ignore[attr-defined]
+        await wait_for_point(edge_hub, level, lambda v: v.value == 40.0, timeout=WAIT)
+        edge_hub.points.remove_listener(record)
+        assert len(during) >= 5
+        with anyio.fail_after(WAIT):
+            while len(node.buffer) < len(during):  # noqa: ASYNC110  (a counter)
+                await anyio.sleep(0.05)
+        # The broker comes back on the same port: births, then the buffer, in order.
+        async with private_broker(port):
+            central_level = "plombieres/" + level
+            await wait_for_point(hub, central_level, lambda v: v.value == 40.0, timeout=30)
+            with anyio.fail_after(WAIT):
+                while host.historical < len(during):  # noqa: ASYNC110  (a counter)
+                    await anyio.sleep(0.05)
+            assert len(node.buffer) == 0
+            await hub.store.flush_history()
+            rows = await hub.store.history(central_level, during[0][0], during[-1][0] + 1)
+            replayed = [(r.source_ts, r.value) for r in rows if isinstance(r, PointValue)]
+            assert replayed == during
+
+
+async def test_the_standby_central_takes_over_when_the_active_one_goes_offline(tmp_path: Path):
+    broker_is_listening()
+    group = group_id()
+    for name in ("a", "b", "e"):
+        (tmp_path / name).mkdir()
+    room_a, room_b = f"{group}-a", f"{group}-b"
+    async with (
+        running_hub(
+            central(group, room_b, standby_for=room_a), tmp_path / "b", plugins=PLUGINS
+        ) as standby_hub,
+        running_hub(edge(group, "longvic", tank("t1")), tmp_path / "e", plugins=PLUGINS),
+    ):
+        standby = the_central(standby_hub)
+        async with running_hub(central(group, room_a), tmp_path / "a", plugins=PLUGINS) as hub:
+            active = the_central(hub)
+            with anyio.fail_after(WAIT):
+                await active.wait_born(group, "longvic", "t1")
+                # The standby gathers the same points, but sends nothing.
+                await standby.wait_born(group, "longvic", "t1")
+            assert active.active and not standby.active
+            with pytest.raises(LinkCommandError, match="standby"):
+                await standby.command(
+                    group, "longvic", "t1", "set_level", {"setpoint": 30.0}, user=OPERATOR
+                )
+        # The active central stopped: its STATE says offline, the standby takes over.
+        with anyio.fail_after(WAIT):
+            await standby.took_over.wait()
+        assert standby.active
+        async with aiomqtt.Client(*BROKER) as client:
+            await client.subscribe(f"spBv1.0/STATE/{room_b}", qos=1)
+            with anyio.fail_after(WAIT):
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    assert json.loads(message.payload)["online"] is True
+                    break
+        level = "longvic/nord/demo/t1/level"
+        await wait_for_point(standby_hub, level, lambda v: v.quality.is_good, timeout=WAIT)
+        result = await standby.command(
+            group, "longvic", "t1", "set_level", {"setpoint": 30.0}, user=OPERATOR
+        )
+        assert result["outcome"] == "succeeded", result
+        await wait_for_point(standby_hub, level, lambda v: v.value == 30.0, timeout=WAIT)
