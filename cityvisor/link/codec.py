@@ -71,7 +71,7 @@ COMMAND_PREFIX = "Command/"
 RESULT_METRIC = "Command/Result"
 """The DDATA metric (String, JSON) that carries what became of an ordered command."""
 
-Payload = _pb.Payload
+Payload: Any = _pb.Payload  # type: ignore[attr-defined]  # generated code
 """The protobuf message of every Sparkplug B payload but STATE."""
 
 # Sparkplug datatypes (the proto's DataType enum) used here.

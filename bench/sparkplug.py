@@ -1,0 +1,272 @@
+"""Sparkplug B benchmark: point changes per second from 4 edge processes to the central's PointDB.
+
+Measured in one run, *interleaved* (raw, cityvisor, raw, cityvisor...) so
+that a busy machine stretches both alike, on the broker given (the local
+Mosquitto by default):
+
+- **raw baseline**: ``--edges`` processes publish, as fast as aiomqtt lets
+  them, DDATA payloads of ``--batch`` metrics encoded once beforehand; one
+  aiomqtt subscriber in this process parses each payload with the protobuf
+  runtime and counts its metrics. That is the least any Sparkplug consumer
+  does: the MQTT loop and the protobuf parse, nothing else.
+- **cityvisor**: ``--edges`` processes each run a real hub in the ``edge``
+  role (a device that changes ``--points`` points as fast as it can; the
+  PointDB subscription; the edge's DDATA encoding, aliases and seq); this
+  process runs a real hub in the ``central`` role (decode, sequence check,
+  alias to point, ``PointDB.update_point``, alarms and history listeners).
+  The figure is the central PointDB's accepted changes per second.
+
+Each figure is the median of ``--rounds`` rounds of ``--seconds`` seconds
+(after a second of warm-up), with the ratio cityvisor / raw. The target is
+0.7x or better. Run ``python -m bench.sparkplug`` from the repository root
+(about a minute), or ``--quick``. Results are in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskStatus
+
+import cityvisor.plugins.link as link_plugin
+from cityvisor import DeviceConfig, DeviceType, hookimpl, point
+from cityvisor.core.config import load_config
+from cityvisor.core.hub import Hub
+from cityvisor.core.plugins import make_plugin_manager
+from cityvisor.core.points import PointValue, Quality
+from cityvisor.link import codec
+
+
+class SourceConfig(DeviceConfig):
+    """A bench source: how many channels it changes."""
+
+    channels: int = 1000
+
+
+class Source(DeviceType):
+    """A device whose every channel changes as fast as the loop allows."""
+
+    family = "bench"
+    type_name = "bench.source"
+    Config = SourceConfig
+
+    value = point(float, per="channel", doc={"fr": "Valeur", "en": "Value"})
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Change every channel, one slice at a time, forever."""
+        names = [f"{m}/value" for m in self.members("channel")]
+        task_status.started()
+        tick = 0.0
+        while True:
+            tick += 1.0
+            for start in range(0, len(names), 100):
+                self.publish({name: tick for name in names[start : start + 100]})
+                await anyio.lowlevel.checkpoint()
+
+
+@hookimpl
+def cityvisor_device_types() -> list[type[DeviceType]]:
+    """The bench's device type."""
+    return [Source]
+
+
+def deployment(link: dict[str, Any], devices: str = "") -> str:
+    lines = [f"{k} = {v!r}".replace("'", '"') for k, v in link.items()]
+    return (
+        '[site]\nname = "bench"\n\n[store]\npath = "bench.sqlite"\nflush_interval = 1.0\n\n'
+        '[[zones]]\nid = "z"\nname = "Z"\n\n' + devices + "\n[plugins.link]\n" + "\n".join(lines)
+    )
+
+
+def manager() -> Any:
+    return make_plugin_manager(
+        entry_points=False, builtins=(), plugins=[sys.modules[__name__], link_plugin]
+    )
+
+
+# --------------------------------------------------------------------------- the edge processes
+
+
+async def edge_process(args: argparse.Namespace) -> None:
+    """One edge hub: a source device of ``--points`` channels, published until killed."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "edge.toml"
+        device = (
+            f'[[devices]]\nid = "source"\ntype = "bench.source"\nzone = "z"\n'
+            f"config = {{ channels = {args.points} }}\n"
+        )
+        link = {"role": "edge", "host": args.host, "port": args.port, "group": args.group}
+        path.write_text(deployment(link | {"node": args.node}, device))
+        hub = Hub(load_config(path), manager())
+        await hub.run()
+
+
+def payload(batch: int, seq: int) -> bytes:
+    value = PointValue("x", 1.0, Quality.GOOD, 1, 1)
+    changes = [(alias, codec.DOUBLE, value) for alias in range(2, batch + 2)]
+    return codec.data_payload(1, seq, changes)
+
+
+async def raw_process(args: argparse.Namespace) -> None:
+    """Publish pre-encoded DDATA payloads as fast as aiomqtt allows, until killed."""
+    payloads = [payload(args.batch, seq) for seq in range(256)]
+    topic = f"spBv1.0/{args.group}/DDATA/{args.node}/source"
+    async with aiomqtt.Client(args.host, args.port, max_queued_outgoing_messages=1000) as client:
+        seq = 0
+        while True:
+            await client.publish(topic, payloads[seq])
+            seq = (seq + 1) % 256
+
+
+# --------------------------------------------------------------------------- the measuring side
+
+
+def spawn(args: argparse.Namespace, mode: str, group: str, count: int) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.sparkplug",
+                "--role",
+                mode,
+                "--group",
+                group,
+                "--node",
+                f"edge-{i}",
+                "--host",
+                args.host,
+                "--port",
+                str(args.port),
+                "--points",
+                str(args.points),
+                "--batch",
+                str(args.batch),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(count)
+    ]
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.wait()
+
+
+async def measure_raw(args: argparse.Namespace) -> float:
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    count = 0
+    parse = codec.Payload.FromString
+    async with aiomqtt.Client(args.host, args.port, max_queued_incoming_messages=100_000) as client:
+        await client.subscribe(f"spBv1.0/{group}/#", qos=0)
+        processes = spawn(args, "raw", group, args.edges)
+        try:
+            started = None
+            with anyio.move_on_after(args.seconds + 1.0 + 10.0):
+                async for message in client.messages:
+                    metrics = len(parse(message.payload).metrics)
+                    now = time.perf_counter()
+                    if started is None:
+                        started = now + 1.0  # warm-up
+                    elif now >= started:
+                        count += metrics
+                        if now - started >= args.seconds:
+                            break
+        finally:
+            stop(processes)
+    return count / args.seconds
+
+
+async def measure_cityvisor(args: argparse.Namespace) -> tuple[float, float]:
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "central.toml"
+        link = {"role": "central", "host": args.host, "port": args.port, "groups": [group]}
+        path.write_text(deployment(link | {"host_id": f"{group}-host"}))
+        hub = Hub(load_config(path), manager())
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            central = link_plugin.role(hub)
+            processes = spawn(args, "edge", group, args.edges)
+            try:
+                with anyio.fail_after(30):
+                    for i in range(args.edges):
+                        await central.wait_born(group, f"edge-{i}", "source")  # type: ignore[union-attr]
+                await anyio.sleep(1.0)  # warm-up
+                before, cpu_before = hub.points.changes, time.process_time()
+                started = time.perf_counter()
+                await anyio.sleep(args.seconds)
+                elapsed = time.perf_counter() - started
+                changes = hub.points.changes - before
+                cpu = time.process_time() - cpu_before
+                gaps = central.gaps  # type: ignore[union-attr]
+                print(f"  round: {changes / elapsed:,.0f} changes/s, sequence gaps {gaps}")
+            finally:
+                stop(processes)
+                tg.cancel_scope.cancel()
+    return changes / elapsed, cpu / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", choices=["bench", "edge", "raw"], default="bench")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--edges", type=int, default=4)
+    parser.add_argument("--points", type=int, default=1000, help="points per edge")
+    parser.add_argument("--batch", type=int, default=500, help="metrics per raw DDATA")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--group", default="")
+    parser.add_argument("--node", default="")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.role == "edge":
+        anyio.run(edge_process, args)
+        return
+    if args.role == "raw":
+        anyio.run(raw_process, args)
+        return
+    if args.quick:
+        args.seconds, args.rounds = 1.0, 1
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()}")
+    print(
+        f"{args.edges} edge processes x {args.points} points, broker {args.host}:{args.port}, "
+        f"{args.rounds} rounds of {args.seconds:g} s"
+    )
+    raws, ours, cpus = [], [], []
+    for _ in range(args.rounds):
+        raws.append(anyio.run(measure_raw, args))
+        rate, cpu = anyio.run(measure_cityvisor, args)
+        ours.append(rate)
+        cpus.append(cpu)
+    raw, mine = statistics.median(raws), statistics.median(ours)
+    print(f"raw baseline: aiomqtt + protobuf parse   {raw:>12,.0f}/s  1.00 x baseline")
+    cpu = statistics.median(cpus)
+    print(f"cityvisor: edges -> central PointDB     {mine:>12,.0f}/s  {mine / raw:.2f} x baseline")
+    per_change = cpu / mine * 1e6 if mine else 0.0
+    print(
+        f"central process: {cpu:.2f} CPU s/s, {per_change:.1f} us CPU per change "
+        f"(about {1e6 / per_change if per_change else 0:,.0f} changes/s per core)"
+    )
+
+
+if __name__ == "__main__":
+    main()
