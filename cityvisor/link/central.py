@@ -218,39 +218,47 @@ class Central:
                 node = node or self._node(key)
                 await self._rebirth(client, node)
                 return
-            datatypes = None
-            if topic.message_type == "DDATA" and topic.device in node.devices:
-                datatypes = {a: d for a, (_, d) in node.devices[topic.device].points.items()}
-            decoded = codec.decode(raw, datatypes)
+            if topic.message_type == "DDATA":
+                # The hot path: the protobuf message itself, no intermediate objects.
+                message_data = codec.parse(raw)
+                seq = message_data.seq if message_data.HasField("seq") else None
+                if await self._in_sequence(client, node, seq):
+                    await self._device_data(client, node, topic.device, message_data)
+                return
+            decoded = codec.decode(raw)
         except codec.SparkplugError as error:
             log.warning("sparkplug host %s: %s on %s", self.host_id, error, message.topic)
             return
-        if decoded.seq is None or decoded.seq != (node.seq + 1) % 256:
-            self.gaps += 1
-            log.warning(
-                "sparkplug host %s: node %s/%s sent seq %s after %s: rebirth",
-                self.host_id,
-                node.group,
-                node.node,
-                decoded.seq,
-                node.seq,
-            )
-            node.alive = False
-            self._mark(node, Quality.bad("sequence_gap"))
-            await self._rebirth(client, node)
+        if not await self._in_sequence(client, node, decoded.seq):
             return
-        node.seq = decoded.seq
         kind = topic.message_type
         if kind == "DBIRTH" and topic.device is not None:
             self._device_birth(node, topic.device, decoded)
-        elif kind == "DDATA" and topic.device is not None:
-            await self._device_data(client, node, topic.device, decoded)
         elif kind == "DDEATH" and topic.device is not None:
             device = node.devices.get(topic.device)
             if device is not None:
                 self.hub.points.set_quality(device.by_name.values(), Quality.bad("comm_failure"))
         elif kind == "NDATA":
             self._node_data(decoded)
+
+    async def _in_sequence(self, client: aiomqtt.Client, node: _Node, seq: int | None) -> bool:
+        """Check a message's seq; on a gap mark the node bad and ask for a rebirth."""
+        if seq is not None and seq == (node.seq + 1) % 256:
+            node.seq = seq
+            return True
+        self.gaps += 1
+        log.warning(
+            "sparkplug host %s: node %s/%s sent seq %s after %s: rebirth",
+            self.host_id,
+            node.group,
+            node.node,
+            seq,
+            node.seq,
+        )
+        node.alive = False
+        self._mark(node, Quality.bad("sequence_gap"))
+        await self._rebirth(client, node)
+        return False
 
     def _node(self, key: tuple[str, str]) -> _Node:
         group, name = key
@@ -358,31 +366,44 @@ class Central:
             log.warning("sparkplug host %s: %s: %s", self.host_id, point.id, error)
 
     async def _device_data(
-        self, client: aiomqtt.Client, node: _Node, device_id: str, decoded: codec.Decoded
+        self, client: aiomqtt.Client, node: _Node, device_id: str | None, payload: Any
     ) -> None:
-        device = node.devices.get(device_id)
+        """Apply a DDATA: live metrics to the PointDB, historical ones to history."""
+        device = node.devices.get(device_id or "")
         if device is None:
             node.alive = False
             await self._rebirth(client, node)
             return
         now = now_ms()
-        for metric in decoded.metrics:
-            found = device.points.get(metric.alias) if metric.alias is not None else None
-            if found is None and metric.name:
-                point = device.by_name.get(metric.name)
-                found = None if point is None else (point, 0)
+        points = self.hub.points
+        store = self.hub.store
+        by_alias = device.points
+        value_of, quality_of = codec.metric_value, codec.metric_quality
+        applied = 0
+        for metric in payload.metrics:
+            found = by_alias.get(metric.alias) if metric.HasField("alias") else None
             if found is None:
-                continue
-            point = found[0]
-            if metric.historical:
-                value = metric.value if metric.value is None else point.spec.coerce(metric.value)
-                ts = metric.timestamp or now
-                self.hub.store.record(
-                    PointValue(point.id, value, metric.quality, ts, now), point.spec
-                )
-                self.historical += 1
-            else:
-                self._apply(point, metric)
+                named = device.by_name.get(metric.name) if metric.name else None
+                if named is None:
+                    continue
+                found = (named, metric.datatype)
+            point, datatype = found
+            value = value_of(metric, datatype)
+            quality = quality_of(metric)
+            ts = metric.timestamp or now
+            try:
+                if metric.is_historical:
+                    spec = point.spec
+                    coerced = None if value is None else spec.coerce(value)
+                    store.record(PointValue(point.id, coerced, quality, ts, now), spec)
+                    self.historical += 1
+                else:
+                    points.update_point(point, value, quality, ts)
+                    applied += 1
+            except (TypeError, ValueError) as error:
+                points.update_point(point, None, Quality.bad("config_error"), ts)
+                log.warning("sparkplug host %s: %s: %s", self.host_id, point.id, error)
+        self.changes += applied
 
     def _node_data(self, decoded: codec.Decoded) -> None:
         for metric in decoded.metrics:

@@ -53,7 +53,10 @@ __all__ = [
     "decode",
     "device_birth_payload",
     "metric_datatype",
+    "metric_quality",
+    "metric_value",
     "node_birth_payload",
+    "parse",
     "point_spec",
     "rebirth_payload",
     "result_payload",
@@ -365,6 +368,18 @@ def _properties(metric: Any) -> dict[str, Any]:
     return found
 
 
+def metric_value(metric: Any, datatype: int) -> Any:
+    """The value of one protobuf metric of ``datatype`` (None when it is null)."""
+    return _get_value(metric, datatype)
+
+
+def metric_quality(metric: Any) -> Quality:
+    """The quality one protobuf metric carries (good without a ``Quality`` property)."""
+    if not metric.HasField("properties"):
+        return Quality.GOOD
+    return _quality(_properties(metric))
+
+
 def _quality(properties: Mapping[str, Any]) -> Quality:
     code = properties.get(QUALITY_PROPERTY)
     if code is None:
@@ -375,6 +390,17 @@ def _quality(properties: Mapping[str, Any]) -> Quality:
     if code >= 64:
         return Quality.uncertain(reason or "edge_uncertain")
     return Quality.bad(reason or "edge_bad")
+
+
+def parse(raw: bytes) -> Any:
+    """The protobuf ``Payload`` of ``raw`` (for a reader that walks the metrics itself).
+
+    :raises SparkplugError: the bytes are not a Sparkplug B payload.
+    """
+    try:
+        return Payload.FromString(raw)
+    except Exception as error:  # the protobuf runtime raises its own DecodeError
+        raise SparkplugError(f"not a Sparkplug B payload: {error}") from None
 
 
 def decode(raw: bytes, datatypes: Mapping[int, int] | None = None) -> Decoded:
