@@ -252,3 +252,20 @@ def test_rules_benchmark_runs_quickly_and_prints_its_figures():
     assert re.search(r"rules' cost: -?[\d.]+%", out)
     onsets = re.search(r"onsets: ([\d,]+)", out)
     assert onsets and int(onsets.group(1).replace(",", "")) > 0, out
+
+
+def test_sparkplug_benchmark_runs_quickly_and_prints_its_ratio():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.sparkplug", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline: .*\s+[\d,]+/s\s+1\.00 x baseline", out), out
+    assert re.search(r"cityvisor: edge hubs -> central PointDB\s+[\d,]+/s\s+[\d.]+ x baseline", out)
+    assert re.search(r"[\d.]+ us CPU per change", out)
+    assert "sequence gaps 0" in out

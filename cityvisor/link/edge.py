@@ -68,7 +68,9 @@ class EdgeNode:
     Run :meth:`run` in the hub's task group (the link plugin's service does).
     ``connected`` is True while the births are out and changes flow;
     ``published`` counts metrics sent live, ``replayed`` those sent from the
-    disk buffer, ``births`` the NBIRTHs, ``commands`` the DCMDs run.
+    disk buffer, ``births`` the NBIRTHs, ``commands`` the DCMDs run,
+    ``connection_failures`` the broker connections refused or lost
+    (``last_error`` holds the last reason).
     """
 
     def __init__(self, hub: Hub, settings: LinkSettings) -> None:
@@ -83,6 +85,8 @@ class EdgeNode:
         self.replayed = 0
         self.births = 0
         self.commands = 0
+        self.connection_failures = 0
+        self.last_error = ""
         self.buffer = ChangeBuffer(
             settings.path(hub.config, settings.buffer), settings.buffer_limit
         )
@@ -162,6 +166,8 @@ class EdgeNode:
                             await client.publish(self._topic("NDEATH"), death, qos=1)
                         raise
             except aiomqtt.MqttError as error:
+                self.connection_failures += 1
+                self.last_error = str(error)
                 if self.connected:
                     log.warning("sparkplug edge %s: broker %s lost (%s)", self.node, broker, error)
                 else:

@@ -29,6 +29,7 @@ export const KINDS = [
   "badges",
   "opendata",
   "notification",
+  "link",
 ];
 const PAGE = 50;
 
