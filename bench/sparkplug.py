@@ -23,7 +23,9 @@ Mosquitto by default):
 The producer processes run at a lower priority (``nice 10``): in a city
 the edges are machines of their own, and the figure is about what reaches
 the central. Each figure is the median of ``--rounds`` rounds of ``--seconds`` seconds
-(after a second of warm-up), with its ratio to the raw baseline; the target
+(after a second of warm-up), with its ratio to the raw baseline; then a
+DBIRTH of 40,000 metrics is timed (encoding at the edge, decoding,
+registering and re-applying at the central) with its size on the wire; the target
 is 0.7x or better. The central's CPU per change is printed too: it is what
 sizes a central for a city. Run ``python -m bench.sparkplug`` from the repository root
 (about a minute), or ``--quick``. Results are in docs/performance.md.
@@ -261,6 +263,40 @@ async def measure_cityvisor(args: argparse.Namespace) -> tuple[float, float]:
     return changes / elapsed, cpu / elapsed
 
 
+async def measure_births(metrics: int) -> dict[str, float]:
+    """A DBIRTH of ``metrics`` points: the edge's encoding, the central's decoding and applying."""
+    from cityvisor.core.points import DataType, PointSpec
+
+    spec = PointSpec("level", DataType.FLOAT, unit="%", doc={"fr": "Niveau", "en": "Level"})
+    now = int(time.time() * 1000)
+    value = PointValue("x", 12.5, Quality.GOOD, now, now)
+    birth = [
+        codec.BirthMetric(f"c{i}/level", i + 2, spec, value, "z", "bench", f"c{i}")
+        for i in range(metrics)
+    ]
+    figures: dict[str, float] = {}
+    started = time.perf_counter()
+    raw = codec.device_birth_payload(now, 1, birth)
+    figures["encode"] = (time.perf_counter() - started) / metrics * 1e6
+    figures["bytes"] = len(raw) / metrics
+    data = [(i + 2, codec.DOUBLE, value) for i in range(500)]
+    figures["ddata_bytes"] = len(codec.data_payload(now, 2, data)) / 500
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "central.toml"
+        path.write_text(deployment({"role": "central", "host_id": "births"}))
+        hub = Hub(load_config(path), manager())
+        central = link_plugin.role(hub)
+        node = central._node(("g", "n"))  # type: ignore[union-attr]
+        started = time.perf_counter()
+        decoded = codec.decode(raw)
+        figures["decode"] = (time.perf_counter() - started) / metrics * 1e6
+        for key in ("register", "rebirth"):
+            started = time.perf_counter()
+            central._device_birth(node, "source", decoded)  # type: ignore[union-attr]
+            figures[key] = (time.perf_counter() - started) / metrics * 1e6
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=["bench", "edge", "raw", "hub-raw"], default="bench")
@@ -309,6 +345,7 @@ def main() -> None:
     )
     print(f"raw baseline: same hubs, bare aiomqtt loop + parse    {raw:>12,.0f}/s  1.00 x baseline")
     cpu = statistics.median(cpus)
+    births = anyio.run(measure_births, 2000 if args.quick else 40_000)
     print(
         f"cityvisor: edge hubs -> central PointDB              {mine:>12,.0f}/s  "
         f"{mine / raw:.2f} x baseline"
@@ -317,6 +354,12 @@ def main() -> None:
     print(
         f"central process: {cpu:.2f} CPU s/s, {per_change:.1f} us CPU per change "
         f"(about {1e6 / per_change if per_change else 0:,.0f} changes/s per core)"
+    )
+    print(
+        f"DBIRTH: edge encodes {births['encode']:.1f} us/metric, {births['bytes']:.0f} B/metric; "
+        f"central decodes {births['decode']:.1f} us/metric, registers {births['register']:.1f} "
+        f"us/point, re-applies {births['rebirth']:.1f} us/point; "
+        f"DDATA {births['ddata_bytes']:.1f} B/metric"
     )
 
 
