@@ -77,7 +77,9 @@ def edge(group: str, node: str, *devices: str, port: int = BROKER[1], **link: An
     return deployment(settings | link, *devices)
 
 
-def central(group: str, host_id: str, *, port: int = BROKER[1], **link: Any) -> str:
-    """A central hub's deployment file."""
+def central(
+    group: str, host_id: str, *, port: int = BROKER[1], web: bool = False, **link: Any
+) -> str:
+    """A central hub's deployment file (with the web server on a free port if ``web``)."""
     settings = {"role": "central", "port": port, "groups": [group], "host_id": host_id}
-    return deployment(settings | {"keepalive": 2, "command_timeout": 10.0} | link)
+    return deployment(settings | {"keepalive": 2, "command_timeout": 10.0} | link, web=web)

@@ -4,6 +4,7 @@ Nothing happens unless the deployment says ``[plugins.link] role = "edge"``
 or ``"central"``. The service returned by ``cityvisor_startup`` runs the
 role (:class:`cityvisor.link.edge.EdgeNode` or
 :class:`cityvisor.link.central.Central`) for the hub's lifetime;
+``cityvisor_web_routes`` serves ``/api/v1/link``;
 ``cityvisor_check_config`` names the keys a role lacks. See docs/link.md.
 """
 
@@ -50,6 +51,17 @@ def role(hub: Hub) -> EdgeNode | Central | None:
 def cityvisor_settings() -> type[Any]:
     """``[plugins.link]``."""
     return LinkSettings
+
+
+@hookimpl
+def cityvisor_web_routes(hub: Hub) -> list[Any]:
+    """``/api/v1/link``: the link's state; at a central, commands to the edges' devices."""
+    found = role(hub)
+    if found is None:
+        return []
+    from cityvisor.link.http import LinkRoutes
+
+    return LinkRoutes(found).routes()
 
 
 @hookimpl
