@@ -260,6 +260,9 @@ async def measure_cityvisor(args: argparse.Namespace) -> tuple[float, float]:
             finally:
                 stop(processes)
                 tg.cancel_scope.cancel()
+    # Leave no retained STATE of this run's host on the broker.
+    async with aiomqtt.Client(args.host, args.port) as client:
+        await client.publish(f"spBv1.0/STATE/{group}-host", b"", qos=1, retain=True)
     return changes / elapsed, cpu / elapsed
 
 

@@ -6,18 +6,42 @@ running side by side on one broker never see each other's nodes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import paho.mqtt.publish as paho_publish
 import pytest
 
 BROKER = ("127.0.0.1", 1883)
 
 
+_GROUPS: list[str] = []
+
+
 def group_id() -> str:
-    """A Sparkplug group id no other test uses."""
-    return f"test-{uuid.uuid4().hex[:10]}"
+    """A Sparkplug group id no other test uses (its hosts are ``<group>-room``, ``-a``, ``-b``)."""
+    group = f"test-{uuid.uuid4().hex[:10]}"
+    _GROUPS.append(group)
+    return group
+
+
+@pytest.fixture(autouse=True)
+def _forget_retained_states() -> Iterator[None]:
+    """After each test, clear the retained STATE messages its centrals left on the broker."""
+    yield
+    groups, _GROUPS[:] = list(_GROUPS), []
+    topics = [f"spBv1.0/STATE/{g}-{host}" for g in groups for host in ("room", "a", "b")]
+    if not topics:
+        return
+    with contextlib.suppress(OSError):  # no broker: the test itself said so
+        paho_publish.multiple(
+            [{"topic": topic, "payload": b"", "retain": True, "qos": 1} for topic in topics],
+            hostname=BROKER[0],
+            port=BROKER[1],
+        )
 
 
 def broker_is_listening(port: int = BROKER[1]) -> None:

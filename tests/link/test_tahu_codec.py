@@ -124,3 +124,52 @@ async def test_tahu_reads_our_births_and_data_and_orders_our_edge(tmp_path: Path
     assert answer["id"] == "tahu-1"
     assert answer["outcome"] == "succeeded"
     assert answer["user"] == "central:tahu"
+
+
+async def test_an_order_that_is_not_json_comes_back_refused_and_a_bare_write_is_ignored(
+    tmp_path: Path,
+):
+    broker_is_listening()
+    group = group_id()
+    async with aiomqtt.Client(*BROKER) as client:
+        await client.subscribe(f"spBv1.0/{group}/#", qos=1)
+        config = edge(group, "plombieres", tank("t1", initial_level=35.0))
+        async with running_hub(config, tmp_path, plugins=[demo, link]) as hub:
+            with anyio.fail_after(WAIT):
+                async for message in client.messages:
+                    if "/DBIRTH/" in str(message.topic):
+                        break
+            dcmd = tahu(
+                [
+                    {
+                        "encode": {
+                            "timestamp": 1,
+                            "metrics": [
+                                {"name": "setpoint", "type": "Double", "value": 90.0},
+                                {"name": "Command/set_level", "type": "String", "value": "{"},
+                            ],
+                        }
+                    }
+                ]
+            )[0]
+            await client.publish(
+                f"spBv1.0/{group}/DCMD/plombieres/t1", base64.b64decode(dcmd["base64"])
+            )
+            with anyio.fail_after(WAIT):
+                async for message in client.messages:
+                    if str(message.topic).endswith("/NDATA/plombieres"):
+                        assert isinstance(message.payload, bytes)
+                        ndata = decoded(message.payload)
+                        break
+            answer = json.loads(ndata["metrics"][0]["value"])
+            assert answer["outcome"] == "refused"
+            assert answer["detail"].startswith("bad order:")
+            # The bare write to a point was not a command: nothing moved.
+            assert hub.points.value("nord/demo/t1/setpoint").value == 35.0
+            assert the_edge_commands(hub) == 0
+
+
+def the_edge_commands(hub: Any) -> int:
+    found = link.role(hub)
+    assert found is not None
+    return int(found.commands)
