@@ -200,7 +200,10 @@ class Central:
         except codec.SparkplugError:
             return
         if topic.message_type == "STATE":
-            await self._peer_state(client, raw)
+            # Only the active central's: with every group gathered ("+"), the STATE
+            # messages of every host application arrive too.
+            if self.settings.standby_for and topic.node == self.settings.standby_for:
+                await self._peer_state(client, raw)
             return
         if topic.message_type in ("NCMD", "DCMD"):
             return

@@ -312,7 +312,8 @@ class EdgeNode:
                 if metric.name == codec.REBIRTH_METRIC and metric.value:
                     log.info("sparkplug edge %s: rebirth requested", self.node)
                     async with self._lock:
-                        await self._birth(client)
+                        if self._client is client:  # not while it waits for a primary host
+                            await self._birth(client)
             return
         if topic.message_type != "DCMD" or topic.device is None:
             return
