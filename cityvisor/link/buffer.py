@@ -6,6 +6,8 @@ counted (``dropped``), so a week-long outage fills a bounded file, never the
 disk. When the broker is back the edge reads the changes back oldest first,
 publishes them with their original timestamps, and deletes each part once
 it is written to the connection: a crash during the replay replays again.
+The same file keeps the node's last ``bdSeq``, so that a restarted edge
+goes on counting instead of starting again from 0.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ChangeBuffer:
             "point TEXT NOT NULL, value TEXT NOT NULL, quality TEXT NOT NULL, "
             "source_ts INTEGER NOT NULL, received_ts INTEGER NOT NULL)"
         )
+        db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER)")
         self._count = db.execute("SELECT count(*) FROM changes").fetchone()[0]
         self._db = db
 
@@ -121,6 +124,22 @@ class ChangeBuffer:
         with self._lock:
             cursor = self._connection().execute("DELETE FROM changes WHERE row <= ?", (row,))
             self._count = max(0, self._count - cursor.rowcount)
+
+    async def next_bd_seq(self) -> int:
+        """The birth/death sequence number of the next connection (0-255, kept across restarts)."""
+        return await anyio.to_thread.run_sync(self._next_bd_seq)
+
+    def _next_bd_seq(self) -> int:
+        with self._lock:
+            db = self._connection()
+            row = db.execute("SELECT value FROM state WHERE key = 'bd_seq'").fetchone()
+            value = 0 if row is None else (row[0] + 1) % 256
+            db.execute(
+                "INSERT INTO state (key, value) VALUES ('bd_seq', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (value,),
+            )
+            return int(value)
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:

@@ -139,7 +139,7 @@ class EdgeNode:
         backoff = Backoff()
         broker = f"{self.settings.host}:{self.settings.port}"
         while True:
-            self.bd_seq = (self.bd_seq + 1) % 256
+            self.bd_seq = await self.buffer.next_bd_seq()
             will = aiomqtt.Will(
                 self._topic("NDEATH"), codec.death_payload(now_ms(), self.bd_seq), qos=1
             )

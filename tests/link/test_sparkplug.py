@@ -341,3 +341,23 @@ async def test_the_standby_central_takes_over_when_the_active_one_goes_offline(t
         )
         assert result["outcome"] == "succeeded", result
         await wait_for_point(standby_hub, level, lambda v: v.value == 30.0, timeout=WAIT)
+
+
+async def test_an_edge_goes_on_counting_its_bdseq_after_a_restart(tmp_path: Path):
+    broker_is_listening()
+    group = group_id()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "e").mkdir()
+    config = edge(group, "dijon", tank("t1"))
+    async with running_hub(central(group, f"{group}-room"), tmp_path / "c", plugins=PLUGINS) as hub:
+        host = the_central(hub)
+        seen = []
+        for _ in range(2):
+            async with running_hub(config, tmp_path / "e", plugins=PLUGINS) as edge_hub:
+                with anyio.fail_after(WAIT):
+                    await host.wait_born(group, "dijon", "t1")
+                seen.append((the_edge(edge_hub).bd_seq, host.nodes[(group, "dijon")].bd_seq))
+            await wait_for_point(
+                hub, "dijon/nord/demo/t1/level", lambda v: v.quality.is_bad, timeout=WAIT
+            )
+        assert seen == [(0, 0), (1, 1)]
