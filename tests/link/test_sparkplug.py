@@ -361,3 +361,33 @@ async def test_an_edge_goes_on_counting_its_bdseq_after_a_restart(tmp_path: Path
                 hub, "dijon/nord/demo/t1/level", lambda v: v.quality.is_bad, timeout=WAIT
             )
         assert seen == [(0, 0), (1, 1)]
+
+
+async def test_a_device_death_marks_that_device_bad_and_leaves_the_node_online(tmp_path: Path):
+    broker_is_listening()
+    group = group_id()
+    (tmp_path / "c").mkdir()
+    (tmp_path / "e").mkdir()
+    # Tanks that sample once a minute: the node is quiet, so the test can take the next seq.
+    quiet = tank("t1", period=60.0) + tank("t2", period=60.0)
+    async with (
+        running_hub(central(group, f"{group}-room"), tmp_path / "c", plugins=PLUGINS) as hub,
+        running_hub(edge(group, "talant", quiet), tmp_path / "e", plugins=PLUGINS) as edge_hub,
+    ):
+        host, node = the_central(hub), the_edge(edge_hub)
+        with anyio.fail_after(WAIT):
+            await host.wait_born(group, "talant", "t1")
+            await host.wait_born(group, "talant", "t2")
+        await wait_for_point(
+            hub, "talant/nord/demo/t1/level", lambda v: v.quality.is_good, timeout=WAIT
+        )
+        death = codec.death_payload(now_ms(), seq=(node.seq + 1) % 256)
+        async with aiomqtt.Client(*BROKER) as client:
+            await client.publish(f"spBv1.0/{group}/DDEATH/talant/t1", death)
+        value = await wait_for_point(
+            hub, "talant/nord/demo/t1/level", lambda v: v.quality.is_bad, timeout=WAIT
+        )
+        assert value.quality.reason == "comm_failure"
+        assert hub.points.value("talant/nord/demo/t2/level").quality.is_good
+        assert hub.points.value(f"link/{group}/talant/online").value is True
+        assert host.gaps == 0
