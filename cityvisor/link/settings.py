@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cityvisor.core.devices import DeviceConfig
 
@@ -28,17 +29,17 @@ class LinkSettings(DeviceConfig):
     """The MQTT broker's address."""
     port: int = Field(default=1883, ge=1, le=65535)
     """The MQTT broker's port (8883 is the usual one with TLS)."""
-    group: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]{1,64})?$")
+    group: str = ""
     """The Sparkplug group id of an edge (``dijon-metropole``)."""
-    node: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]{1,64})?$")
+    node: str = ""
     """The Sparkplug edge node id of an edge (``chenove``): one per hub."""
     groups: list[str] = []
     """The groups a central gathers (none: every group on the broker)."""
     primary_hosts: list[str] = []
     """An edge publishes only while one of these central host ids says online (none: always)."""
-    host_id: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]{1,64})?$")
+    host_id: str = ""
     """The Sparkplug host application id of a central (its STATE topic)."""
-    standby_for: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]{1,64})?$")
+    standby_for: str = ""
     """A standby central: the host id of the active central it takes over from."""
     keepalive: int = Field(default=10, ge=2, le=600)
     """MQTT keepalive in seconds: a silent peer is declared dead after 1.5 times this."""
@@ -66,6 +67,16 @@ class LinkSettings(DeviceConfig):
     """Seconds a central waits for an edge's result before it reports a timeout."""
     max_commands: int = Field(default=64, ge=1, le=10_000)
     """Commands a central waits for at once; beyond it new ones are refused."""
+
+    @field_validator("group", "node", "host_id", "standby_for")
+    @classmethod
+    def _sparkplug_id(cls, value: str) -> str:
+        if value and not _valid(value):
+            raise ValueError(
+                f"expected a Sparkplug id (1 to 64 letters, digits, '.', '_' or '-': one MQTT "
+                f"topic level, without '/', '+' or '#'), got {value!r}"
+            )
+        return value
 
     def path(self, config: Any, value: str) -> Path:
         """A file named in the settings, relative to the deployment file."""
@@ -131,6 +142,4 @@ def settings_problems(settings: LinkSettings, config: Any) -> list[str]:
 
 
 def _valid(identifier: str) -> bool:
-    import re
-
     return re.fullmatch(SPARKPLUG_ID, identifier) is not None

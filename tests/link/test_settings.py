@@ -34,7 +34,9 @@ def test_a_central_without_its_host_id_is_refused_naming_the_key(tmp_path: Path)
 
 def test_a_node_id_with_a_topic_separator_is_refused(tmp_path: Path):
     found = problems(tmp_path, {"role": "edge", "group": "dijon", "node": "a/b"})
-    assert any(p.startswith("city.toml: plugins.link.node") for p in found), found
+    assert any(
+        p.startswith("city.toml: plugins.link.node: expected a Sparkplug id") for p in found
+    ), found
 
 
 def test_a_missing_password_variable_and_tls_files_are_named(tmp_path: Path, monkeypatch):
