@@ -165,8 +165,12 @@ class Central:
         await client.publish(topic, codec.state_payload(online, self._state_ts), qos=1, retain=True)
 
     async def _grace(self, client: aiomqtt.Client) -> None:
-        """A standby that never hears of the active central takes over after a keepalive."""
-        with anyio.move_on_after(self.settings.keepalive):
+        """A standby that never hears of the active central takes over after three keepalives.
+
+        (Long enough for two centrals started together: the active one's
+        retained STATE arrives first.)
+        """
+        with anyio.move_on_after(3 * self.settings.keepalive):
             await self._peer_seen.wait()
             return
         if not self.active:
