@@ -271,3 +271,20 @@ def test_pg_history_benchmark_runs_quickly_and_prints_its_ratio_and_bytes_per_ro
     )
     assert re.search(r"store: journal\(\), chained, 1 commit each\s+[\d,]+ rows/s\s+[\d.]+ x", out)
     assert re.search(r"disk: [\d.]+ bytes/row with the primary key", out)
+
+
+def test_sparkplug_benchmark_runs_quickly_and_prints_its_ratio():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.sparkplug", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert re.search(r"raw baseline: .*\s+[\d,]+/s\s+1\.00 x baseline", out), out
+    assert re.search(r"cityvisor: edge hubs -> central PointDB\s+[\d,]+/s\s+[\d.]+ x baseline", out)
+    assert re.search(r"[\d.]+ us CPU per change", out)
+    assert "sequence gaps 0" in out

@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import secrets
 import signal
-import socket
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -37,8 +34,17 @@ from typing import Any, TextIO
 import anyio
 
 from . import tomlfile
-from .city import BADGES, FULL, SMALL, SimulatedCity, outlines
+from .city import FULL, SMALL, SimulatedCity, outlines
 from .life import Life
+from .setup import (
+    PASSWORD_VARIABLE,
+    SUPERVISOR,
+    SUPERVISOR_VARIABLE,
+    check_port,
+    hmi_url,
+    prepare_store,
+)
+from .zones import ZONES
 
 __all__ = ["DemoError", "DemoOptions", "register", "run_demo"]
 
@@ -47,10 +53,6 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "demo-city.toml"
 STORE_NAME = "demo.sqlite"
 BASEMAP_NAME = "communes.geojson"
-PASSWORD_VARIABLE = "CITYVISOR_ADMIN_PASSWORD"
-SUPERVISOR = "superviseur"
-"""The demo's second user, a supervisor: with ``admin``, two people to try two-person approval."""
-SUPERVISOR_VARIABLE = "CITYVISOR_SUPERVISOR_PASSWORD"
 
 HEADER = """\
 The demo city, written by `cityvisor demo` at each start: the simulators'
@@ -112,6 +114,21 @@ def register(commands: Any, log_level: argparse.ArgumentParser) -> None:
         metavar="N",
         help="events per minute in the city's life (default: 3)",
     )
+    demo.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N edge hubs (one per commune, each a process) and a central with the HMI, "
+        "linked over MQTT Sparkplug B (default: 0, one hub)",
+    )
+    demo.add_argument(
+        "--broker",
+        default="127.0.0.1:1883",
+        metavar="HOST:PORT",
+        help="the MQTT broker of --nodes (default: 127.0.0.1:1883; "
+        "a private Mosquitto is started when nothing listens there)",
+    )
     demo.set_defaults(handler=_handle, default_log_level="warning")
 
 
@@ -122,8 +139,15 @@ def _handle(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be 0..65535, not {args.port}")
     if args.life_rate <= 0:
         raise UsageError("--life-rate must be a number of events per minute above 0")
+    if not 0 <= args.nodes <= len(ZONES):
+        raise UsageError(f"--nodes must be 0..{len(ZONES)} (one per commune), not {args.nodes}")
     try:
-        anyio.run(run_demo, args, backend="asyncio")
+        if args.nodes:
+            from .nodes import run_nodes
+
+            anyio.run(run_nodes, args, backend="asyncio")
+        else:
+            anyio.run(run_demo, args, backend="asyncio")
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 128 + signal.SIGINT
     except OSError as error:
@@ -145,7 +169,7 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
     from ..core.plugins import make_plugin_manager
 
     out = out or sys.stdout
-    _check_port(options.host, options.port)
+    check_port(options.host, options.port)
     data_dir = Path(options.data_dir)
     await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     city = SimulatedCity(
@@ -175,12 +199,12 @@ async def run_demo(options: argparse.Namespace, *, out: TextIO | None = None) ->
             problems = check_config(config, plugins)
             if problems:  # a bug of the demo: the file is ours
                 raise ConfigError(problems)
-            password, supervisor_password = await _prepare_store(config)
+            password, supervisor_password = await prepare_store(config)
             hub = Hub(config, plugins)
             life = Life(city, rate=options.life_rate, seed=options.seed)
             async with anyio.create_task_group() as tg:
                 await tg.start(hub.run)
-                url = await _hmi_url(hub)
+                url = await hmi_url(hub)
                 await tg.start(life.run)
                 await _start_field(tg, hub, url, options.seed)
                 log.info("demo city up in %.1f s", anyio.current_time() - started)
@@ -207,77 +231,6 @@ async def _start_field(tg: Any, hub: Any, url: str, seed: int) -> None:
     tracker_url = f"http://127.0.0.1:{ops.tracker_port}/"
     tg.start_soon(DrivingCrews(tracker_url, ops, seed=seed).run, name="demo crews")
     tg.start_soon(Citizens(url, seed=seed).run, name="demo citizens")
-
-
-def _check_port(host: str, port: int) -> None:
-    """Refuse to start when the HMI's port is taken (the web server would retry forever)."""
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise OSError(
-                error.errno, f"{host}:{port} is not available ({error.strerror}); try --port"
-            ) from None
-
-
-async def _prepare_store(config: Any) -> tuple[str | None, str]:
-    """Set the two users' passwords and enrol the demo's badges.
-
-    Return the admin's password if it was generated (None when it came from the
-    environment) and the supervisor's (always shown: it protects only the demo).
-    """
-    from ..core.store import SqliteStore
-    from ..core.users import Role
-    from ..plugins.access import rights
-    from ..web.auth import Accounts
-
-    password = os.environ.get(PASSWORD_VARIABLE)
-    generated = None
-    if not password:
-        password = generated = secrets.token_urlsafe(12)
-    store = SqliteStore(config.store.path)
-    await store.open()
-    try:
-        accounts = Accounts(store, config.user_list())
-        await accounts.setup()
-        supervisor = os.environ.get(SUPERVISOR_VARIABLE) or secrets.token_urlsafe(12)
-        for name, secret, role in (
-            ("admin", password, Role.ADMIN),
-            (SUPERVISOR, supervisor, Role.SUPERVISOR),
-        ):
-            if await accounts.get(name) is None:
-                await accounts.add(name, secret, role, ["*"])
-            else:
-                await accounts.set_password(name, secret)
-
-        def enrol(db: Any) -> None:
-            rights.create_tables(db)
-            enrolled = {badge["number"] for badge in rights.list_badges(db)}
-            for badge in BADGES:
-                if badge.number in enrolled:
-                    continue
-                rights.add_badge(db, badge.number, badge.holder, "demo")
-                for place in badge.places:
-                    rights.add_permit(db, badge.number, "right", place, by="demo")
-                if badge.lockdown_exception:
-                    rights.add_permit(db, badge.number, "exception", "*", by="demo")
-
-        await store.call(enrol)
-    finally:
-        await store.close()
-    return generated, supervisor
-
-
-async def _hmi_url(hub: Any) -> str:
-    from ..web import find_server
-
-    server = find_server(hub)
-    if server is None:
-        raise RuntimeError("the web plugin did not start the HMI")
-    await server.ready.wait()
-    return server.url
 
 
 def _banner(

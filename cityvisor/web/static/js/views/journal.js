@@ -32,6 +32,7 @@ export const KINDS = [
   "rule",
   "playbook",
   "note",
+  "link",
 ];
 const PAGE = 50;
 
