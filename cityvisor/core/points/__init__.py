@@ -18,7 +18,7 @@ Timestamps are UTC epoch milliseconds (``int``) everywhere.
 
 Where each part lives: ``values.py`` (:class:`PointValue`, :func:`now_ms`),
 ``quality.py`` (:class:`Quality`), ``specs.py`` (:class:`PointSpec`, data
-types, scaling, deadbands), ``subscriptions.py`` (:class:`Subscription`, and the
+types, scaling, deadbands), ``subscriptions.py`` (:class:`Subscription`, :class:`Subscribing`, and the
 :class:`Watch` that subscriptions to the same patterns share), ``index.py``
 (the trie over id levels that patterns are matched against) and ``database.py`` (:class:`Point`, :class:`PointDB`).
 """
@@ -28,7 +28,7 @@ from __future__ import annotations
 from .database import Listener, Point, PointDB, UnknownPointError
 from .quality import Quality, QualityStatus
 from .specs import DataType, Deadband, PointSpec, Scaling
-from .subscriptions import Batch, Resync, Subscription, Watch
+from .subscriptions import Batch, Resync, Subscribing, Subscription, Watch
 from .values import PointValue, now_ms
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "QualityStatus",
     "Resync",
     "Scaling",
+    "Subscribing",
     "Subscription",
     "UnknownPointError",
     "Watch",

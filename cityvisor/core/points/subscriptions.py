@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+import operator
+from collections.abc import Callable, Generator, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -48,9 +49,12 @@ class Watch:
     """
 
     __slots__ = (
+        "_partial",
         "_snapshot",
         "_snapshot_at",
+        "building",
         "compiled",
+        "joining",
         "key",
         "members",
         "only",
@@ -76,6 +80,11 @@ class Watch:
         """Changes since the last delivery, oldest first."""
         self._snapshot: list[PointValue] | None = None
         self._snapshot_at = 0
+        self.building: Iterator[Point] | None = None
+        """The points still to attach while the watch is being built, in slices; None once built."""
+        self.joining = 0
+        """Subscribers waiting for the watch (or its snapshot) to be ready."""
+        self._partial: tuple[list[Point], list[PointValue]] | None = None
 
     def matches(self, point_id: str) -> bool:
         """True if one of the patterns matches ``point_id``."""
@@ -91,9 +100,42 @@ class Watch:
         Treat it as read-only: every subscriber of the watch receives this list.
         """
         if self._snapshot is None:
-            self._snapshot = [p.current for p in self.points.values()]
-            self._snapshot_at = len(self.pending)
+            if self._partial is not None:  # being built in slices: finish it now
+                while not self.snapshot_step(len(self.points)):
+                    pass
+            else:
+                self._snapshot = list(map(_current, self.points.values()))
+                self._snapshot_at = len(self.pending)
+        assert self._snapshot is not None
         return self._snapshot
+
+    def snapshot_step(self, count: int) -> bool:
+        """Read up to ``count`` more values of the snapshot; True once it is complete.
+
+        A snapshot of many points is read a slice at a time with turns of
+        the loop in between. Its changes are held meanwhile (:meth:`deliver`
+        waits), so that a subscriber that joins receives every change made
+        since the first slice: some of them a value the snapshot already
+        shows, none lost.
+        """
+        if self._snapshot is not None:
+            return True
+        if self._partial is None:
+            self._partial = (list(self.points.values()), [])
+            self._snapshot_at = len(self.pending)
+        points, values = self._partial
+        start = len(values)
+        values.extend(map(_current, points[start : start + count]))
+        if len(values) < len(points):
+            return False
+        self._snapshot = values
+        self._partial = None
+        return True
+
+    @property
+    def held(self) -> bool:
+        """True while the snapshot is read in slices (deliveries wait)."""
+        return self._partial is not None
 
     def join(self, sub: Subscription) -> list[PointValue]:
         """Add ``sub`` and return its first snapshot.
@@ -108,6 +150,8 @@ class Watch:
 
     def deliver(self) -> None:
         """Hand the pending changes to every member (never blocks)."""
+        if self._partial is not None:
+            return  # a snapshot is being read: its changes wait for it
         changes = self.pending
         if changes:
             self.pending = []
@@ -120,12 +164,63 @@ class Watch:
         return f"<Watch {self.patterns} {len(self.points)} points, {len(self.members)} subscribers>"
 
 
+_current = operator.attrgetter("current")
+
+
+class Subscribing:
+    """A subscription on its way: await it, or use it as an async context manager.
+
+    :meth:`PointDB.subscribe` checks the patterns at once (a refused one
+    raises there) and returns this. Awaiting it builds the shared watch if
+    no other subscriber holds it yet, a slice of points at a time with a
+    turn of the loop between slices, so that subscribing to the whole city
+    never holds everything else up; ``async with`` does the same and closes
+    the subscription on the way out.
+    """
+
+    __slots__ = ("_db", "_key", "_max_buffer", "_only", "_patterns", "_subscription")
+
+    def __init__(
+        self,
+        db: PointDB,
+        key: tuple[Hashable, ...],
+        patterns: tuple[str, ...],
+        only: Callable[[Point], bool] | None,
+        max_buffer: int,
+    ) -> None:
+        self._db = db
+        self._key = key
+        self._patterns = patterns
+        self._only = only
+        self._max_buffer = max_buffer
+        self._subscription: Subscription | None = None
+
+    async def _open(self) -> Subscription:
+        if self._subscription is not None:
+            raise RuntimeError("this subscription was opened already")
+        self._subscription = await self._db._open(
+            self._key, self._patterns, self._only, self._max_buffer
+        )
+        return self._subscription
+
+    def __await__(self) -> Generator[Any, None, Subscription]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Subscription:
+        return await self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+
+
 class Subscription:
     """A consumer's view of the points that match its patterns.
 
     Iterate it (``async for message in sub``) to receive :class:`Batch` and
     :class:`Resync` messages. Use it as an async context manager, or call
-    :meth:`close`, so the database forgets it.
+    :meth:`close`, so the database forgets it. ``await db.subscribe(...)``
+    (or ``async with db.subscribe(...) as sub``) gives one.
     """
 
     def __init__(
