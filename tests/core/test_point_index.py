@@ -170,6 +170,10 @@ def test_a_point_that_is_also_a_prefix_is_found_by_patterns(pattern):
     assert sorted(p.id for p in db.points(pattern)) == sorted(expected)
 
 
+def sub_started(db: PointDB) -> bool:
+    return any(w.points for w in db._watches.values())
+
+
 def _city(db: PointDB, count: int) -> None:
     for n in range(count):
         db.register(f"z{n // 10_000}/d{n // 100 % 100}/p{n % 100}", SPEC)
@@ -214,7 +218,10 @@ async def test_points_registered_and_removed_while_a_watch_is_built_are_seen_rig
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(subscribe)
-        await anyio.lowlevel.checkpoint()  # the first slice has run
+        for _ in range(10):  # the first slice
+            await anyio.lowlevel.checkpoint()
+            if sub_started(db):
+                break
         assert not done.is_set(), "the build should take more than one slice"
         db.register("z0/d0/late", SPEC)  # in a branch walked already
         db.register("z5/d99/late", SPEC)  # in a branch not walked yet
@@ -278,7 +285,10 @@ async def test_changes_made_while_a_large_snapshot_is_read_reach_the_new_screen(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(join)
-        await anyio.lowlevel.checkpoint()
+        for _ in range(10):  # the joining task's first slice
+            await anyio.lowlevel.checkpoint()
+            if early.watch.held:
+                break
         assert not joined and early.watch.held
         db.update("z0/d0/p0", 2.0)  # a point already read
         db.update("z5/d99/p99", 3.0)  # a point not read yet

@@ -398,6 +398,9 @@ class PointDB:
         points = watch.points
         live = self._points
         only = watch.only
+        # Points that had the same watches share one tuple of them: no tuple
+        # per point (memory, and work for the garbage collector).
+        extended: dict[tuple[Watch, ...], tuple[Watch, ...]] = {}
         for n, point in enumerate(building, 1):
             point_id = point.id
             if (
@@ -406,7 +409,11 @@ class PointDB:
                 and (only is None or only(point))
             ):
                 points[point_id] = point
-                point.subscribers = (*point.subscribers, watch)
+                before = point.subscribers
+                after = extended.get(before)
+                if after is None:
+                    after = extended[before] = (*before, watch)
+                point.subscribers = after
             if not n & 511 and time.perf_counter() > deadline:
                 return False
         watch.building = None
@@ -450,13 +457,17 @@ class PointDB:
     def _detach(self, watch: Watch, points: Iterable[Point] | None = None) -> None:
         if self._watches.get(watch.key) is watch:
             del self._watches[watch.key]
+        without: dict[tuple[Watch, ...], tuple[Watch, ...]] = {}
         for point in watch.points.values() if points is None else points:
             subscribers = point.subscribers
             if len(subscribers) == 1:
                 if subscribers[0] is watch:
                     point.subscribers = ()
             else:
-                point.subscribers = tuple(w for w in subscribers if w is not watch)
+                after = without.get(subscribers)
+                if after is None:
+                    after = without[subscribers] = tuple(w for w in subscribers if w is not watch)
+                point.subscribers = after
 
     async def _reap(self) -> None:
         """Detach the watches nobody subscribes to any more, a slice at a time."""
