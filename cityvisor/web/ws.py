@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 MAX_PATTERNS = 100
 MAX_MESSAGE = 64 * 1024
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a reset
+_FRAME_HEADER = 14  # the longest WebSocket frame header, in bytes
 SESSION_ENDED = 4401
 """Close code (private range) when the session behind a WebSocket ends."""
 
@@ -92,6 +93,11 @@ class _PointTexts:
             OrderedDict()
         )
         self._max_batches = batches
+
+    def clear(self) -> None:
+        """Forget every text."""
+        self._new, self._old = {}, {}
+        self._batches.clear()
 
     def one(self, value: PointValue) -> str:
         """The JSON text of one value."""
@@ -150,23 +156,42 @@ class _SnapshotTexts:
 
     Screens with the same patterns receive the *same* snapshot list from the
     point database; its chunks are encoded by the first client that sends
-    them and reused by the others. A few recent snapshots are kept (each
-    entry holds its list, so its id is not reused meanwhile).
+    them and reused by the others. The texts are kept only while a client is
+    sending that snapshot (each entry holds its list, so its id is not
+    reused meanwhile): a city-wide snapshot is tens of megabytes of text,
+    which must not outlive the screens that needed it.
     """
 
-    def __init__(self, maxsize: int = 4) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[int, tuple[list[PointValue], list[str | None]]] = OrderedDict()
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[list[PointValue], list[str | None], list[int]]] = {}
+
+    def acquire(self, snapshot: list[PointValue]) -> None:
+        """A client starts sending ``snapshot``."""
+        entry = self._items.get(id(snapshot))
+        if entry is None or entry[0] is not snapshot:
+            count = max(1, -(-len(snapshot) // SNAPSHOT_CHUNK))
+            self._items[id(snapshot)] = (snapshot, [None] * count, [1])
+        else:
+            entry[2][0] += 1
+
+    def release(self, snapshot: list[PointValue]) -> None:
+        """A client is done with ``snapshot``: its texts go with the last one."""
+        entry = self._items.get(id(snapshot))
+        if entry is not None and entry[0] is snapshot:
+            entry[2][0] -= 1
+            if entry[2][0] <= 0:
+                del self._items[id(snapshot)]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def chunk(self, snapshot: list[PointValue], n: int) -> str:
         """The values of chunk ``n`` of ``snapshot``, joined by commas."""
         entry = self._items.get(id(snapshot))
         if entry is None or entry[0] is not snapshot:
-            count = max(1, -(-len(snapshot) // SNAPSHOT_CHUNK))
-            entry = (snapshot, [None] * count)
-            self._items[id(snapshot)] = entry
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
+            # Not acquired (a benchmark, a test): encode without keeping it.
+            part = snapshot[n * SNAPSHOT_CHUNK : (n + 1) * SNAPSHOT_CHUNK]
+            return _dumps([v.as_json() for v in part])[1:-1]
         texts = entry[1]
         text = texts[n]
         if text is None:
@@ -189,15 +214,19 @@ def _snapshot_messages(
     client replaces its values at the first and shows them after the last.
     """
     count = max(1, -(-len(snapshot) // SNAPSHOT_CHUNK))
-    for n in range(count):
-        head = f'{{"type":"{kind}","sub":{generation},'
-        if lost >= 0 and n == 0:
-            head += f'"lost":{lost},'
-        if n:
-            head += '"continued":true,'
-        if n < count - 1:
-            head += '"more":true,'
-        yield head + '"points":[' + _snapshot_texts.chunk(snapshot, n) + "]}"
+    _snapshot_texts.acquire(snapshot)
+    try:
+        for n in range(count):
+            head = f'{{"type":"{kind}","sub":{generation},'
+            if lost >= 0 and n == 0:
+                head += f'"lost":{lost},'
+            if n:
+                head += '"continued":true,'
+            if n < count - 1:
+                head += '"more":true,'
+            yield head + '"points":[' + _snapshot_texts.chunk(snapshot, n) + "]}"
+    finally:
+        _snapshot_texts.release(snapshot)
 
 
 def _coalesce(
@@ -271,7 +300,8 @@ class Client:
         self.generation = 0
         self.patterns: tuple[str, ...] = ()
         self.alarms = False
-        self._lock = anyio.Lock()
+        # Uncontended (the usual case), taking it costs no turn of the loop.
+        self._lock = anyio.Lock(fast_acquire=True)
         self._points_scope: anyio.CancelScope | None = None
         self._alarms_scope: anyio.CancelScope | None = None
         self._tg: Any = None
@@ -283,6 +313,18 @@ class Client:
 
     async def send(self, text: str) -> None:
         """Send one message; drop the client if it has not taken it within ``send_timeout``."""
+        transport = self.transport
+        if transport is not None and not self._lock.locked():
+            # The usual case, taken without a lock or a deadline: a write that
+            # leaves the transport's buffer under its low and high marks can
+            # neither pause the connection nor wait for it, so nothing else
+            # can interleave and no deadline is needed.
+            low, high = transport.get_write_buffer_limits()
+            buffered = transport.get_write_buffer_size()
+            size = len(text) if text.isascii() else 4 * len(text)
+            if buffered <= low and buffered + size + _FRAME_HEADER <= high:
+                await self.ws.send_str(text)
+                return
         async with self._lock:
             with anyio.move_on_after(self.state.send_timeout) as scope:
                 await self.ws.send_str(text)
@@ -344,13 +386,19 @@ class Client:
                 ) as subscription:
                     first = await subscription.receive()
                     assert isinstance(first, Resync)
-                    for text in _snapshot_messages("snapshot", generation, first.snapshot):
-                        await self.send(text)
-                        await anyio.lowlevel.checkpoint()
-                    async for message in subscription:
-                        for text in _coalesce(message, subscription, generation, counters):
+                    parts = _snapshot_messages("snapshot", generation, first.snapshot)
+                    with contextlib.closing(parts):  # its texts are let go even if cancelled
+                        for text in parts:
                             await self.send(text)
                             await anyio.lowlevel.checkpoint()
+                    del first, parts
+                    async for message in subscription:
+                        texts = _coalesce(message, subscription, generation, counters)
+                        with contextlib.closing(texts):
+                            for text in texts:
+                                await self.send(text)
+                                if not text.startswith('{"type":"changes"'):
+                                    await anyio.lowlevel.checkpoint()  # between resync parts
             except _SlowClientError:
                 await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
@@ -575,6 +623,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         log.exception("WebSocket client of %s failed", session.account.name)
     finally:
         state.clients.discard(client)
+        if not state.clients:
+            # The last screen left: the shared texts go with it, not with the next one.
+            _point_texts.clear()
         if not ws.closed and not client.closing:
             with anyio.move_on_after(1.0, shield=True):
                 await ws.close()
