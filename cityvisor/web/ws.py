@@ -39,7 +39,7 @@ import socket
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -205,7 +205,7 @@ _snapshot_texts = _SnapshotTexts()
 
 def _snapshot_messages(
     kind: str, generation: int, snapshot: list[PointValue], lost: int = -1
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """A snapshot (or resync) as messages of at most :data:`SNAPSHOT_CHUNK` values, encoded lazily.
 
     The first message is the one a client always got (with ``lost`` for a
@@ -231,7 +231,7 @@ def _snapshot_messages(
 
 def _coalesce(
     message: Batch | Resync, subscription: Any, generation: int, counters: Any
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """The messages for ``message`` and every batch already waiting behind it.
 
     A client that keeps up gets one batch per message (shared text between
