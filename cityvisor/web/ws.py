@@ -239,11 +239,8 @@ def _coalesce(
     plain broadcast would, instead of one message per flush.
     """
     waiting: list[Batch | Resync] = [message]
-    while len(waiting) < MAX_COALESCED:
-        try:
-            waiting.append(subscription.receive_nowait())
-        except anyio.WouldBlock:
-            break
+    while len(waiting) < MAX_COALESCED and subscription.waiting:
+        waiting.append(subscription.receive_nowait())
     resyncs = [i for i, m in enumerate(waiting) if isinstance(m, Resync)]
     if resyncs:
         resync = waiting[resyncs[-1]]

@@ -88,7 +88,7 @@ async def test_slow_subscriber_is_told_it_lost_updates_and_resynced_without_bloc
     messages = []
     while True:
         try:
-            messages.append(sub._receive.receive_nowait())
+            messages.append(sub.receive_nowait())
         except anyio.WouldBlock:
             break
     db.flush()  # room again: the subscriber is re-synced

@@ -14,7 +14,7 @@ from ..patterns import Pattern, compile_pattern
 from .index import PointIndex
 from .quality import Quality
 from .specs import DataType, PointSpec
-from .subscriptions import Batch, Resync, Subscribing, Subscription, Watch, _Waiter
+from .subscriptions import Resync, Subscribing, Subscription, Watch, _Waiter
 from .values import PointValue, now_ms
 
 
@@ -378,9 +378,8 @@ class PointDB:
                 watch.joining -= 1
                 if not ready and not watch.joining:
                     self._abandoned(watch)
-        send, receive = anyio.create_memory_object_stream[Batch | Resync](max_buffer)
-        sub = Subscription(self, watch, max_buffer, send, receive)
-        send.send_nowait(Resync(watch.join(sub), 0))
+        sub = Subscription(self, watch, max_buffer)
+        sub._put(Resync(watch.join(sub), 0))
         if watch.pending:
             self._changed()  # changes held while the snapshot was read go out now
         return sub

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections import deque
 from collections.abc import Callable, Generator, Hashable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.lowlevel
 
 from ..patterns import compile_pattern
 from .values import PointValue
@@ -223,14 +224,7 @@ class Subscription:
     (or ``async with db.subscribe(...) as sub``) gives one.
     """
 
-    def __init__(
-        self,
-        db: PointDB,
-        watch: Watch,
-        max_buffer: int,
-        send: MemoryObjectSendStream[Batch | Resync],
-        receive: MemoryObjectReceiveStream[Batch | Resync],
-    ) -> None:
+    def __init__(self, db: PointDB, watch: Watch, max_buffer: int) -> None:
         self._db = db
         self.watch = watch
         """The shared set of points this subscription receives."""
@@ -238,8 +232,11 @@ class Subscription:
         self.only = watch.only
         """A further condition on the points watched (a reader's zones), or None."""
         self.max_buffer = max_buffer
-        self._send = send
-        self._receive = receive
+        # A bounded queue and one event while the consumer waits: what a
+        # memory object stream does, without its turn of the loop and its
+        # exception for every message (this runs per screen, per delivery).
+        self._queue: deque[Batch | Resync] = deque()
+        self._wakeup: anyio.Event | None = None
         self._skip = 0
         self.lost = 0
         self.overflowed = False
@@ -258,23 +255,46 @@ class Subscription:
         return self.watch.snapshot()
 
     async def receive(self) -> Batch | Resync:
-        """The next message (waits for it)."""
-        return await self._receive.receive()
+        """The next message (waits for it).
+
+        :raises anyio.ClosedResourceError: the subscription is closed.
+        """
+        queue = self._queue
+        while not queue:
+            if self.closed:
+                raise anyio.ClosedResourceError
+            if self._wakeup is None:
+                self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        if self.closed:
+            raise anyio.ClosedResourceError
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return queue.popleft()
 
     def receive_nowait(self) -> Batch | Resync:
         """The next message if one is waiting; raise ``anyio.WouldBlock`` if none is.
 
-        Lets a consumer that fell behind take every waiting batch at once.
+        Lets a consumer that fell behind take every waiting batch at once
+        (:attr:`waiting` says how many there are).
         """
-        return self._receive.receive_nowait()
+        if self.closed:
+            raise anyio.ClosedResourceError
+        if not self._queue:
+            raise anyio.WouldBlock
+        return self._queue.popleft()
+
+    @property
+    def waiting(self) -> int:
+        """Messages delivered and not received yet."""
+        return len(self._queue)
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Batch | Resync:
         try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return await self.receive()
+        except anyio.ClosedResourceError:
             raise StopAsyncIteration from None
 
     def close(self) -> None:
@@ -282,8 +302,8 @@ class Subscription:
         if not self.closed:
             self.closed = True
             self._db._unsubscribe(self)
-            self._send.close()
-            self._receive.close()
+            self._queue.clear()
+            self._wake()
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -291,28 +311,38 @@ class Subscription:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    def _put(self, message: Batch | Resync) -> bool:
+        """Queue ``message`` for the consumer; False if its buffer is full."""
+        if len(self._queue) >= self.max_buffer:
+            return False
+        self._queue.append(message)
+        if self._wakeup is not None:
+            self._wake()
+        return True
+
     def _deliver(self, changes: list[PointValue]) -> None:
         """Push ``changes`` (shared with the watch's other members), or a resync (never blocks)."""
+        if self.closed:
+            return
         if self._skip:
             changes = changes[self._skip :]
             self._skip = 0
         if self.overflowed:
-            try:
-                self._send.send_nowait(Resync(self.watch.snapshot(), self.lost))
-            except anyio.WouldBlock:
+            if not self._put(Resync(self.watch.snapshot(), self.lost)):
                 self.lost += len(changes)
-                return
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self.close()
                 return
             self.overflowed = False
             self.lost = 0
             return
         if not changes:
             return
-        try:
-            self._send.send_nowait(Batch(changes))
-        except anyio.WouldBlock:
+        if not self._put(Batch(changes)):
             self.overflowed = True
             self.lost += len(changes)
             log.warning(
@@ -320,8 +350,6 @@ class Subscription:
                 self.patterns,
                 self.lost,
             )
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self.close()
 
 
 class _Waiter:
