@@ -29,7 +29,9 @@ It prints, for each phase:
   the first change until the clients have every update, divided by the
   updates delivered) and its ratio to the raw broadcast's;
 - **memory per point**: the server's resident memory before the city,
-  with the city, with the clients connected, and after they left (their
+  with the city (after the phases' changes once with no screen, so that it
+  counts the values they replace), with the clients connected, and after
+  they left (their
   watch let go by the run task, a collection, then glibc's ``malloc_trim``
   so that pages the allocator merely keeps count as returned), each as bytes
   per point above the empty hub.
@@ -471,6 +473,15 @@ async def serve(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
 
         def update(index: int, now: float) -> None:
             points.update_point(entries[index * stride % len(entries)], now)
+
+        # The phases' changes once with no screen, so that the city's own
+        # memory below counts the values they replace (the allocator keeps
+        # some of what they free), and a difference after the screens left
+        # is theirs.
+        await produce(args.rate, args.seconds, update)
+        await anyio.sleep(BATCH_INTERVAL * 4)
+        trim()
+        figures["rss_city"] = rss()
 
         raw_state: dict[str, Any] = {}
         runner, raw_url, raw_update, broadcast = await raw_server(
