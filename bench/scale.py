@@ -13,7 +13,8 @@ snapshot, then note for every ``changes`` message how late its values arrive.
 In the same process, and in the same run, the **raw baseline**: a bare
 aiohttp WebSocket server that sends each client the same snapshot (in the
 same parts of 1,000 values, encoded once for all) and every 50 ms the same
-``changes`` message (encoded once) to every client in turn. The phases are
+``changes`` message (joined and encoded to UTF-8 once) to every client in
+turn. The phases are
 interleaved (raw, cityvisor, raw, cityvisor, ...) with a new client process
 each, and the producer is the same function feeding one or the other.
 
@@ -392,14 +393,14 @@ async def raw_server(
             if not pending or not sockets:
                 continue
             batch, pending = pending, []
-            text = (
+            data = (
                 '{"type":"changes","sub":1,"points":['
                 + ",".join(json.dumps(v.as_json(), separators=(",", ":")) for v in batch)
                 + "]}"
-            )
+            ).encode()  # encoded once for every client, as cityvisor does
             for ws in list(sockets):
                 try:
-                    await ws.send_str(text)
+                    await ws.send_frame(data, aiohttp.WSMsgType.TEXT)
                 except ConnectionError:  # the client process has finished
                     sockets.discard(ws)
 

@@ -136,11 +136,36 @@ def encode_point(value: PointValue) -> str:
     return _point_texts.one(value)
 
 
-def _points_message(kind: str, generation: int, values: list[PointValue], lost: int = -1) -> str:
-    head = f'{{"type":"{kind}","sub":{generation},'
-    if lost >= 0:
-        head += f'"lost":{lost},'
-    return head + '"points":[' + _point_texts.joined(values) + "]}"
+class _ChangesMessages:
+    """``changes`` messages as UTF-8 bytes, built once for every client that sends the same one.
+
+    Screens with the same patterns receive the same batch list at each
+    delivery, and nearly all of them the same subscription number: the
+    message is joined and encoded by the first and sent as it is by the
+    others (each entry holds its list, so its id is not reused meanwhile).
+    """
+
+    def __init__(self, maxsize: int = 16) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[tuple[int, int], tuple[list[PointValue], bytes]] = OrderedDict()
+
+    def get(self, generation: int, values: list[PointValue]) -> bytes:
+        key = (id(values), generation)
+        found = self._items.get(key)
+        if found is not None and found[0] is values:
+            return found[1]
+        text = f'{{"type":"changes","sub":{generation},"points":[' + _point_texts.joined(values)
+        data = (text + "]}").encode()
+        self._items[key] = (values, data)
+        if len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+        return data
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+_changes_messages = _ChangesMessages()
 
 
 MAX_COALESCED = 64
@@ -231,7 +256,7 @@ def _snapshot_messages(
 
 def _coalesce(
     message: Batch | Resync, subscription: Any, generation: int, counters: Any
-) -> Generator[str, None, None]:
+) -> Generator[str | bytes, None, None]:
     """The messages for ``message`` and every batch already waiting behind it.
 
     A client that keeps up gets one batch per message (shared text between
@@ -252,7 +277,7 @@ def _coalesce(
     if batches:
         counters["ws_batches"] += len(batches)
         changes = batches[0] if len(batches) == 1 else [c for b in batches for c in b]
-        yield _points_message("changes", generation, changes)
+        yield _changes_messages.get(generation, changes)
 
 
 class _SharedText:
@@ -308,8 +333,10 @@ class Client:
 
     # -- sending -------------------------------------------------------------
 
-    async def send(self, text: str) -> None:
-        """Send one message; drop the client if it has not taken it within ``send_timeout``."""
+    async def send(self, text: str | bytes) -> None:
+        """Send one text message (bytes: already UTF-8); drop the client if it has not taken it
+        within ``send_timeout``."""
+        data = text if isinstance(text, bytes) else text.encode()
         transport = self.transport
         if transport is not None and not self._lock.locked():
             # The usual case, taken without a lock or a deadline: a write that
@@ -318,13 +345,12 @@ class Client:
             # can interleave and no deadline is needed.
             low, high = transport.get_write_buffer_limits()
             buffered = transport.get_write_buffer_size()
-            size = len(text) if text.isascii() else 4 * len(text)
-            if buffered <= low and buffered + size + _FRAME_HEADER <= high:
-                await self.ws.send_str(text)
+            if buffered <= low and buffered + len(data) + _FRAME_HEADER <= high:
+                await self.ws.send_frame(data, WSMsgType.TEXT)
                 return
         async with self._lock:
             with anyio.move_on_after(self.state.send_timeout) as scope:
-                await self.ws.send_str(text)
+                await self.ws.send_frame(data, WSMsgType.TEXT)
         if scope.cancelled_caught:
             raise _SlowClientError
 
@@ -392,10 +418,10 @@ class Client:
                     async for message in subscription:
                         texts = _coalesce(message, subscription, generation, counters)
                         with contextlib.closing(texts):
-                            for text in texts:
-                                await self.send(text)
-                                if not text.startswith('{"type":"changes"'):
-                                    await anyio.lowlevel.checkpoint()  # between resync parts
+                            for out in texts:
+                                await self.send(out)
+                                if not isinstance(out, bytes):  # parts of a resync
+                                    await anyio.lowlevel.checkpoint()
             except _SlowClientError:
                 await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
@@ -623,6 +649,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if not state.clients:
             # The last screen left: the shared texts go with it, not with the next one.
             _point_texts.clear()
+            _changes_messages.clear()
         if not ws.closed and not client.closing:
             with anyio.move_on_after(1.0, shield=True):
                 await ws.close()
