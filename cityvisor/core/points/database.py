@@ -399,21 +399,28 @@ class PointDB:
         only = watch.only
         # Points that had the same watches share one tuple of them: no tuple
         # per point (memory, and work for the garbage collector).
+        alone = (watch,)
         extended: dict[tuple[Watch, ...], tuple[Watch, ...]] = {}
-        for n, point in enumerate(building, 1):
-            point_id = point.id
-            if (
-                point_id not in points
-                and live.get(point_id) is point
-                and (only is None or only(point))
-            ):
+        while True:
+            batch = list(itertools.islice(building, _ATTACH_BATCH))
+            for point in batch:
+                point_id = point.id
+                if point_id in points or live.get(point_id) is not point:
+                    continue  # found twice (two patterns), or removed meanwhile
+                if only is not None and not only(point):
+                    continue
                 points[point_id] = point
                 before = point.subscribers
+                if not before:
+                    point.subscribers = alone
+                    continue
                 after = extended.get(before)
                 if after is None:
                     after = extended[before] = (*before, watch)
                 point.subscribers = after
-            if not n & 511 and time.perf_counter() > deadline:
+            if len(batch) < _ATTACH_BATCH:
+                break
+            if time.perf_counter() > deadline:
                 return False
         watch.building = None
         return True
@@ -550,6 +557,9 @@ _new_tuple = tuple.__new__
 
 _DETACH_AT_ONCE = 10_000
 """Points a watch is detached from in one go (about 2 ms); more wait for the run task."""
+
+_ATTACH_BATCH = 512
+"""Points taken from the index at a time while a watch is built (the clock is read between)."""
 
 _SLICE_SECONDS = 0.004
 """How long one slice of building a watch holds the loop, about."""
