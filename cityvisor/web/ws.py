@@ -168,6 +168,9 @@ class _ChangesMessages:
 _changes_messages = _ChangesMessages()
 
 
+TRANSPORT_BUFFER = 256 * 1024
+"""Bytes a client's connection buffers before sends wait for it (its high-water mark)."""
+
 MAX_COALESCED = 64
 """Waiting batches merged into one message, at most (bounds a message's size)."""
 
@@ -638,6 +641,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         timeout=2.0,
     )
     await ws.prepare(request)
+    if request.transport is not None:
+        # Room for a few batches of a busy screen in the transport's buffer, so
+        # that most sends need no lock and no deadline (see Client.send); what
+        # a client may hold up stays bounded.
+        request.transport.set_write_buffer_limits(high=TRANSPORT_BUFFER)
     client = Client(state, ws, session, request.transport)
     state.clients.add(client)
     try:
