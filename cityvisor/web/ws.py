@@ -87,8 +87,11 @@ class _PointTexts:
 
     def __init__(self, generation_size: int = 20_000, batches: int = 64) -> None:
         self.generation_size = generation_size
-        self._new: dict[int, tuple[PointValue, str]] = {}
-        self._old: dict[int, tuple[PointValue, str]] = {}
+        # Values and texts in parallel dicts, not a tuple per entry: a tuple
+        # holding a value would be one more object per change for the
+        # garbage collector to walk.
+        self._new: tuple[dict[int, PointValue], dict[int, str]] = ({}, {})
+        self._old: tuple[dict[int, PointValue], dict[int, str]] = ({}, {})
         self._batches: OrderedDict[tuple[int, int, int], tuple[list[PointValue], str]] = (
             OrderedDict()
         )
@@ -96,21 +99,22 @@ class _PointTexts:
 
     def clear(self) -> None:
         """Forget every text."""
-        self._new, self._old = {}, {}
+        self._new, self._old = ({}, {}), ({}, {})
         self._batches.clear()
 
     def one(self, value: PointValue) -> str:
         """The JSON text of one value."""
         key = id(value)
-        entry = self._new.get(key)
-        if entry is None or entry[0] is not value:
-            entry = self._old.get(key)
-            if entry is None or entry[0] is not value:
-                entry = (value, _dumps(value.as_json()))
-            self._new[key] = entry
-            if len(self._new) >= self.generation_size:
-                self._old, self._new = self._new, {}
-        return entry[1]
+        values, texts = self._new
+        if values.get(key) is value:
+            return texts[key]
+        old_values, old_texts = self._old
+        text = old_texts[key] if old_values.get(key) is value else _dumps(value.as_json())
+        values[key] = value
+        texts[key] = text
+        if len(values) >= self.generation_size:
+            self._old, self._new = self._new, ({}, {})
+        return text
 
     def joined(self, values: list[PointValue]) -> str:
         """The values' texts joined by commas, shared between equal batches."""
