@@ -350,7 +350,7 @@ async def raw_server(
 ) -> tuple[web.AppRunner, str, Callable[[int, float], None], Callable[[], Any]]:
     """The baseline: a bare aiohttp broadcast of the same snapshot parts and the same batches."""
     from cityvisor.core.points import PointValue, Quality
-    from cityvisor.web.ws import encode_point
+    from cityvisor.web.texts import encode_point
 
     sockets: set[web.WebSocketResponse] = set()
     pending: list[Any] = []

@@ -46,7 +46,7 @@ import anyio.lowlevel
 
 from cityvisor.core.patterns import compile_pattern
 from cityvisor.core.points import DataType, PointDB, PointSpec
-from cityvisor.web.ws import SNAPSHOT_CHUNK, _snapshot_texts
+from cityvisor.web.texts import SNAPSHOT_CHUNK, _snapshot_texts
 
 FAMILIES = ("lighting", "switches", "cameras", "doors", "bollards")
 
