@@ -9,7 +9,7 @@ timestamps) and tells subscribers what changed.
 Data flows one way through here: drivers call :meth:`PointDB.update`;
 synchronous *listeners* (the alarm manager, the history recorder) see every
 accepted change in the same call, and *subscribers* (browsers, rules) receive
-batches through bounded anyio memory object streams.  A subscriber that falls
+batches through bounded queues (awaited as anyio events).  A subscriber that falls
 behind is never allowed to block a driver or to grow memory: it is marked as
 having lost updates and, as soon as it has room again, receives a
 :class:`Resync` carrying a fresh snapshot of everything it watches.

@@ -101,9 +101,8 @@ class Watch:
         Treat it as read-only: every subscriber of the watch receives this list.
         """
         if self._snapshot is None:
-            if self._partial is not None:  # being built in slices: finish it now
-                while not self.snapshot_step(len(self.points)):
-                    pass
+            if self._partial is not None:  # being read in slices: finish it now
+                self.snapshot_step(len(self._partial[0]))
             else:
                 self._snapshot = list(map(_current, self.points.values()))
                 self._snapshot_at = len(self.pending)
