@@ -463,9 +463,6 @@ async def serve(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             points.update_point(entry, 0.0)
         del ids
         figures["build_s"] = time.perf_counter() - started
-        if args.settle:
-            # What the hub does once started with such a city (decision 0020).
-            hub.settle_memory()
         await anyio.sleep(0.2)
         trim()
         figures["rss_city"] = rss()
@@ -576,8 +573,7 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
     print(
         f"  {points:,} points (built in {figures['build_s']:.1f} s), {args.rate:,} changes/s"
         f" for {args.seconds:g} s, {args.clients} clients subscribed to the whole city"
-        f" (in a second process), {args.repeat} interleaved rounds,"
-        f" memory {'settled' if args.settle else 'not settled'}"
+        f" (in a second process), {args.repeat} interleaved rounds"
     )
     ratios = []
     for n, (raw, ours) in enumerate(zip(figures["raw"], figures["cityvisor"], strict=True)):
@@ -644,12 +640,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each phase produces")
     parser.add_argument("--clients", type=int, default=100, help="WebSocket clients")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds")
-    parser.add_argument(
-        "--no-settle",
-        dest="settle",
-        action="store_false",
-        help="leave the city in the collector's full passes (as before decision 0020)",
-    )
     parser.add_argument("--quick", action="store_true", help="a small run of a few seconds")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--login", action="store_true", help=argparse.SUPPRESS)

@@ -11,7 +11,6 @@ equipment families reach the hub through the plugin hooks.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import math
@@ -39,9 +38,6 @@ __all__ = ["Hub"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
-
-SETTLE_AT = 20_000
-"""Points from which the hub settles its memory once started (:meth:`Hub.settle_memory`)."""
 """Seconds the hub allows itself to flush and close after cancellation."""
 
 JOURNAL_REPLACED_POINT = "hub/journal/replaced_entries"
@@ -91,7 +87,6 @@ class Hub:
         self.alarms = AlarmManager(self.points, self.store, on_transition=self._alarm_transition)
         self.commands = CommandBus(self.points, self.store, self.devices)
         self.started = anyio.Event()
-        self._settled = False
         self.services: dict[str, Callable[[], Awaitable[None]]] = {}
         self.service_failures: Counter[str] = Counter()
         """Failures of each plugin's service since start (each one logged, then restarted)."""
@@ -208,13 +203,9 @@ class Hub:
                 for plugin_name, service in self._services():
                     self.services[plugin_name] = service
                     tg.start_soon(self._run_service, plugin_name, service, name=plugin_name)
-                if len(self.points) >= SETTLE_AT:
-                    self.settle_memory()
                 self.started.set()
                 task_status.started()
         finally:
-            if self._settled:
-                gc.unfreeze()  # what the hub held can be collected again
             with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
                 await self.resources.aclose()
                 self.plugins.call_each("cityvisor_shutdown", hub=self)
@@ -222,22 +213,6 @@ class Hub:
                     JournalEntry(kind="config", message="hub stopped", data={"event": "stopped"})
                 )
                 await self.store.close()
-
-    def settle_memory(self) -> None:
-        """Leave every object that exists now out of the garbage collector's full passes.
-
-        A city of 250,000 points is millions of objects that live as long as
-        the hub; each full pass of the cyclic collector walks them all, and
-        holds the event loop for a quarter of a second doing it. Frozen
-        (:func:`gc.freeze`, after one last full pass), they are no longer
-        walked; they are still freed as usual when nothing refers to them,
-        and the hub unfreezes them when it stops. The hub does it once
-        started when it holds :data:`SETTLE_AT` points or more; call it again
-        after registering many points at once. See decision 0020.
-        """
-        gc.collect()
-        gc.freeze()
-        self._settled = True
 
     async def _anchor_daily(self, journal: JournalSection) -> None:
         """Anchor the journal's chain at start, then once a day (``[journal] anchor_key``).

@@ -184,31 +184,6 @@ async def test_shutdown_takes_less_than_five_seconds(tmp_path: Path):
     assert anyio.current_time() - start < 5.0
 
 
-async def test_a_large_city_is_left_out_of_the_collectors_full_passes_while_the_hub_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    import gc
-
-    from cityvisor.core import hub as hub_module
-
-    monkeypatch.setattr(hub_module, "SETTLE_AT", 1)  # this small city counts as large
-    import weakref
-
-    class Held:
-        pass
-
-    hub = make_hub(tmp_path)
-    held = Held()
-    ref = weakref.ref(held)
-    async with anyio.create_task_group() as tg:
-        await tg.start(hub.run)
-        assert gc.get_freeze_count() > 0
-        del held  # frozen, and still freed when nothing refers to it
-        assert ref() is None
-        tg.cancel_scope.cancel()
-    assert gc.get_freeze_count() == 0
-
-
 async def wait_alarm(hub: Hub, alarm_id: str, predicate, timeout: float = 5.0):
     """Wait, on the alarm feed, until the alarm satisfies ``predicate`` (checked at each event)."""
     with anyio.fail_after(timeout):
