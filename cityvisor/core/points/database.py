@@ -371,6 +371,8 @@ class PointDB:
                     if self._attach_slice(watch):
                         break
                     await anyio.lowlevel.checkpoint()
+                if len(watch.points) > _SLICE:
+                    await anyio.lowlevel.checkpoint()  # the snapshot in slices of its own
                 while not watch.snapshot_step(_SLICE):
                     await anyio.lowlevel.checkpoint()
                 ready = True
@@ -564,7 +566,7 @@ _ATTACH_BATCH = 512
 _SLICE_SECONDS = 0.004
 """How long one slice of building a watch holds the loop, about."""
 
-_SLICE = 20_000
+_SLICE = 10_000
 """Values of a snapshot read in one slice (a few milliseconds); a smaller one is read at once."""
 
 
