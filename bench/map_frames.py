@@ -15,7 +15,8 @@ run:
   frames at each zoom;
 - **frame time**: the interval between animation frames during that pan,
   p50 and p95, and its ratio to the **raw baseline**: the same pan with no
-  devices at all (Leaflet and the browser alone).
+  devices at all (Leaflet and the browser alone), before and after the loaded
+  pans (interleaved).
 
 Run ``python -m bench.map_frames`` from the repository root (about 40 s), or
 ``--quick`` for a smoke run with 5,000 devices. Results are in
@@ -204,11 +205,14 @@ async def run(count: int, frames: int) -> int:
             browser = await playwright.chromium.launch(
                 executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
             )
+            # The baseline before and after the loaded pans (interleaved): a burst
+            # of load elsewhere during the run shows in both.
             baseline = await measure(browser, server.url, [], frames, 1)
             loaded = await measure(browser, server.url, devices(count), frames, 3)
+            baseline += await measure(browser, server.url, [], frames, 1)
             version = browser.version
             await browser.close()
-    raw = baseline[0]["intervals"]
+    raw = [interval for step in baseline for interval in step["intervals"]]
     raw_p50 = statistics.median(raw)
     print(f"Chromium {version}, {platform.machine()}, {os.cpu_count()} CPUs, 1920 x 1080")
     print(

@@ -279,7 +279,7 @@ async def measure_cityvisor(args: argparse.Namespace, directory: Path) -> dict[s
 async def measure_raw(args: argparse.Namespace) -> dict[str, Any]:
     """A bare aiohttp broadcast of the same messages: encode once, send to each client."""
     from cityvisor.core.points import PointValue, Quality
-    from cityvisor.web.ws import encode_point
+    from cityvisor.web.texts import encode_point
 
     ids = point_ids(args.points)
     sockets: set[web.WebSocketResponse] = set()

@@ -288,3 +288,31 @@ def test_sparkplug_benchmark_runs_quickly_and_prints_its_ratio():
     assert re.search(r"cityvisor: edge hubs -> central PointDB\s+[\d,]+/s\s+[\d.]+ x baseline", out)
     assert re.search(r"[\d.]+ us CPU per change", out)
     assert "sequence gaps 0" in out
+
+
+def test_scale_benchmark_runs_quickly_and_prints_every_figure():
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    for label in ("raw aiohttp broadcast", "cityvisor /api/v1/ws"):
+        assert re.search(
+            re.escape(label)
+            + r"\s+delivered\s+[\d,]+ of [\d,]+ \(100\.0%\); latency p50 [\d.]+ ms,"
+            r" p99 [\d.]+ ms; loop lag p99 [\d.]+ ms, max [\d.]+ ms; server CPU [\d.]+ us/update",
+            out,
+        ), label
+    assert re.search(r"CPU ratio: [\d.]+ x raw", out)
+    assert re.search(
+        r"memory: empty hub \d+ MB; with the city [\d,]+ B/point; with the clients connected"
+        r" [\d,]+ B/point; after they left [\d,]+ B/point",
+        out,
+    )
+    assert "clients dropped 0" in out
+    assert re.search(r"targets: p99 < 100 ms: (met|NOT met)", out)

@@ -38,8 +38,7 @@ import logging
 import socket
 import struct
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -48,9 +47,18 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..core.alarms import AlarmEvent, AlarmResync
 from ..core.patterns import PatternError, compile_pattern
-from ..core.points import Batch, PointValue, Resync, now_ms
+from ..core.points import Batch, Resync, now_ms
 from .routing import ApiError
 from .state import STATE
+from .texts import (
+    SNAPSHOT_CHUNK,
+    _alarm_texts,
+    _changes_messages,
+    _dumps,
+    _point_texts,
+    _snapshot_messages,
+    encode_point,
+)
 from .visibility import Visibility
 
 if TYPE_CHECKING:
@@ -58,151 +66,28 @@ if TYPE_CHECKING:
     from .auth import Session
     from .state import WebState
 
-__all__ = ["Client", "encode_point", "websocket"]
+__all__ = ["SNAPSHOT_CHUNK", "Client", "encode_point", "websocket"]
 
 log = logging.getLogger(__name__)
 
 MAX_PATTERNS = 100
 MAX_MESSAGE = 64 * 1024
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends a reset
+_FRAME_HEADER = 14  # the longest WebSocket frame header, in bytes
 SESSION_ENDED = 4401
 """Close code (private range) when the session behind a WebSocket ends."""
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-class _PointTexts:
-    """Point values as JSON text, each encoded once however many clients receive it.
-
-    Every subscriber of a point gets the *same* immutable value object in its
-    batch, so the cache is keyed by identity (no hashing of values): two
-    generations of ``generation_size`` entries, each holding its value so
-    that an id is never reused while cached. Subscribers with the same
-    patterns even get equal *batches* at each flush: the joined text of a
-    recent batch is reused after a C-speed list comparison.
-    """
-
-    def __init__(self, generation_size: int = 20_000, batches: int = 64) -> None:
-        self.generation_size = generation_size
-        self._new: dict[int, tuple[PointValue, str]] = {}
-        self._old: dict[int, tuple[PointValue, str]] = {}
-        self._batches: OrderedDict[tuple[int, int, int], tuple[list[PointValue], str]] = (
-            OrderedDict()
-        )
-        self._max_batches = batches
-
-    def one(self, value: PointValue) -> str:
-        """The JSON text of one value."""
-        key = id(value)
-        entry = self._new.get(key)
-        if entry is None or entry[0] is not value:
-            entry = self._old.get(key)
-            if entry is None or entry[0] is not value:
-                entry = (value, _dumps(value.as_json()))
-            self._new[key] = entry
-            if len(self._new) >= self.generation_size:
-                self._old, self._new = self._new, {}
-        return entry[1]
-
-    def joined(self, values: list[PointValue]) -> str:
-        """The values' texts joined by commas, shared between equal batches."""
-        if not values:
-            return ""
-        key = (len(values), id(values[0]), id(values[-1]))
-        cached = self._batches.get(key)
-        # List equality compares identical items by identity first: a C loop.
-        if cached is not None and cached[0] == values:
-            return cached[1]
-        text = ",".join(map(self.one, values))
-        self._batches[key] = (values, text)
-        if len(self._batches) > self._max_batches:
-            self._batches.popitem(last=False)
-        return text
-
-
-_point_texts = _PointTexts()
-
-
-def encode_point(value: PointValue) -> str:
-    """A point value as JSON text (shared with every other client receiving it)."""
-    return _point_texts.one(value)
-
-
-def _points_message(kind: str, generation: int, values: list[PointValue], lost: int = -1) -> str:
-    head = f'{{"type":"{kind}","sub":{generation},'
-    if lost >= 0:
-        head += f'"lost":{lost},'
-    return head + '"points":[' + _point_texts.joined(values) + "]}"
-
+TRANSPORT_BUFFER = 256 * 1024
+"""Bytes a client's connection buffers before sends wait for it (its high-water mark)."""
 
 MAX_COALESCED = 64
 """Waiting batches merged into one message, at most (bounds a message's size)."""
 
 
-SNAPSHOT_CHUNK = 1000
-"""Point values in one snapshot or resync message, at most (a few ms to encode)."""
-
-
-class _SnapshotTexts:
-    """The chunks of a shared snapshot as JSON text, each encoded once for every client.
-
-    Screens with the same patterns receive the *same* snapshot list from the
-    point database; its chunks are encoded by the first client that sends
-    them and reused by the others. A few recent snapshots are kept (each
-    entry holds its list, so its id is not reused meanwhile).
-    """
-
-    def __init__(self, maxsize: int = 4) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[int, tuple[list[PointValue], list[str | None]]] = OrderedDict()
-
-    def chunk(self, snapshot: list[PointValue], n: int) -> str:
-        """The values of chunk ``n`` of ``snapshot``, joined by commas."""
-        entry = self._items.get(id(snapshot))
-        if entry is None or entry[0] is not snapshot:
-            count = max(1, -(-len(snapshot) // SNAPSHOT_CHUNK))
-            entry = (snapshot, [None] * count)
-            self._items[id(snapshot)] = entry
-            while len(self._items) > self.maxsize:
-                self._items.popitem(last=False)
-        texts = entry[1]
-        text = texts[n]
-        if text is None:
-            part = snapshot[n * SNAPSHOT_CHUNK : (n + 1) * SNAPSHOT_CHUNK]
-            text = texts[n] = _dumps([v.as_json() for v in part])[1:-1]
-        return text
-
-
-_snapshot_texts = _SnapshotTexts()
-
-
-def _snapshot_messages(
-    kind: str, generation: int, snapshot: list[PointValue], lost: int = -1
-) -> Iterator[str]:
-    """A snapshot (or resync) as messages of at most :data:`SNAPSHOT_CHUNK` values, encoded lazily.
-
-    The first message is the one a client always got (with ``lost`` for a
-    resync); when more follow, every message but the last says ``"more":
-    true`` and the ones after the first say ``"continued": true``: the
-    client replaces its values at the first and shows them after the last.
-    """
-    count = max(1, -(-len(snapshot) // SNAPSHOT_CHUNK))
-    for n in range(count):
-        head = f'{{"type":"{kind}","sub":{generation},'
-        if lost >= 0 and n == 0:
-            head += f'"lost":{lost},'
-        if n:
-            head += '"continued":true,'
-        if n < count - 1:
-            head += '"more":true,'
-        yield head + '"points":[' + _snapshot_texts.chunk(snapshot, n) + "]}"
-
-
 def _coalesce(
     message: Batch | Resync, subscription: Any, generation: int, counters: Any
-) -> Iterator[str]:
+) -> Generator[str | bytes, None, None]:
     """The messages for ``message`` and every batch already waiting behind it.
 
     A client that keeps up gets one batch per message (shared text between
@@ -210,11 +95,8 @@ def _coalesce(
     plain broadcast would, instead of one message per flush.
     """
     waiting: list[Batch | Resync] = [message]
-    while len(waiting) < MAX_COALESCED:
-        try:
-            waiting.append(subscription.receive_nowait())
-        except anyio.WouldBlock:
-            break
+    while len(waiting) < MAX_COALESCED and subscription.waiting:
+        waiting.append(subscription.receive_nowait())
     resyncs = [i for i, m in enumerate(waiting) if isinstance(m, Resync)]
     if resyncs:
         resync = waiting[resyncs[-1]]
@@ -226,29 +108,7 @@ def _coalesce(
     if batches:
         counters["ws_batches"] += len(batches)
         changes = batches[0] if len(batches) == 1 else [c for b in batches for c in b]
-        yield _points_message("changes", generation, changes)
-
-
-class _SharedText:
-    """Alarm messages encoded once for every client (keyed by the event object)."""
-
-    def __init__(self, maxsize: int = 256) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[int, tuple[object, str]] = OrderedDict()
-
-    def get(self, key: object, build: Any) -> str:
-        found = self._items.get(id(key))
-        if found is not None and found[0] is key:
-            return found[1]
-        text: str = build()
-        # Keep the key object alive with its text, so its id is not reused meanwhile.
-        self._items[id(key)] = (key, text)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
-        return text
-
-
-_alarm_texts = _SharedText()
+        yield _changes_messages.get(generation, changes)
 
 
 class _SlowClientError(Exception):
@@ -271,7 +131,8 @@ class Client:
         self.generation = 0
         self.patterns: tuple[str, ...] = ()
         self.alarms = False
-        self._lock = anyio.Lock()
+        # Uncontended (the usual case), taking it costs no turn of the loop.
+        self._lock = anyio.Lock(fast_acquire=True)
         self._points_scope: anyio.CancelScope | None = None
         self._alarms_scope: anyio.CancelScope | None = None
         self._tg: Any = None
@@ -281,11 +142,24 @@ class Client:
 
     # -- sending -------------------------------------------------------------
 
-    async def send(self, text: str) -> None:
-        """Send one message; drop the client if it has not taken it within ``send_timeout``."""
+    async def send(self, text: str | bytes) -> None:
+        """Send one text message (bytes: already UTF-8); drop the client if it has not taken it
+        within ``send_timeout``."""
+        data = text if isinstance(text, bytes) else text.encode()
+        transport = self.transport
+        if transport is not None and not self._lock.locked():
+            # The usual case, taken without a lock or a deadline: a write that
+            # leaves the transport's buffer under its low and high marks can
+            # neither pause the connection nor wait for it, so nothing else
+            # can interleave and no deadline is needed.
+            low, high = transport.get_write_buffer_limits()
+            buffered = transport.get_write_buffer_size()
+            if buffered <= low and buffered + len(data) + _FRAME_HEADER <= high:
+                await self.ws.send_frame(data, WSMsgType.TEXT)
+                return
         async with self._lock:
             with anyio.move_on_after(self.state.send_timeout) as scope:
-                await self.ws.send_str(text)
+                await self.ws.send_frame(data, WSMsgType.TEXT)
         if scope.cancelled_caught:
             raise _SlowClientError
 
@@ -344,13 +218,19 @@ class Client:
                 ) as subscription:
                     first = await subscription.receive()
                     assert isinstance(first, Resync)
-                    for text in _snapshot_messages("snapshot", generation, first.snapshot):
-                        await self.send(text)
-                        await anyio.lowlevel.checkpoint()
-                    async for message in subscription:
-                        for text in _coalesce(message, subscription, generation, counters):
+                    parts = _snapshot_messages("snapshot", generation, first.snapshot)
+                    with contextlib.closing(parts):  # its texts are let go even if cancelled
+                        for text in parts:
                             await self.send(text)
                             await anyio.lowlevel.checkpoint()
+                    del first, parts
+                    async for message in subscription:
+                        texts = _coalesce(message, subscription, generation, counters)
+                        with contextlib.closing(texts):
+                            for out in texts:
+                                await self.send(out)
+                                if not isinstance(out, bytes):  # parts of a resync
+                                    await anyio.lowlevel.checkpoint()
             except _SlowClientError:
                 await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
@@ -567,6 +447,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         timeout=2.0,
     )
     await ws.prepare(request)
+    if request.transport is not None:
+        # Room for a few batches of a busy screen in the transport's buffer, so
+        # that most sends need no lock and no deadline (see Client.send); what
+        # a client may hold up stays bounded.
+        request.transport.set_write_buffer_limits(high=TRANSPORT_BUFFER)
     client = Client(state, ws, session, request.transport)
     state.clients.add(client)
     try:
@@ -575,6 +460,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         log.exception("WebSocket client of %s failed", session.account.name)
     finally:
         state.clients.discard(client)
+        if not state.clients:
+            # The last screen left: the shared texts go with it, not with the next one.
+            _point_texts.clear()
+            _changes_messages.clear()
         if not ws.closed and not client.closing:
             with anyio.move_on_after(1.0, shield=True):
                 await ws.close()

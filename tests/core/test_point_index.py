@@ -53,9 +53,9 @@ async def test_screens_with_the_same_patterns_share_one_watch_and_one_snapshot()
     for n in range(50):
         db.register(f"centre/lighting/cab-{n}/level", SPEC)
     db.register("north/lighting/cab-0/level", SPEC)
-    first = db.subscribe("centre/**")
-    second = db.subscribe("centre/**")
-    other = db.subscribe("north/**")
+    first = await db.subscribe("centre/**")
+    second = await db.subscribe("centre/**")
+    other = await db.subscribe("north/**")
     assert first.watch is second.watch and other.watch is not first.watch
     one, two = await first.receive(), await second.receive()
     assert isinstance(one, Resync) and isinstance(two, Resync)
@@ -80,9 +80,9 @@ async def test_a_screen_that_joins_between_deliveries_gets_what_its_snapshot_mis
     db = PointDB()
     db.register("a/x", SPEC)
     db.register("a/y", SPEC)
-    early = db.subscribe("a/*")  # builds the shared snapshot
+    early = await db.subscribe("a/*")  # builds the shared snapshot
     db.update("a/x", 1.0)  # pending, after that snapshot
-    late = db.subscribe("a/*")  # shares the snapshot: must get a/x in its batch
+    late = await db.subscribe("a/*")  # shares the snapshot: must get a/x in its batch
     db.update("a/y", 2.0)
     db.flush()
     await early.receive()
@@ -94,7 +94,7 @@ async def test_a_screen_that_joins_between_deliveries_gets_what_its_snapshot_mis
     assert [c.id for c in late_batch.changes] == ["a/x", "a/y"]
     db.update("a/x", 3.0)
     db.flush()  # the snapshot is stale now: the next screen gets a fresh one and no replay
-    last = db.subscribe("a/*")
+    last = await db.subscribe("a/*")
     db.update("a/y", 4.0)
     db.flush()
     fresh = await last.receive()
@@ -117,10 +117,10 @@ async def test_readers_of_other_zones_share_no_watch():
     def north(p):
         return p.zone == "north"
 
-    a = db.subscribe("**", only=centre, only_key=frozenset({"centre"}))
-    b = db.subscribe("**", only=centre, only_key=frozenset({"centre"}))
-    c = db.subscribe("**", only=north, only_key=frozenset({"north"}))
-    unkeyed = db.subscribe("**", only=centre)
+    a = await db.subscribe("**", only=centre, only_key=frozenset({"centre"}))
+    b = await db.subscribe("**", only=centre, only_key=frozenset({"centre"}))
+    c = await db.subscribe("**", only=north, only_key=frozenset({"north"}))
+    unkeyed = await db.subscribe("**", only=centre)
     assert a.watch is b.watch
     assert c.watch is not a.watch and unkeyed.watch is not a.watch
     assert [v.id for v in c.snapshot()] == ["n/a"]
@@ -134,11 +134,11 @@ async def test_a_watch_of_many_points_is_let_go_by_the_run_task_after_the_last_s
         db.register(f"z/d{n // 100}/p{n % 100}", SPEC)
     async with anyio.create_task_group() as tg:
         tg.start_soon(db.run)
-        sub = db.subscribe("**")
+        sub = await db.subscribe("**")
         sub.close()
         # Too many points to detach at once: still attached, released in slices.
         assert db.get("z/d0/p0").subscribers
-        again = db.subscribe("**")  # a screen that comes back finds it
+        again = await db.subscribe("**")  # a screen that comes back finds it
         assert again.watch is sub.watch
         again.close()
         db.update("z/d0/p0", 1.0)  # wakes the run task
@@ -151,11 +151,11 @@ async def test_a_watch_of_many_points_is_let_go_by_the_run_task_after_the_last_s
         tg.cancel_scope.cancel()
 
 
-def test_release_idle_lets_go_at_once():
+async def test_release_idle_lets_go_at_once():
     db = PointDB()
     for n in range(20_001):
         db.register(f"z/{n}", SPEC)
-    db.subscribe("z/*").close()
+    (await db.subscribe("z/*")).close()
     db.release_idle()
     assert not db._watches and not db.get("z/0").subscribers
 
@@ -168,3 +168,142 @@ def test_a_point_that_is_also_a_prefix_is_found_by_patterns(pattern):
     compiled = compile_pattern(pattern)
     expected = compiled.filter(["a", "a/b", "a/b/c", "a/c"])
     assert sorted(p.id for p in db.points(pattern)) == sorted(expected)
+
+
+def sub_started(db: PointDB) -> bool:
+    return any(w.points for w in db._watches.values())
+
+
+def _city(db: PointDB, count: int) -> None:
+    for n in range(count):
+        db.register(f"z{n // 10_000}/d{n // 100 % 100}/p{n % 100}", SPEC)
+
+
+async def test_a_whole_city_watch_is_built_in_slices_with_turns_of_the_loop_between():
+    db = PointDB()
+    _city(db, 120_000)
+    turns = 0
+
+    async def count_turns():
+        nonlocal turns
+        while True:
+            await anyio.lowlevel.checkpoint()
+            turns += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(count_turns)
+        await anyio.lowlevel.checkpoint()
+        before = turns
+        sub = await db.subscribe("**")
+        # Other tasks ran while it was built (a slice is a few milliseconds).
+        assert turns - before >= 2
+        first = await sub.receive()
+        assert isinstance(first, Resync) and len(first.snapshot) == 120_000
+        assert all(p.subscribers == (sub.watch,) for p in db.points())
+        tg.cancel_scope.cancel()
+    sub.close()
+    db.release_idle()
+    assert not db._watches
+
+
+async def test_points_registered_and_removed_while_a_watch_is_built_are_seen_right():
+    db = PointDB()
+    _city(db, 60_000)
+    done = anyio.Event()
+    result = []
+
+    async def subscribe():
+        result.append(await db.subscribe("**"))
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(subscribe)
+        for _ in range(10):  # the first slice
+            await anyio.lowlevel.checkpoint()
+            if sub_started(db):
+                break
+        assert not done.is_set(), "the build should take more than one slice"
+        db.register("z0/d0/late", SPEC)  # in a branch walked already
+        db.register("z5/d99/late", SPEC)  # in a branch not walked yet
+        db.register("new/branch", SPEC)
+        db.unregister("z5/d98/p1")  # not walked yet: must not be attached
+        db.unregister("z0/d0/p1")  # walked already
+        await done.wait()
+    sub = result[0]
+    watched = set(sub.watch.points)
+    assert watched == {p.id for p in db.points()}
+    assert "z5/d98/p1" not in watched and "z0/d0/p1" not in watched
+    assert {"z0/d0/late", "z5/d99/late", "new/branch"} <= watched
+    snapshot = await sub.receive()
+    assert isinstance(snapshot, Resync) and len(snapshot.snapshot) == len(db)
+    sub.close()
+
+
+async def test_a_subscriber_cancelled_while_its_watch_is_built_leaves_nothing_behind():
+    db = PointDB()
+    _city(db, 60_000)
+    with anyio.move_on_after(0) as scope:  # cancelled at the first turn of the loop
+        await db.subscribe("**")
+    assert scope.cancelled_caught
+    db.release_idle()  # what the run task does (in slices) with a large half-built watch
+    assert not db._watches
+    assert all(p.subscribers == () for p in db.points())
+
+
+async def test_screens_that_subscribe_at_once_share_the_watch_being_built():
+    db = PointDB()
+    _city(db, 60_000)
+    subs = []
+
+    async def subscribe():
+        subs.append(await db.subscribe("**"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(subscribe)
+    assert subs[0].watch is subs[1].watch is subs[2].watch
+    assert all(len(p.subscribers) == 1 for p in db.points())
+    snapshots = [await s.receive() for s in subs]
+    assert all(isinstance(m, Resync) for m in snapshots)
+    assert snapshots[0].snapshot is snapshots[1].snapshot is snapshots[2].snapshot
+    for sub in subs:
+        sub.close()
+
+
+async def test_changes_made_while_a_large_snapshot_is_read_reach_the_new_screen():
+    db = PointDB()
+    _city(db, 60_000)
+    early = await db.subscribe("**")
+    await early.receive()
+    db.update("z0/d0/p0", 1.0)
+    db.flush()  # the shared snapshot is stale: the next screen reads a new one, in slices
+    await early.receive()
+    joined = []
+
+    async def join():
+        joined.append(await db.subscribe("**"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(join)
+        for _ in range(10):  # the joining task's first slice
+            await anyio.lowlevel.checkpoint()
+            if early.watch.held:
+                break
+        assert not joined and early.watch.held
+        db.update("z0/d0/p0", 2.0)  # a point already read
+        db.update("z5/d99/p99", 3.0)  # a point not read yet
+        db.flush()  # held: nothing is delivered while the snapshot is read
+        with pytest.raises(anyio.WouldBlock):
+            early.receive_nowait()
+    late = joined[0]
+    snapshot = await late.receive()
+    assert isinstance(snapshot, Resync)
+    db.flush()
+    for sub in (early, late):
+        batch = await sub.receive()
+        assert isinstance(batch, Batch)
+        assert [(c.id, c.value) for c in batch.changes] == [("z0/d0/p0", 2.0), ("z5/d99/p99", 3.0)]
+    values = {v.id: v.value for v in snapshot.snapshot}
+    assert values["z0/d0/p0"] in (1.0, 2.0)
+    early.close()
+    late.close()

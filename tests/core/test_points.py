@@ -79,7 +79,7 @@ async def test_a_quality_change_always_passes_the_deadband():
 async def test_slow_subscriber_is_told_it_lost_updates_and_resynced_without_blocking():
     db = make_db(1)
     pid = "dijon/lighting/cab-0/c1/level"
-    sub = db.subscribe("**", max_buffer=2)
+    sub = await db.subscribe("**", max_buffer=2)
     # Nobody reads: producers must never block.
     for i in range(10):
         db.update(pid, float(i))
@@ -88,7 +88,7 @@ async def test_slow_subscriber_is_told_it_lost_updates_and_resynced_without_bloc
     messages = []
     while True:
         try:
-            messages.append(sub._receive.receive_nowait())
+            messages.append(sub.receive_nowait())
         except anyio.WouldBlock:
             break
     db.flush()  # room again: the subscriber is re-synced
@@ -122,7 +122,7 @@ async def test_set_quality_marks_every_point_bad_in_one_step():
     assert all(p.current.quality.is_bad and p.current.value == 1.0 for p in db.points())
 
 
-def test_listing_and_subscribing_use_the_same_patterns():
+async def test_listing_and_subscribing_use_the_same_patterns():
     db = PointDB()
     for point_id in ("a/b/c", "a", "z/f/d/c1/level", "dijonville/x"):
         db.register(point_id, PointSpec("value", DataType.INT))
@@ -130,7 +130,7 @@ def test_listing_and_subscribing_use_the_same_patterns():
     assert [p.id for p in db.points("**/level")] == ["z/f/d/c1/level"]
     assert [p.id for p in db.points("dijon/**")] == []
     assert [p.id for p in db.points("a")] == ["a"]
-    sub = db.subscribe("a/*", "**/level")
+    sub = await db.subscribe("a/*", "**/level")
     assert [v.id for v in sub.snapshot()] == ["z/f/d/c1/level"]
     sub.close()
 

@@ -245,3 +245,31 @@ async def test_a_large_snapshot_comes_in_parts_shared_by_screens_with_the_same_p
         change = await receive_until(ws, lambda m: m["type"] == "changes")
         assert [(p["id"], p["value"]) for p in change["points"]] == [("centre/bulk/box/p7", 7.0)]
         await ws.close()
+
+
+async def test_a_snapshots_texts_are_kept_only_while_a_screen_sends_it_and_the_rest_go_with_the_last(
+    env: Env,
+):
+    from cityvisor.web import texts
+
+    for i in range(2_500):
+        spec = PointSpec(name=f"p{i}", dtype=DataType.FLOAT, history="none")
+        env.hub.points.register(f"centre/bulk/box/p{i}", spec, device_id="box", zone="centre")
+    ws = await connect(await env.login("olivia"))
+    await ws.send_json({"type": "subscribe", "points": ["centre/bulk/**"]})
+    assert (await receive(ws))["type"] == "subscribed"
+    part = await receive(ws)
+    while part.get("more"):
+        part = await receive(ws)
+    env.hub.points.update("centre/bulk/box/p3", 3.0)
+    change = await receive_until(ws, lambda m: m["type"] == "changes")
+    assert [(p["id"], p["value"]) for p in change["points"]] == [("centre/bulk/box/p3", 3.0)]
+    assert len(texts._snapshot_texts) == 0  # sent: its 2,500 texts are not kept
+    assert texts._point_texts._new[0]  # the change's text is shared while screens are there
+    await ws.close()
+    for _ in range(1000):  # until the server sees the screen go, 10 s at most
+        if not env.server.state.clients:
+            break
+        await anyio.sleep(0.01)
+    assert not env.server.state.clients
+    assert not texts._point_texts._new[0] and not texts._changes_messages._items

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
@@ -12,7 +14,7 @@ from ..patterns import Pattern, compile_pattern
 from .index import PointIndex
 from .quality import Quality
 from .specs import DataType, PointSpec
-from .subscriptions import Batch, Resync, Subscription, Watch, _Waiter
+from .subscriptions import Resync, Subscribing, Subscription, Watch, _Waiter
 from .values import PointValue, now_ms
 
 
@@ -310,8 +312,12 @@ class PointDB:
         max_buffer: int = 16,
         only: Callable[[Point], bool] | None = None,
         only_key: Hashable | None = None,
-    ) -> Subscription:
+    ) -> Subscribing:
         """Subscribe to the points matching any of ``patterns`` (and ``only``, if given).
+
+        Await the result (``sub = await db.subscribe("centre/**")``) or use it
+        as an async context manager (``async with db.subscribe(...) as sub``).
+        The patterns are checked here, before anything is awaited.
 
         ``only`` is a further condition on each point, checked once when the
         point is matched (now, or when it is registered later): the web server
@@ -319,6 +325,9 @@ class PointDB:
         with the same patterns share one :class:`Watch` (its points, its
         pending changes, its snapshot); with ``only``, they share it when they
         give the same ``only_key`` (a reader's zones), and never without one.
+        The first subscription of a pattern set builds its watch and its
+        snapshot a slice at a time (a few milliseconds each, with a turn of
+        the loop in between): whole-city screens never hold the loop long.
 
         :raises PatternError: a pattern is refused (:mod:`cityvisor.core.patterns`).
 
@@ -329,46 +338,121 @@ class PointDB:
         """
         if not patterns:
             raise ValueError("subscribe needs at least one pattern")
-        compiled = [compile_pattern(p) for p in patterns]  # a refused pattern raises here
+        for pattern in patterns:
+            compile_pattern(pattern)  # a refused pattern raises here
         unique = tuple(dict.fromkeys(patterns))
         if only is None:
             key: tuple[object, ...] = (unique, None)
         else:
             key = (unique, object() if only_key is None else ("only", only_key))
-        watch = self._watches.get(key)
-        if watch is None:
-            watch = self._watch(key, unique, compiled, only)
-        send, receive = anyio.create_memory_object_stream[Batch | Resync](max_buffer)
-        sub = Subscription(self, watch, max_buffer, send, receive)
-        send.send_nowait(Resync(watch.join(sub), 0))
-        return sub
+        return Subscribing(self, key, unique, only, max_buffer)
 
-    def _watch(
+    async def _open(
         self,
         key: tuple[object, ...],
         patterns: tuple[str, ...],
-        compiled: list[Any],
         only: Callable[[Point], bool] | None,
-    ) -> Watch:
-        """A new watch: its points found in the index, not by scanning every point."""
-        watch = Watch(key, patterns, only)
+        max_buffer: int,
+    ) -> Subscription:
+        """A subscription to the watch of ``key``, built (and its snapshot read) in slices."""
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = Watch(key, patterns, only)
+            index = self._index
+            watch.building = itertools.chain.from_iterable(
+                index.iterate(pattern) for pattern in watch.compiled
+            )
+            self._watches[key] = watch
+        if watch.building is not None or (watch._snapshot is None and len(watch.points) > _SLICE):
+            watch.joining += 1
+            ready = False
+            try:
+                while watch.building is not None:
+                    if self._attach_slice(watch):
+                        break
+                    await anyio.lowlevel.checkpoint()
+                if len(watch.points) > _SLICE:
+                    await anyio.lowlevel.checkpoint()  # the snapshot in slices of its own
+                while not watch.snapshot_step(_SLICE):
+                    await anyio.lowlevel.checkpoint()
+                ready = True
+            finally:
+                watch.joining -= 1
+                if not ready and not watch.joining:
+                    self._abandoned(watch)
+        sub = Subscription(self, watch, max_buffer)
+        sub._put(Resync(watch.join(sub), 0))
+        if watch.pending:
+            self._changed()  # changes held while the snapshot was read go out now
+        return sub
+
+    def _attach_slice(self, watch: Watch) -> bool:
+        """Attach the watch to its next points for a few milliseconds; True once it is built.
+
+        The index is walked lazily: a point registered meanwhile is attached
+        by :meth:`register` (the watch is already listed), one removed
+        meanwhile is skipped here.
+        """
+        building = watch.building
+        assert building is not None
+        deadline = time.perf_counter() + _SLICE_SECONDS
         points = watch.points
-        index = self._index
-        for pattern in compiled:
-            for point in index.match(pattern):
-                if point.id not in points and (only is None or only(point)):
-                    points[point.id] = point
-        for point in points.values():
-            point.subscribers = (*point.subscribers, watch)
-        self._watches[key] = watch
-        return watch
+        live = self._points
+        only = watch.only
+        # Points that had the same watches share one tuple of them: no tuple
+        # per point (memory, and work for the garbage collector).
+        alone = (watch,)
+        extended: dict[tuple[Watch, ...], tuple[Watch, ...]] = {}
+        while True:
+            batch = list(itertools.islice(building, _ATTACH_BATCH))
+            for point in batch:
+                point_id = point.id
+                if point_id in points or live.get(point_id) is not point:
+                    continue  # found twice (two patterns), or removed meanwhile
+                if only is not None and not only(point):
+                    continue
+                points[point_id] = point
+                before = point.subscribers
+                if not before:
+                    point.subscribers = alone
+                    continue
+                after = extended.get(before)
+                if after is None:
+                    after = extended[before] = (*before, watch)
+                point.subscribers = after
+            if len(batch) < _ATTACH_BATCH:
+                break
+            if time.perf_counter() > deadline:
+                return False
+        watch.building = None
+        return True
+
+    def _abandoned(self, watch: Watch) -> None:
+        """Every subscriber waiting for ``watch`` was cancelled: release what they left."""
+        watch._partial = None  # a snapshot nobody will finish; deliveries resume
+        if watch.pending:
+            self._changed()
+        if not watch.members:
+            if len(watch.points) <= _DETACH_AT_ONCE:
+                watch.building = None
+                self._detach(watch)
+                watch.pending = []
+            else:  # detached by the run task, in slices
+                self._idle.append(watch)
+
+    def _changed(self) -> None:
+        """Something waits to be delivered: wake the run task."""
+        if not self._dirty:
+            self._dirty = True
+            if self._wake is not None:
+                self._wake.set()
 
     def _unsubscribe(self, sub: Subscription) -> None:
         watch = sub.watch
         if sub not in watch.members:
             return
         watch.members.remove(sub)
-        if watch.members:
+        if watch.members or watch.joining:
             return
         if len(watch.points) <= _DETACH_AT_ONCE:
             self._detach(watch)
@@ -381,22 +465,27 @@ class PointDB:
     def _detach(self, watch: Watch, points: Iterable[Point] | None = None) -> None:
         if self._watches.get(watch.key) is watch:
             del self._watches[watch.key]
+        without: dict[tuple[Watch, ...], tuple[Watch, ...]] = {}
         for point in watch.points.values() if points is None else points:
             subscribers = point.subscribers
             if len(subscribers) == 1:
                 if subscribers[0] is watch:
                     point.subscribers = ()
             else:
-                point.subscribers = tuple(w for w in subscribers if w is not watch)
+                after = without.get(subscribers)
+                if after is None:
+                    after = without[subscribers] = tuple(w for w in subscribers if w is not watch)
+                point.subscribers = after
 
     async def _reap(self) -> None:
         """Detach the watches nobody subscribes to any more, a slice at a time."""
         idle, self._idle = self._idle, []
         for watch in idle:
-            if watch.members:
+            if watch.members or watch.joining:
                 continue  # someone came back
             if self._watches.get(watch.key) is watch:
                 del self._watches[watch.key]
+            watch.building = None
             points = list(watch.points.values())
             for start in range(0, len(points), _DETACH_AT_ONCE):
                 self._detach(watch, points[start : start + _DETACH_AT_ONCE])
@@ -407,7 +496,8 @@ class PointDB:
         """Detach every watch nobody subscribes to, now (the run task does it in slices)."""
         idle, self._idle = self._idle, []
         for watch in idle:
-            if not watch.members:
+            if not watch.members and not watch.joining:
+                watch.building = None
                 self._detach(watch)
                 watch.pending = []
 
@@ -417,7 +507,7 @@ class PointDB:
         for watch in list(self._watches.values()):
             if watch.members:
                 watch.deliver()
-            else:
+            elif not watch.held:
                 watch.pending = []
 
     async def run(self) -> None:
@@ -469,6 +559,15 @@ _new_tuple = tuple.__new__
 
 _DETACH_AT_ONCE = 10_000
 """Points a watch is detached from in one go (about 2 ms); more wait for the run task."""
+
+_ATTACH_BATCH = 512
+"""Points taken from the index at a time while a watch is built (the clock is read between)."""
+
+_SLICE_SECONDS = 0.004
+"""How long one slice of building a watch holds the loop, about."""
+
+_SLICE = 10_000
+"""Values of a snapshot read in one slice (a few milliseconds); a smaller one is read at once."""
 
 
 _PYTHON_TYPES: dict[DataType, type] = {

@@ -95,6 +95,10 @@ class PointIndex(Generic[Point]):
     def iterate(self, pattern: Pattern, after: str | None = None) -> Iterator[Point]:
         """The points of ``pattern`` one at a time, in :meth:`match`'s order.
 
+        The walk may pause between points while others are added or removed:
+        a point added meanwhile may or may not be given, one removed
+        meanwhile may still be (the caller checks, as the database does).
+
         With ``after`` (the id of a point returned before), only the points
         that come after it: how a listing resumes at its cursor without
         going through what it already returned. Should that point have been
@@ -199,14 +203,17 @@ def _children(
     the cursor's own child keeps the path (it is partly before the cursor),
     the ones after it are wholly after.
     """
+    # A copy of the children: the walk may pause between them (a listing, a
+    # watch built in slices) while points are registered or removed.
+    items = list(node.items())
     if path is None or depth >= len(path) or path[depth] not in node:
-        for key, child in node.items():
+        for key, child in items:
             if key is not None:
                 yield key, child, None
         return
     cursor_key = path[depth]
     reached = False
-    for key, child in node.items():
+    for key, child in items:
         if key is None:
             continue
         if reached:

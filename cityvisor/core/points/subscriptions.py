@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+import operator
+from collections import deque
+from collections.abc import Callable, Generator, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+import anyio.lowlevel
 
 from ..patterns import compile_pattern
 from .values import PointValue
@@ -48,9 +50,12 @@ class Watch:
     """
 
     __slots__ = (
+        "_partial",
         "_snapshot",
         "_snapshot_at",
+        "building",
         "compiled",
+        "joining",
         "key",
         "members",
         "only",
@@ -76,6 +81,11 @@ class Watch:
         """Changes since the last delivery, oldest first."""
         self._snapshot: list[PointValue] | None = None
         self._snapshot_at = 0
+        self.building: Iterator[Point] | None = None
+        """The points still to attach while the watch is being built, in slices; None once built."""
+        self.joining = 0
+        """Subscribers waiting for the watch (or its snapshot) to be ready."""
+        self._partial: tuple[list[Point], list[PointValue]] | None = None
 
     def matches(self, point_id: str) -> bool:
         """True if one of the patterns matches ``point_id``."""
@@ -91,9 +101,41 @@ class Watch:
         Treat it as read-only: every subscriber of the watch receives this list.
         """
         if self._snapshot is None:
-            self._snapshot = [p.current for p in self.points.values()]
-            self._snapshot_at = len(self.pending)
+            if self._partial is not None:  # being read in slices: finish it now
+                self.snapshot_step(len(self._partial[0]))
+            else:
+                self._snapshot = list(map(_current, self.points.values()))
+                self._snapshot_at = len(self.pending)
+        assert self._snapshot is not None
         return self._snapshot
+
+    def snapshot_step(self, count: int) -> bool:
+        """Read up to ``count`` more values of the snapshot; True once it is complete.
+
+        A snapshot of many points is read a slice at a time with turns of
+        the loop in between. Its changes are held meanwhile (:meth:`deliver`
+        waits), so that a subscriber that joins receives every change made
+        since the first slice: some of them a value the snapshot already
+        shows, none lost.
+        """
+        if self._snapshot is not None:
+            return True
+        if self._partial is None:
+            self._partial = (list(self.points.values()), [])
+            self._snapshot_at = len(self.pending)
+        points, values = self._partial
+        start = len(values)
+        values.extend(map(_current, points[start : start + count]))
+        if len(values) < len(points):
+            return False
+        self._snapshot = values
+        self._partial = None
+        return True
+
+    @property
+    def held(self) -> bool:
+        """True while the snapshot is read in slices (deliveries wait)."""
+        return self._partial is not None
 
     def join(self, sub: Subscription) -> list[PointValue]:
         """Add ``sub`` and return its first snapshot.
@@ -108,6 +150,8 @@ class Watch:
 
     def deliver(self) -> None:
         """Hand the pending changes to every member (never blocks)."""
+        if self._partial is not None:
+            return  # a snapshot is being read: its changes wait for it
         changes = self.pending
         if changes:
             self.pending = []
@@ -120,22 +164,66 @@ class Watch:
         return f"<Watch {self.patterns} {len(self.points)} points, {len(self.members)} subscribers>"
 
 
+_current = operator.attrgetter("current")
+
+
+class Subscribing:
+    """A subscription on its way: await it, or use it as an async context manager.
+
+    :meth:`PointDB.subscribe` checks the patterns at once (a refused one
+    raises there) and returns this. Awaiting it builds the shared watch if
+    no other subscriber holds it yet, a slice of points at a time with a
+    turn of the loop between slices, so that subscribing to the whole city
+    never holds everything else up; ``async with`` does the same and closes
+    the subscription on the way out.
+    """
+
+    __slots__ = ("_db", "_key", "_max_buffer", "_only", "_patterns", "_subscription")
+
+    def __init__(
+        self,
+        db: PointDB,
+        key: tuple[Hashable, ...],
+        patterns: tuple[str, ...],
+        only: Callable[[Point], bool] | None,
+        max_buffer: int,
+    ) -> None:
+        self._db = db
+        self._key = key
+        self._patterns = patterns
+        self._only = only
+        self._max_buffer = max_buffer
+        self._subscription: Subscription | None = None
+
+    async def _open(self) -> Subscription:
+        if self._subscription is not None:
+            raise RuntimeError("this subscription was opened already")
+        self._subscription = await self._db._open(
+            self._key, self._patterns, self._only, self._max_buffer
+        )
+        return self._subscription
+
+    def __await__(self) -> Generator[Any, None, Subscription]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Subscription:
+        return await self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+
+
 class Subscription:
     """A consumer's view of the points that match its patterns.
 
     Iterate it (``async for message in sub``) to receive :class:`Batch` and
     :class:`Resync` messages. Use it as an async context manager, or call
-    :meth:`close`, so the database forgets it.
+    :meth:`close`, so the database forgets it. ``await db.subscribe(...)``
+    (or ``async with db.subscribe(...) as sub``) gives one.
     """
 
-    def __init__(
-        self,
-        db: PointDB,
-        watch: Watch,
-        max_buffer: int,
-        send: MemoryObjectSendStream[Batch | Resync],
-        receive: MemoryObjectReceiveStream[Batch | Resync],
-    ) -> None:
+    def __init__(self, db: PointDB, watch: Watch, max_buffer: int) -> None:
         self._db = db
         self.watch = watch
         """The shared set of points this subscription receives."""
@@ -143,8 +231,11 @@ class Subscription:
         self.only = watch.only
         """A further condition on the points watched (a reader's zones), or None."""
         self.max_buffer = max_buffer
-        self._send = send
-        self._receive = receive
+        # A bounded queue and one event while the consumer waits: what a
+        # memory object stream does, without its turn of the loop and its
+        # exception for every message (this runs per screen, per delivery).
+        self._queue: deque[Batch | Resync] = deque()
+        self._wakeup: anyio.Event | None = None
         self._skip = 0
         self.lost = 0
         self.overflowed = False
@@ -163,23 +254,46 @@ class Subscription:
         return self.watch.snapshot()
 
     async def receive(self) -> Batch | Resync:
-        """The next message (waits for it)."""
-        return await self._receive.receive()
+        """The next message (waits for it).
+
+        :raises anyio.ClosedResourceError: the subscription is closed.
+        """
+        queue = self._queue
+        while not queue:
+            if self.closed:
+                raise anyio.ClosedResourceError
+            if self._wakeup is None:
+                self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+        if self.closed:
+            raise anyio.ClosedResourceError
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return queue.popleft()
 
     def receive_nowait(self) -> Batch | Resync:
         """The next message if one is waiting; raise ``anyio.WouldBlock`` if none is.
 
-        Lets a consumer that fell behind take every waiting batch at once.
+        Lets a consumer that fell behind take every waiting batch at once
+        (:attr:`waiting` says how many there are).
         """
-        return self._receive.receive_nowait()
+        if self.closed:
+            raise anyio.ClosedResourceError
+        if not self._queue:
+            raise anyio.WouldBlock
+        return self._queue.popleft()
+
+    @property
+    def waiting(self) -> int:
+        """Messages delivered and not received yet."""
+        return len(self._queue)
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Batch | Resync:
         try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return await self.receive()
+        except anyio.ClosedResourceError:
             raise StopAsyncIteration from None
 
     def close(self) -> None:
@@ -187,8 +301,8 @@ class Subscription:
         if not self.closed:
             self.closed = True
             self._db._unsubscribe(self)
-            self._send.close()
-            self._receive.close()
+            self._queue.clear()
+            self._wake()
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -196,28 +310,38 @@ class Subscription:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    def _put(self, message: Batch | Resync) -> bool:
+        """Queue ``message`` for the consumer; False if its buffer is full."""
+        if len(self._queue) >= self.max_buffer:
+            return False
+        self._queue.append(message)
+        if self._wakeup is not None:
+            self._wake()
+        return True
+
     def _deliver(self, changes: list[PointValue]) -> None:
         """Push ``changes`` (shared with the watch's other members), or a resync (never blocks)."""
+        if self.closed:
+            return
         if self._skip:
             changes = changes[self._skip :]
             self._skip = 0
         if self.overflowed:
-            try:
-                self._send.send_nowait(Resync(self.watch.snapshot(), self.lost))
-            except anyio.WouldBlock:
+            if not self._put(Resync(self.watch.snapshot(), self.lost)):
                 self.lost += len(changes)
-                return
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self.close()
                 return
             self.overflowed = False
             self.lost = 0
             return
         if not changes:
             return
-        try:
-            self._send.send_nowait(Batch(changes))
-        except anyio.WouldBlock:
+        if not self._put(Batch(changes)):
             self.overflowed = True
             self.lost += len(changes)
             log.warning(
@@ -225,8 +349,6 @@ class Subscription:
                 self.patterns,
                 self.lost,
             )
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self.close()
 
 
 class _Waiter:
