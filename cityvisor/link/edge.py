@@ -28,7 +28,7 @@ import aiomqtt
 import anyio
 
 from cityvisor.core.commands import CommandError, CommandRequest
-from cityvisor.core.points import Batch, Point, PointValue, now_ms
+from cityvisor.core.points import Batch, Point, PointValue, Subscription, now_ms
 from cityvisor.core.users import Role, User
 
 from . import codec
@@ -127,8 +127,10 @@ class EdgeNode:
         """Follow the points and keep the node connected, until cancelled."""
         await self.buffer.open()
         try:
-            changes = self.hub.points.subscribe(self.settings.points, max_buffer=256)
-            async with changes, anyio.create_task_group() as tg:
+            async with (
+                self.hub.points.subscribe(self.settings.points, max_buffer=256) as changes,
+                anyio.create_task_group() as tg,
+            ):
                 tg.start_soon(self._follow, changes)
                 await self._stay_connected(tg)
         finally:
@@ -265,7 +267,7 @@ class EdgeNode:
                 messages.append((payload, topic, len(part)))
         return messages
 
-    async def _follow(self, changes: Any) -> None:
+    async def _follow(self, changes: Subscription) -> None:
         """Publish each batch of changes, or keep it on disk while the broker is away."""
         async for message in changes:
             if isinstance(message, Batch):
