@@ -54,10 +54,15 @@ ORDER BY buckets.bucket
 """
 
 
-class _SqliteHistory(_SqliteStoreParts):
-    """The store's point history: record, flush in batches, query trends, prune."""
+class HistoryQueue:
+    """The bounded queue of changes waiting for history, the same on every backend.
 
-    # -- history -------------------------------------------------------------
+    ``record`` is a listener on the point database: it runs on every change,
+    so it only appends five fields to a bounded deque.
+    """
+
+    _pending: deque[Any]
+    history_dropped: int
 
     def record(self, value: PointValue, spec: PointSpec) -> None:
         """Queue a change for history (a listener on the point database).
@@ -88,6 +93,12 @@ class _SqliteHistory(_SqliteStoreParts):
     def history_pending(self) -> int:
         """Changes queued for history and not yet written."""
         return len(self._pending) // _ROW
+
+
+class _SqliteHistory(_SqliteStoreParts, HistoryQueue):
+    """The store's point history: record, flush in batches, query trends, prune."""
+
+    # -- history -------------------------------------------------------------
 
     async def flush_history(self) -> int:
         """Write every queued change in one transaction; return the rows written.

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ..points import PointSpec, PointValue, Quality, QualityStatus, now_ms
+from ..points import PointValue, Quality, now_ms
 from ..text import MAX_INTEGER, MIN_INTEGER
+from .history import HistoryQueue
 from .interface import DAY_MS, HistoryRow, TrendBucket
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def _encodable(text: str) -> bool:
     return True
 
 
-class _PostgresHistory:
+class _PostgresHistory(HistoryQueue):
     """The PostgreSQL store's point history: record, COPY in batches, query trends, prune."""
 
     if TYPE_CHECKING:
@@ -192,34 +193,6 @@ class _PostgresHistory:
             log.info("history: partition %s created", name)
 
     # -- writing -------------------------------------------------------------------
-
-    def record(self, value: PointValue, spec: PointSpec) -> None:
-        """Queue a change for history (a listener on the point database).
-
-        Never blocks and never does I/O: the change waits in a bounded buffer
-        for :meth:`flush_history`. A full buffer forgets its oldest change.
-        """
-        history_class = spec.history
-        if history_class == "none":
-            return
-        pending = self._pending
-        if len(pending) == pending.maxlen:
-            self.history_dropped += 1
-        quality = value.quality
-        pending.extend(
-            (
-                value.id,
-                value.source_ts,
-                value.value,
-                "" if quality.status is QualityStatus.GOOD else str(quality),
-                history_class,
-            )
-        )
-
-    @property
-    def history_pending(self) -> int:
-        """Changes queued for history and not yet written."""
-        return len(self._pending) // _ROW
 
     async def flush_history(self) -> int:
         """Write every queued change in one transaction; return the rows written.
