@@ -463,6 +463,11 @@ async def serve(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             points.update_point(entry, 0.0)
         del ids
         figures["build_s"] = time.perf_counter() - started
+        if args.settle:
+            # What the hub's own task does within SETTLE_CHECK of such a city (decision 0022).
+            settling = time.perf_counter()
+            hub.settle_memory()
+            figures["settle_ms"] = (time.perf_counter() - settling) * 1000
         await anyio.sleep(0.2)
         trim()
         figures["rss_city"] = rss()
@@ -573,7 +578,8 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> bool:
     print(
         f"  {points:,} points (built in {figures['build_s']:.1f} s), {args.rate:,} changes/s"
         f" for {args.seconds:g} s, {args.clients} clients subscribed to the whole city"
-        f" (in a second process), {args.repeat} interleaved rounds"
+        f" (in a second process), {args.repeat} interleaved rounds, memory "
+        + (f"settled in {figures['settle_ms']:.0f} ms" if args.settle else "not settled")
     )
     ratios = []
     for n, (raw, ours) in enumerate(zip(figures["raw"], figures["cityvisor"], strict=True)):
@@ -640,6 +646,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each phase produces")
     parser.add_argument("--clients", type=int, default=100, help="WebSocket clients")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds")
+    parser.add_argument(
+        "--no-settle",
+        dest="settle",
+        action="store_false",
+        help="leave the city in the collector's full passes (as before decision 0022)",
+    )
     parser.add_argument("--quick", action="store_true", help="a small run of a few seconds")
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--login", action="store_true", help=argparse.SUPPRESS)

@@ -11,6 +11,7 @@ equipment families reach the hub through the plugin hooks.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import math
@@ -39,6 +40,18 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
 """Seconds the hub allows itself to flush and close after cancellation."""
+
+SETTLE_AT = 20_000
+"""Points from which the hub settles its memory (:meth:`Hub.settle_memory`, decision 0022)."""
+
+SETTLE_AGAIN = 10_000
+"""Points registered since the last settling after which the hub settles again."""
+
+SETTLE_CHECK = 30.0
+"""Seconds between the hub's looks at how many points were registered since it settled."""
+
+_settled_hubs = 0
+"""Hubs of this process that froze their objects (the collector's state is the process's)."""
 
 JOURNAL_REPLACED_POINT = "hub/journal/replaced_entries"
 """Journal entries written as a placeholder since the hub started (appears with the first)."""
@@ -83,6 +96,8 @@ class Hub:
         self.alarms = AlarmManager(self.points, self.store, on_transition=self._alarm_transition)
         self.commands = CommandBus(self.points, self.store, self.devices)
         self.started = anyio.Event()
+        self._settled = False
+        self._settled_at = 0
         self.services: dict[str, Callable[[], Awaitable[None]]] = {}
         self.service_failures: Counter[str] = Counter()
         """Failures of each plugin's service since start (each one logged, then restarted)."""
@@ -199,9 +214,11 @@ class Hub:
                 for plugin_name, service in self._services():
                     self.services[plugin_name] = service
                     tg.start_soon(self._run_service, plugin_name, service, name=plugin_name)
+                tg.start_soon(self._settle, name="settle memory")
                 self.started.set()
                 task_status.started()
         finally:
+            self._unsettle()
             with anyio.move_on_after(SHUTDOWN_GRACE, shield=True):
                 await self.resources.aclose()
                 self.plugins.call_each("cityvisor_shutdown", hub=self)
@@ -209,6 +226,56 @@ class Hub:
                     JournalEntry(kind="config", message="hub stopped", data={"event": "stopped"})
                 )
                 await self.store.close()
+
+    def settle_memory(self) -> None:
+        """Leave every object that exists now out of the garbage collector's full passes.
+
+        A city of 250,000 points is a million objects that live as long as
+        the hub (its points, their declarations, the index over their ids);
+        each full pass of the cyclic collector would walk them all and hold
+        the event loop for a tenth of a second or more. After one last pass
+        they are frozen (:func:`gc.freeze`): no longer walked, still freed as
+        usual when nothing refers to them. Their current values change all
+        the time but are plain tuples the collector does not track
+        (:data:`~cityvisor.core.points.values.State`), so the passes that
+        remain walk only what was made since. The hub does it once started
+        when it holds :data:`SETTLE_AT` points, and again after every
+        :data:`SETTLE_AGAIN` points registered since (an edge node's birth,
+        a plugin's new devices); it unfreezes when it stops. Decision 0022.
+        """
+        global _settled_hubs
+        gc.collect()
+        gc.freeze()
+        if not self._settled:
+            self._settled = True
+            _settled_hubs += 1
+        self._settled_at = self.points.registered
+
+    def _unsettle(self) -> None:
+        """The hub stops: what it froze can be collected again (once no other hub of
+        this process holds it frozen)."""
+        global _settled_hubs
+        if self._settled:
+            self._settled = False
+            _settled_hubs -= 1
+            if _settled_hubs == 0:
+                gc.unfreeze()
+
+    async def _settle(self) -> None:
+        """Settle the memory once started with a large city, then after many new points."""
+        while True:
+            if len(self.points) >= SETTLE_AT:
+                since = self.points.registered - self._settled_at
+                if not self._settled or since >= SETTLE_AGAIN:
+                    started = anyio.current_time()
+                    self.settle_memory()
+                    log.info(
+                        "memory settled: %d points, %d objects out of the collector's passes (%.0f ms)",
+                        len(self.points),
+                        gc.get_freeze_count(),
+                        (anyio.current_time() - started) * 1000,
+                    )
+            await anyio.sleep(SETTLE_CHECK)
 
     async def _anchor_daily(self, journal: JournalSection) -> None:
         """Anchor the journal's chain at start, then once a day (``[journal] anchor_key``).

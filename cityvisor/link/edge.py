@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -270,6 +270,7 @@ class EdgeNode:
     async def _follow(self, changes: Subscription) -> None:
         """Publish each batch of changes, or keep it on disk while the broker is away."""
         async for message in changes:
+            values: Sequence[PointValue]
             if isinstance(message, Batch):
                 values = message.changes
             elif message.lost == 0:

@@ -10,8 +10,9 @@ as their use (a snapshot's texts while a client sends it).
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from ..core.points import PointValue
@@ -28,28 +29,43 @@ class _PointTexts:
 
     Every subscriber of a point gets the *same* immutable value object in its
     batch, so the cache is keyed by identity (no hashing of values): two
-    generations of ``generation_size`` entries, each holding its value so
-    that an id is never reused while cached. Subscribers with the same
-    patterns even get equal *batches* at each flush: the joined text of a
-    recent batch is reused after a C-speed list comparison.
+    generations, each holding its values so that an id is never reused while
+    cached. Subscribers with the same patterns even get equal *batches* at
+    each flush: the joined text of a recent batch is reused after a C-speed
+    list comparison.
+
+    The screens of one delivery encode its values within milliseconds of
+    each other, so a generation lasts :data:`ROTATE_SECONDS` (or
+    ``generation_size`` values in a burst): the values are let go a fraction
+    of a second after their delivery, before the garbage collector's older
+    generations would have to walk them (decision 0022). A screen that is
+    behind encodes its own.
     """
 
-    def __init__(self, generation_size: int = 20_000, batches: int = 64) -> None:
+    def __init__(
+        self, generation_size: int = 50_000, batches: int = 64, rotate: float | None = None
+    ) -> None:
         self.generation_size = generation_size
+        self.rotate = ROTATE_SECONDS if rotate is None else rotate
         # Values and texts in parallel dicts, not a tuple per entry: a tuple
         # holding a value would be one more object per change for the
         # garbage collector to walk.
         self._new: tuple[dict[int, PointValue], dict[int, str]] = ({}, {})
         self._old: tuple[dict[int, PointValue], dict[int, str]] = ({}, {})
-        self._batches: OrderedDict[tuple[int, int, int], tuple[list[PointValue], str]] = (
-            OrderedDict()
-        )
+        self._batches: dict[tuple[int, int, int], tuple[list[PointValue], str]] = {}
+        self._old_batches: dict[tuple[int, int, int], tuple[list[PointValue], str]] = {}
         self._max_batches = batches
+        self._rotated = time.monotonic()
 
     def clear(self) -> None:
         """Forget every text."""
         self._new, self._old = ({}, {}), ({}, {})
-        self._batches.clear()
+        self._batches, self._old_batches = {}, {}
+
+    def _rotate(self) -> None:
+        self._old, self._new = self._new, ({}, {})
+        self._old_batches, self._batches = self._batches, {}
+        self._rotated = time.monotonic()
 
     def one(self, value: PointValue) -> str:
         """The JSON text of one value."""
@@ -62,23 +78,29 @@ class _PointTexts:
         values[key] = value
         texts[key] = text
         if len(values) >= self.generation_size:
-            self._old, self._new = self._new, ({}, {})
+            self._rotate()
         return text
 
     def joined(self, values: list[PointValue]) -> str:
         """The values' texts joined by commas, shared between equal batches."""
         if not values:
             return ""
+        if time.monotonic() - self._rotated >= self.rotate:
+            self._rotate()
         key = (len(values), id(values[0]), id(values[-1]))
-        cached = self._batches.get(key)
+        cached = self._batches.get(key) or self._old_batches.get(key)
         # List equality compares identical items by identity first: a C loop.
         if cached is not None and cached[0] == values:
             return cached[1]
         text = ",".join(map(self.one, values))
         self._batches[key] = (values, text)
         if len(self._batches) > self._max_batches:
-            self._batches.popitem(last=False)
+            self._rotate()
         return text
+
+
+ROTATE_SECONDS = 0.1
+"""How long the texts of changes are kept for other screens (two generations of it at most)."""
 
 
 _point_texts = _PointTexts()
@@ -136,9 +158,9 @@ class _SnapshotTexts:
     """
 
     def __init__(self) -> None:
-        self._items: dict[int, tuple[list[PointValue], list[str | None], list[int]]] = {}
+        self._items: dict[int, tuple[Sequence[PointValue], list[str | None], list[int]]] = {}
 
-    def acquire(self, snapshot: list[PointValue]) -> None:
+    def acquire(self, snapshot: Sequence[PointValue]) -> None:
         """A client starts sending ``snapshot``."""
         entry = self._items.get(id(snapshot))
         if entry is None or entry[0] is not snapshot:
@@ -147,7 +169,7 @@ class _SnapshotTexts:
         else:
             entry[2][0] += 1
 
-    def release(self, snapshot: list[PointValue]) -> None:
+    def release(self, snapshot: Sequence[PointValue]) -> None:
         """A client is done with ``snapshot``: its texts go with the last one."""
         entry = self._items.get(id(snapshot))
         if entry is not None and entry[0] is snapshot:
@@ -158,7 +180,7 @@ class _SnapshotTexts:
     def __len__(self) -> int:
         return len(self._items)
 
-    def chunk(self, snapshot: list[PointValue], n: int) -> str:
+    def chunk(self, snapshot: Sequence[PointValue], n: int) -> str:
         """The values of chunk ``n`` of ``snapshot``, joined by commas."""
         entry = self._items.get(id(snapshot))
         if entry is None or entry[0] is not snapshot:
@@ -177,7 +199,7 @@ _snapshot_texts = _SnapshotTexts()
 
 
 def _snapshot_messages(
-    kind: str, generation: int, snapshot: list[PointValue], lost: int = -1
+    kind: str, generation: int, snapshot: Sequence[PointValue], lost: int = -1
 ) -> Generator[str, None, None]:
     """A snapshot (or resync) as messages of at most :data:`SNAPSHOT_CHUNK` values, encoded lazily.
 

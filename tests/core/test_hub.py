@@ -184,6 +184,64 @@ async def test_shutdown_takes_less_than_five_seconds(tmp_path: Path):
     assert anyio.current_time() - start < 5.0
 
 
+async def frozen_beyond(count: int) -> None:
+    """Poll the collector (it has no event to wait on) until more than ``count`` objects are frozen."""
+    import gc
+
+    for _ in range(500):
+        if gc.get_freeze_count() > count:
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError(f"no more than {count} objects frozen after 5 s")
+
+
+async def test_a_large_city_is_left_out_of_the_collectors_full_passes_while_the_hub_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import gc
+    import weakref
+
+    from cityvisor.core import hub as hub_module
+    from cityvisor.core.points import DataType, PointSpec
+
+    monkeypatch.setattr(hub_module, "SETTLE_AT", 1)  # this small city counts as large
+    monkeypatch.setattr(hub_module, "SETTLE_AGAIN", 3)
+    monkeypatch.setattr(hub_module, "SETTLE_CHECK", 0.01)
+
+    class Held:
+        pass
+
+    hub = make_hub(tmp_path)
+    hub.points.register("extra/a", PointSpec("a", DataType.FLOAT))
+    held = Held()
+    ref = weakref.ref(held)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await frozen_beyond(0)
+        frozen = gc.get_freeze_count()
+        del held  # frozen, and still freed when nothing refers to it
+        assert ref() is None
+        # Points registered since (a birth, new devices): settled again.
+        late = [Held() for _ in range(100)]
+        for n in range(3):
+            hub.points.register(f"extra/late{n}", PointSpec("a", DataType.FLOAT))
+        await frozen_beyond(frozen)
+        assert all(gc.is_tracked(o) for o in late)
+        tg.cancel_scope.cancel()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_small_city_is_left_to_the_collector(tmp_path: Path):
+    import gc
+
+    hub = make_hub(tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await anyio.sleep(0.05)
+        assert gc.get_freeze_count() == 0
+        tg.cancel_scope.cancel()
+
+
 async def wait_alarm(hub: Hub, alarm_id: str, predicate, timeout: float = 5.0):
     """Wait, on the alarm feed, until the alarm satisfies ``predicate`` (checked at each event)."""
     with anyio.fail_after(timeout):

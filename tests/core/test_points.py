@@ -12,9 +12,11 @@ from cityvisor.core.points import (
     Deadband,
     PointDB,
     PointSpec,
+    PointValue,
     Quality,
     Resync,
     Scaling,
+    Snapshot,
 )
 
 pytestmark = pytest.mark.anyio
@@ -172,3 +174,51 @@ def test_enum_and_scaling():
     scaling = Scaling.linear(raw=(0, 1000), eng=(0.0, 100.0))
     assert scaling.to_engineering(500) == 50.0
     assert scaling.to_raw(25.0) == 250.0
+
+
+def test_current_values_are_kept_where_the_garbage_collector_does_not_walk():
+    import gc
+
+    db = PointDB()
+    spec = PointSpec("level", DataType.FLOAT)
+    points = [db.register(f"a/p{n}", spec) for n in range(100)]
+    for n, point in enumerate(points):
+        db.update_point(point, float(n), Quality.good() if n % 2 else Quality.bad("stale"))
+    gc.collect()
+    assert not any(gc.is_tracked(point.state) for point in points)
+    value = points[3].current
+    assert isinstance(value, PointValue) and value.value == 3.0 and value.quality.is_good
+    assert points[4].current.quality == Quality.bad("stale")
+
+
+def test_any_number_of_distinct_qualities_is_kept_exactly(monkeypatch: pytest.MonkeyPatch):
+    from cityvisor.core.points import values
+
+    monkeypatch.setattr(values, "MAX_QUALITY_CODES", len(values._QUALITIES) + 2)
+    db = PointDB()
+    point = db.register("a/p", PointSpec("level", DataType.FLOAT))
+    seen = []
+    for n in range(6):  # past the codes: kept as the quality itself
+        quality = Quality.bad(f"reason_{n}")
+        assert db.update("a/p", 1.0, quality)
+        assert not db.update("a/p", 1.0, Quality.bad(f"reason_{n}"))  # equal: not a change
+        seen.append(point.current.quality)
+    assert seen == [Quality.bad(f"reason_{n}") for n in range(6)]
+    assert db.update("a/p", 1.0)
+    assert point.current.quality.is_good
+
+
+async def test_a_snapshot_reads_as_point_values_shared_by_its_subscribers():
+    db = PointDB()
+    db.register("a/x", PointSpec("x", DataType.FLOAT))
+    db.register("a/y", PointSpec("y", DataType.FLOAT))
+    db.update("a/x", 1.0)
+    async with db.subscribe("a/*") as sub:
+        first = await sub.receive()
+        snapshot = first.snapshot
+        assert isinstance(snapshot, Snapshot) and len(snapshot) == 2
+        assert [v.id for v in snapshot] == ["a/x", "a/y"]
+        assert snapshot[0].value == 1.0 and snapshot[-1].quality.is_bad
+        assert [v.id for v in snapshot[1:]] == ["a/y"]
+        db.update("a/x", 2.0)  # the snapshot shows the moment it was taken
+        assert snapshot[0].value == 1.0

@@ -273,3 +273,32 @@ async def test_a_snapshots_texts_are_kept_only_while_a_screen_sends_it_and_the_r
         await anyio.sleep(0.01)
     assert not env.server.state.clients
     assert not texts._point_texts._new[0] and not texts._changes_messages._items
+
+
+def test_the_texts_of_changes_are_let_go_soon_after_their_delivery():
+    import time
+
+    from cityvisor.core.points import PointValue, Quality
+    from cityvisor.web.texts import _PointTexts
+
+    texts = _PointTexts(rotate=0.05)
+
+    def value(n: int) -> PointValue:
+        return PointValue(f"a/p{n}", float(n), Quality.good(), n, n)
+
+    first = [value(1), value(2)]
+    text = texts.joined(first)
+    assert (
+        text == '{"id":"a/p1","value":1.0,"quality":{"status":"good","reason":""},'
+        '"source_ts":1,"received_ts":1},'
+        '{"id":"a/p2","value":2.0,"quality":{"status":"good","reason":""},'
+        '"source_ts":2,"received_ts":2}'
+    )
+    assert texts.joined(list(first)) is text  # the next screen's equal batch: shared
+    time.sleep(0.06)
+    texts.joined([value(3)])  # a later delivery: the first one's texts are the old generation
+    assert id(first[0]) in texts._old[0]
+    time.sleep(0.06)
+    texts.joined([value(4)])
+    held = {**texts._new[0], **texts._old[0]}
+    assert id(first[0]) not in held and id(first[1]) not in held  # let go

@@ -28,7 +28,7 @@ from __future__ import annotations
 from .database import Listener, Point, PointDB, UnknownPointError
 from .quality import Quality, QualityStatus
 from .specs import DataType, Deadband, PointSpec, Scaling
-from .subscriptions import Batch, Resync, Subscribing, Subscription, Watch
+from .subscriptions import Batch, Resync, Snapshot, Subscribing, Subscription, Watch
 from .values import PointValue, now_ms
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "QualityStatus",
     "Resync",
     "Scaling",
+    "Snapshot",
     "Subscribing",
     "Subscription",
     "UnknownPointError",

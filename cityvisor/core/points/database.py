@@ -15,19 +15,19 @@ from .index import PointIndex
 from .quality import Quality
 from .specs import DataType, PointSpec
 from .subscriptions import Resync, Subscribing, Subscription, Watch, _Waiter
-from .values import PointValue, now_ms
+from .values import PointValue, State, now_ms, quality_code, quality_of, value_of
 
 
 class Point:
     """A point's entry in the database: its declaration, its owner and its current value."""
 
     __slots__ = (
-        "current",
         "device_id",
         "family",
         "id",
         "member",
         "spec",
+        "state",
         "subscribers",
         "waiters",
         "zone",
@@ -49,13 +49,19 @@ class Point:
         self.zone = zone
         self.family = family
         self.member = member
-        self.current = PointValue(point_id, None, Quality.bad("not_connected"), 0, 0)
+        self.state: State = (point_id, None, quality_code(_NOT_CONNECTED), 0, 0)
+        """The current value as the database keeps it (read :attr:`current` instead)."""
         self.subscribers: tuple[Watch, ...] = ()
         """The watches (shared pattern sets) that include this point."""
         self.waiters: list[_Waiter] | None = None
 
+    @property
+    def current(self) -> PointValue:
+        """The current value, quality and timestamps (a new :class:`PointValue` at each read)."""
+        return value_of(self.state)
+
     def __repr__(self) -> str:
-        return f"<Point {self.id} = {self.current.value!r} {self.current.quality}>"
+        return f"<Point {self.id} = {self.state[1]!r} {quality_of(self.state[2])}>"
 
 
 class UnknownPointError(KeyError):
@@ -93,6 +99,8 @@ class PointDB:
         self.batch_interval = batch_interval
         self.changes = 0
         """Accepted changes since start (for metrics)."""
+        self.registered = 0
+        """Points registered since start (removed ones included)."""
         self._wake: anyio.Event | None = None
 
     # -- registry ---------------------------------------------------------
@@ -117,6 +125,7 @@ class PointDB:
             watch.points[point_id] = point
         self._points[point_id] = point
         self._index.add(point)
+        self.registered += 1
         return point
 
     def unregister(self, point_id: str) -> None:
@@ -243,12 +252,14 @@ class PointDB:
         one step, so nothing shows a stale value as good.
         """
         ts = now_ms()
+        code = quality_code(quality)
         count = 0
         for point in points:
-            current = point.current
-            if current.quality == quality:
+            state = point.state
+            if state[2] == code:
                 continue
-            self._accept(point, PointValue(point.id, current.value, quality, ts, ts))
+            point.state = (point.id, state[1], code, ts, ts)
+            self._accept(point, _new_tuple(PointValue, (point.id, state[1], quality, ts, ts)))
             count += 1
         return count
 
@@ -263,30 +274,27 @@ class PointDB:
         spec = point.spec
         if value is not None and type(value) is not _PYTHON_TYPES.get(spec.dtype):
             value = spec.coerce(value)
-        current = point.current
-        # Identity first: nearly every update carries the shared Quality.GOOD.
-        same_quality = current.quality is quality or current.quality == quality
-        if same_quality and not spec.passes_deadband(current.value, value):
+        state = point.state
+        # Nearly every update carries the shared Quality.GOOD, whose code is 0.
+        code = 0 if quality is _GOOD else quality_code(quality)
+        if state[2] == code and not spec.passes_deadband(state[1], value):
             return False
         if received_ts is None:
             received_ts = now_ms()
+        if source_ts is None:
+            source_ts = received_ts
+        point_id = point.id
+        # The state: a plain tuple the collector stops tracking (decision 0022).
+        point.state = (point_id, value, code, source_ts, received_ts)
         # tuple.__new__ directly: the same PointValue without the Python-level
         # __new__ that NamedTuple generates (this runs for every accepted change).
-        new = _new_tuple(
-            PointValue,
-            (
-                point.id,
-                value,
-                quality,
-                received_ts if source_ts is None else source_ts,
-                received_ts,
-            ),
+        self._accept(
+            point, _new_tuple(PointValue, (point_id, value, quality, source_ts, received_ts))
         )
-        self._accept(point, new)
         return True
 
     def _accept(self, point: Point, new: PointValue) -> None:
-        point.current = new
+        """Tell listeners, watches and waiters of ``new`` (the point's state already holds it)."""
         self.changes += 1
         for listener in self._listeners:
             listener(point, new)
@@ -540,8 +548,9 @@ class PointDB:
         verified ("the level point reaches 40 within 10 s").
         """
         point = self.get(point_id)
-        if predicate(point.current):
-            return point.current
+        current = point.current
+        if predicate(current):
+            return current
         waiter = _Waiter(predicate)
         if point.waiters is None:
             point.waiters = []
@@ -556,6 +565,8 @@ class PointDB:
 
 
 _new_tuple = tuple.__new__
+_GOOD = Quality.GOOD
+_NOT_CONNECTED = Quality.bad("not_connected")
 
 _DETACH_AT_ONCE = 10_000
 """Points a watch is detached from in one go (about 2 ms); more wait for the run task."""

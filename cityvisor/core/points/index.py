@@ -116,7 +116,7 @@ class PointIndex(Generic[Point]):
             # Runs of "**" levels mean the same as one (as in the patterns module).
             if not (level == _ANY_LEVELS and levels and levels[-1] == _ANY_LEVELS):
                 levels.append(level)
-        yield from self._iterate(self._root, levels, 0, pattern, path)
+        yield from self._iterate(self._root, _Plan(levels, pattern), 0, path)
 
     def get(self, point_id: str) -> Point | None:
         """The point of ``point_id``, or None."""
@@ -131,23 +131,33 @@ class PointIndex(Generic[Point]):
             return node.get(None)
         return node  # type: ignore[no-any-return]
 
-    def _iterate(
-        self, node: Node, levels: list[str], i: int, pattern: Pattern, path: list[str] | None
-    ) -> Iterator[Point]:
-        """The points below ``node`` (at depth ``i``) that match ``levels[i:]``.
+    def _iterate(self, node: Node, plan: _Plan, i: int, path: list[str] | None) -> Iterator[Point]:
+        """The points below ``node`` (at depth ``i``) that match the plan's levels from ``i``.
 
         ``path`` is the cursor's levels while ``node`` is on the cursor's
         branch (what comes before it is left out), None once past it.
         """
+        levels = plan.levels
+        if path is None and plan.literal_from[i]:
+            # Only literal levels left: one lookup each, no walk.
+            found: Any = node
+            for level in levels[i:]:
+                found = found.get(level) if isinstance(found, dict) else None
+                if found is None:
+                    return
+            if isinstance(found, dict):
+                found = found.get(None)
+            if found is not None:
+                yield found
+            return
         level = levels[i]
-        last = i == len(levels) - 1
         if level == _ANY_LEVELS:
-            matches = None if last else pattern.matches
+            matches = None if i == plan.last else plan.pattern.matches
             for point in _everything(node, path, i):
                 if matches is None or matches(point.id):
                     yield point
             return
-        one_level = compile_pattern(level) if is_pattern(level) else None
+        one_level = plan.matchers[i]
         if one_level is None:
             child = node.get(level)
             if child is None:
@@ -157,29 +167,66 @@ class PointIndex(Generic[Point]):
                     return  # the whole branch was returned before the cursor
                 path = None
             children: Iterator[tuple[str, Any, list[str] | None]] = iter(((level, child, path),))
+        elif path is None:
+            # A copy of the children: the walk may pause between them.
+            matches_level = one_level.matches
+            children = (
+                (key, child, None)
+                for key, child in list(node.items())
+                if key is not None and matches_level(key)
+            )
         else:
             children = (
                 (key, child, on_path)
                 for key, child, on_path in _children(node, path, i)
                 if one_level.matches(key)
             )
-        for key, child, on_path in children:
-            del key
-            rest = levels[i + 1 :]
+        takes_here = plan.takes_here[i + 1]
+        has_rest = i < plan.last
+        only_any_after = has_rest and plan.only_any[i + 1]
+        for _key, child, on_path in children:
             if isinstance(child, dict):
                 here = child.get(None)
-                takes_here = not rest or all(lv == _ANY_LEVELS for lv in rest)
                 if takes_here and here is not None and on_path is None:
                     yield here
-                if rest:
-                    if rest[0] == _ANY_LEVELS and len(rest) == 1:
-                        # "a/**": "a" itself is given above, then everything under it.
-                        for point in _everything(child, on_path, i + 1, skip_here=True):
-                            yield point
-                    else:
-                        yield from self._iterate(child, levels, i + 1, pattern, on_path)
-            elif (not rest or all(lv == _ANY_LEVELS for lv in rest)) and on_path is None:
+                if only_any_after:
+                    # "a/**": "a" itself is given above, then everything under it.
+                    yield from _everything(child, on_path, i + 1, skip_here=True)
+                elif has_rest:
+                    yield from self._iterate(child, plan, i + 1, on_path)
+            elif takes_here and on_path is None:
                 yield child
+
+
+class _Plan:
+    """A pattern's levels, and what the walk asks of each, worked out once per walk."""
+
+    __slots__ = ("last", "levels", "literal_from", "matchers", "only_any", "pattern", "takes_here")
+
+    def __init__(self, levels: list[str], pattern: Pattern) -> None:
+        self.levels = levels
+        self.pattern = pattern
+        self.last = len(levels) - 1
+        self.matchers = [
+            compile_pattern(level) if level != _ANY_LEVELS and is_pattern(level) else None
+            for level in levels
+        ]
+        # takes_here[j]: every level from j on is "**" (or there is none left), so a
+        # point reached at depth j matches; only_any[j]: level j is the last and is "**".
+        self.takes_here = [
+            all(level == _ANY_LEVELS for level in levels[j:]) for j in range(len(levels) + 1)
+        ]
+        # literal_from[j]: no wildcard in level j or after it (a lookup per level).
+        self.literal_from = [
+            all(
+                level != _ANY_LEVELS and matcher is None
+                for level, matcher in zip(levels[j:], self.matchers[j:], strict=True)
+            )
+            for j in range(len(levels))
+        ]
+        self.only_any = [
+            j == self.last and levels[j] == _ANY_LEVELS for j in range(len(levels))
+        ] + [False]
 
 
 def _comes_before(node: Node, key: str, cursor_key: str) -> bool:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import operator
 from collections import deque
-from collections.abc import Callable, Generator, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import anyio
 import anyio.lowlevel
 
 from ..patterns import compile_pattern
-from .values import PointValue
+from .values import PointValue, State, value_of
 
 if TYPE_CHECKING:  # the database creates subscriptions: the types are only needed for hints
     from .database import Point, PointDB
@@ -29,13 +29,49 @@ class Batch(NamedTuple):
     changes: list[PointValue]
 
 
+class Snapshot(Sequence[PointValue]):
+    """The values of a watch's points at one moment: a read-only sequence of :class:`PointValue`.
+
+    Every subscriber that joins before the next delivery receives the same
+    snapshot. It holds the database's own states of the points (no new
+    object per point, none the garbage collector walks; decision 0022) and
+    gives each as a :class:`PointValue` when it is read.
+    """
+
+    __slots__ = ("states",)
+
+    def __init__(self, states: list[State]) -> None:
+        self.states = states
+        """The points' states, in the watch's order (:data:`~.values.State`)."""
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    @overload
+    def __getitem__(self, index: int) -> PointValue: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[PointValue]: ...
+
+    def __getitem__(self, index: int | slice) -> PointValue | list[PointValue]:
+        if isinstance(index, slice):
+            return list(map(value_of, self.states[index]))
+        return value_of(self.states[index])
+
+    def __iter__(self) -> Iterator[PointValue]:
+        return map(value_of, self.states)
+
+    def __repr__(self) -> str:
+        return f"<Snapshot of {len(self.states)} points>"
+
+
 class Resync(NamedTuple):
     """Sent after a subscriber lost updates: everything it watches, as it is now.
 
     ``lost`` counts the changes that could not be delivered.
     """
 
-    snapshot: list[PointValue]
+    snapshot: Snapshot
     lost: int
 
 
@@ -79,13 +115,13 @@ class Watch:
         self.members: list[Subscription] = []
         self.pending: list[PointValue] = []
         """Changes since the last delivery, oldest first."""
-        self._snapshot: list[PointValue] | None = None
+        self._snapshot: Snapshot | None = None
         self._snapshot_at = 0
         self.building: Iterator[Point] | None = None
         """The points still to attach while the watch is being built, in slices; None once built."""
         self.joining = 0
         """Subscribers waiting for the watch (or its snapshot) to be ready."""
-        self._partial: tuple[list[Point], list[PointValue]] | None = None
+        self._partial: tuple[list[Point], list[State]] | None = None
 
     def matches(self, point_id: str) -> bool:
         """True if one of the patterns matches ``point_id``."""
@@ -95,16 +131,13 @@ class Watch:
         """True if ``point`` matches a pattern and the ``only`` condition."""
         return self.matches(point.id) and (self.only is None or self.only(point))
 
-    def snapshot(self) -> list[PointValue]:
-        """The current values of the points watched: one list shared until the next delivery.
-
-        Treat it as read-only: every subscriber of the watch receives this list.
-        """
+    def snapshot(self) -> Snapshot:
+        """The current values of the points watched: one snapshot shared until the next delivery."""
         if self._snapshot is None:
             if self._partial is not None:  # being read in slices: finish it now
                 self.snapshot_step(len(self._partial[0]))
             else:
-                self._snapshot = list(map(_current, self.points.values()))
+                self._snapshot = Snapshot(list(map(_state, self.points.values())))
                 self._snapshot_at = len(self.pending)
         assert self._snapshot is not None
         return self._snapshot
@@ -125,10 +158,10 @@ class Watch:
             self._snapshot_at = len(self.pending)
         points, values = self._partial
         start = len(values)
-        values.extend(map(_current, points[start : start + count]))
+        values.extend(map(_state, points[start : start + count]))
         if len(values) < len(points):
             return False
-        self._snapshot = values
+        self._snapshot = Snapshot(values)
         self._partial = None
         return True
 
@@ -137,7 +170,7 @@ class Watch:
         """True while the snapshot is read in slices (deliveries wait)."""
         return self._partial is not None
 
-    def join(self, sub: Subscription) -> list[PointValue]:
+    def join(self, sub: Subscription) -> Snapshot:
         """Add ``sub`` and return its first snapshot.
 
         It skips the pending changes that the snapshot already shows, and
@@ -164,7 +197,7 @@ class Watch:
         return f"<Watch {self.patterns} {len(self.points)} points, {len(self.members)} subscribers>"
 
 
-_current = operator.attrgetter("current")
+_state = operator.attrgetter("state")
 
 
 class Subscribing:
@@ -249,8 +282,8 @@ class Subscription:
         """True if ``point`` matches a pattern and the ``only`` condition."""
         return self.watch.watches(point)
 
-    def snapshot(self) -> list[PointValue]:
-        """The current values of every point this subscription watches (a shared, read-only list)."""
+    def snapshot(self) -> Snapshot:
+        """The current values of every point this subscription watches (shared, read-only)."""
         return self.watch.snapshot()
 
     async def receive(self) -> Batch | Resync:
