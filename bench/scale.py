@@ -440,6 +440,10 @@ async def serve(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     from cityvisor.web.auth import Accounts
 
     figures: dict[str, Any] = {"raw": [], "cityvisor": []}
+    if not args.settle:
+        from cityvisor.core import hub as hub_module
+
+        hub_module.SETTLE_AT = sys.maxsize  # the hub's own settling too
     probe = Probe()
     async with running_hub(CONFIG, directory, plugins=[web_plugin]) as hub:
         server = find_server(hub)

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from ..core.points import PointValue
+from ..core.points import PointValue, Snapshot
 
 __all__ = ["SNAPSHOT_CHUNK", "encode_point"]
 
@@ -185,17 +185,23 @@ class _SnapshotTexts:
         entry = self._items.get(id(snapshot))
         if entry is None or entry[0] is not snapshot:
             # Not acquired (a benchmark, a test): encode without keeping it.
-            part = snapshot[n * SNAPSHOT_CHUNK : (n + 1) * SNAPSHOT_CHUNK]
-            return _dumps([v.as_json() for v in part])[1:-1]
+            return _dumps(_part(snapshot, n))[1:-1]
         texts = entry[1]
         text = texts[n]
         if text is None:
-            part = snapshot[n * SNAPSHOT_CHUNK : (n + 1) * SNAPSHOT_CHUNK]
-            text = texts[n] = _dumps([v.as_json() for v in part])[1:-1]
+            text = texts[n] = _dumps(_part(snapshot, n))[1:-1]
         return text
 
 
 _snapshot_texts = _SnapshotTexts()
+
+
+def _part(snapshot: Sequence[PointValue], n: int) -> list[dict[str, Any]]:
+    """Chunk ``n`` of ``snapshot`` as JSON-ready dicts (from the database's states when it can)."""
+    start, stop = n * SNAPSHOT_CHUNK, (n + 1) * SNAPSHOT_CHUNK
+    if isinstance(snapshot, Snapshot):
+        return snapshot.as_json(start, stop)
+    return [v.as_json() for v in snapshot[start:stop]]
 
 
 def _snapshot_messages(

@@ -222,3 +222,17 @@ async def test_a_snapshot_reads_as_point_values_shared_by_its_subscribers():
         assert [v.id for v in snapshot[1:]] == ["a/y"]
         db.update("a/x", 2.0)  # the snapshot shows the moment it was taken
         assert snapshot[0].value == 1.0
+
+
+async def test_a_snapshot_as_json_is_what_its_values_give():
+    db = PointDB()
+    for name in ("x", "y", "z"):
+        db.register(f"a/{name}", PointSpec(name, DataType.FLOAT))
+    db.update("a/x", 1.5)
+    db.update("a/y", float("nan"), Quality.uncertain("stale"))
+    async with db.subscribe("a/*") as sub:
+        snapshot = sub.snapshot()
+        assert snapshot.as_json() == [v.as_json() for v in snapshot]
+        assert snapshot.as_json(1, 2) == [snapshot[1].as_json()]
+        assert snapshot.as_json()[1]["value"] is None  # not a number: null, as as_json() gives
+        assert snapshot.as_json()[2]["quality"] == {"status": "bad", "reason": "not_connected"}

@@ -278,19 +278,25 @@ def _everything(
     ``path``: the cursor's levels while on its branch (see :meth:`PointIndex.iterate`).
     """
     if path is None:
-        # Past the cursor (or none): a plain depth-first walk, no generator per branch.
-        stack: list[Any] = [node]
+        # Past the cursor (or none): a plain depth-first walk, no generator per
+        # branch; each node's children are copied before they are gone through
+        # (the walk may pause while points are registered or removed).
+        here = node.get(None)
+        if here is not None and not skip_here:
+            yield here
+        stack = [iter(list(node.items()))]
         while stack:
-            item = stack.pop()
-            if not isinstance(item, dict):
-                yield item
-                continue
-            here = item.get(None)
-            if here is not None and not (skip_here and item is node):
-                yield here
-            children = [child for key, child in item.items() if key is not None]
-            children.reverse()
-            stack.extend(children)
+            for key, child in stack[-1]:
+                if child.__class__ is dict:
+                    here = child.get(None)
+                    if here is not None:
+                        yield here
+                    stack.append(iter(list(child.items())))
+                    break
+                if key is not None:
+                    yield child
+            else:
+                stack.pop()
         return
     for _key, child, on_path in _children(node, path, depth):
         if isinstance(child, dict):

@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 
 from ..patterns import compile_pattern
-from .values import PointValue, State, value_of
+from .values import PointValue, State, json_of, value_of
 
 if TYPE_CHECKING:  # the database creates subscriptions: the types are only needed for hints
     from .database import Point, PointDB
@@ -60,6 +60,11 @@ class Snapshot(Sequence[PointValue]):
 
     def __iter__(self) -> Iterator[PointValue]:
         return map(value_of, self.states)
+
+    def as_json(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """:meth:`PointValue.as_json` of the values from ``start`` to ``stop``, read straight
+        from the states (what the WebSocket sends)."""
+        return list(map(json_of, self.states[start:stop]))
 
     def __repr__(self) -> str:
         return f"<Snapshot of {len(self.states)} points>"

@@ -81,6 +81,20 @@ def quality_of(code: int | Quality) -> Quality:
     return _QUALITIES[code] if code.__class__ is int else code  # type: ignore[index,return-value]
 
 
+def json_of(state: State) -> dict[str, Any]:
+    """:meth:`PointValue.as_json` of the value a :data:`State` stands for, without building it."""
+    value = state[1]
+    if value.__class__ is float and not math.isfinite(value):
+        value = None
+    return {
+        "id": state[0],
+        "value": value,
+        "quality": quality_of(state[2]).as_json(),
+        "source_ts": state[3],
+        "received_ts": state[4],
+    }
+
+
 def value_of(state: State) -> PointValue:
     """The :class:`PointValue` a :data:`State` stands for (a new tuple each call)."""
     code = state[2]
