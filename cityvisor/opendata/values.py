@@ -44,7 +44,7 @@ class LiveValues(Values):
 
     async def current(self, points: Sequence[Point]) -> dict[str, PointValue]:
         """The point database's current values (what the HMI shows)."""
-        return {point.id: point.current for point in points if point.current.source_ts}
+        return {point.id: point.current for point in points if point.state[3]}  # a source_ts
 
     async def history(self, point_id: str, start: int, end: int) -> list[PointValue]:
         """The store's history of the point."""
