@@ -335,6 +335,7 @@ class WebServer:
             log.info("HMI and API on %s", self.url)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._housekeeping, name="web housekeeping")
+                await tg.start(self.state.fanout.run, name="WebSocket senders")
                 self.ready.set()
                 task_status.started()
                 await anyio.sleep_forever()

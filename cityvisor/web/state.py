@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .auth import Accounts, Sessions
+from .fanout import Fanout
 from .guard import ConnectionGuard
 from .logins import LoginRateLimiter
 from .routing import Routes
@@ -59,6 +60,8 @@ class WebState:
         """Seconds a dropped WebSocket client's close frame gets before the connection is cut."""
         self.counters: Counter[str] = Counter()
         """Events for metrics: logins, failures, WebSocket resyncs and drops, errors."""
+        self.fanout = Fanout(self.counters)
+        """The WebSocket senders shared by screens of one watch (run by the server)."""
         self.rate = UpdateRate()
         self.cookie_name = (
             "__Host-cityvisor_session" if self.settings.secure_cookies else "cityvisor_session"

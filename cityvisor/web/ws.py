@@ -28,6 +28,13 @@ and the alarm manager hand each client a bounded buffer and re-sync it when
 it overflows; each send waits at most ``send_timeout`` seconds for a client
 that does not read, after which the client is dropped (code 1013). Values
 are encoded once and shared by every client that receives them.
+
+Each screen's points feed (:meth:`Client._feed_points`) sends its snapshot,
+then joins the sender of its watch (:mod:`cityvisor.web.fanout`): one task
+per watch that writes each delivery to every screen of it whose connection
+takes it at once. What that sender hands back (a screen whose buffer is
+full, batches that piled up, a resync) the screen's own task sends, with
+the lock and the deadline of :meth:`Client.send`.
 """
 
 from __future__ import annotations
@@ -142,21 +149,32 @@ class Client:
 
     # -- sending -------------------------------------------------------------
 
+    def can_write_now(self, size: int) -> bool:
+        """True if a message of ``size`` bytes can be written at once, without a lock or a deadline.
+
+        A write that leaves the transport's buffer under its low and high
+        marks can neither pause the connection nor wait for it, so nothing
+        else can interleave and no deadline is needed; none may while a
+        send that waits holds the lock.
+        """
+        transport = self.transport
+        if transport is None or self._lock.locked():
+            return False
+        low, high = transport.get_write_buffer_limits()
+        buffered = transport.get_write_buffer_size()
+        return bool(buffered <= low and buffered + size + _FRAME_HEADER <= high)
+
+    async def write_now(self, data: bytes) -> None:
+        """Write one text message (UTF-8) that :meth:`can_write_now` accepted: it does not wait."""
+        await self.ws.send_frame(data, WSMsgType.TEXT)
+
     async def send(self, text: str | bytes) -> None:
         """Send one text message (bytes: already UTF-8); drop the client if it has not taken it
         within ``send_timeout``."""
         data = text if isinstance(text, bytes) else text.encode()
-        transport = self.transport
-        if transport is not None and not self._lock.locked():
-            # The usual case, taken without a lock or a deadline: a write that
-            # leaves the transport's buffer under its low and high marks can
-            # neither pause the connection nor wait for it, so nothing else
-            # can interleave and no deadline is needed.
-            low, high = transport.get_write_buffer_limits()
-            buffered = transport.get_write_buffer_size()
-            if buffered <= low and buffered + len(data) + _FRAME_HEADER <= high:
-                await self.ws.send_frame(data, WSMsgType.TEXT)
-                return
+        if self.can_write_now(len(data)):  # the usual case
+            await self.ws.send_frame(data, WSMsgType.TEXT)
+            return
         async with self._lock:
             with anyio.move_on_after(self.state.send_timeout) as scope:
                 await self.ws.send_frame(data, WSMsgType.TEXT)
@@ -191,7 +209,7 @@ class Client:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    def _gone(self) -> None:
+    def gone(self) -> None:
         """The client went away while we were sending: stop its tasks."""
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
@@ -224,17 +242,22 @@ class Client:
                             await self.send(text)
                             await anyio.lowlevel.checkpoint()
                     del first, parts
-                    async for message in subscription:
-                        texts = _coalesce(message, subscription, generation, counters)
-                        with contextlib.closing(texts):
-                            for out in texts:
-                                await self.send(out)
-                                if not isinstance(out, bytes):  # parts of a resync
-                                    await anyio.lowlevel.checkpoint()
+                    # From here the watch's sender writes the batches this
+                    # screen can take at once; the loop below receives the
+                    # rest (a slow screen's, a resync, what piled up).
+                    fanout = self.state.fanout
+                    with fanout.serving(subscription, self, generation, scope):
+                        async for message in subscription:
+                            texts = _coalesce(message, subscription, generation, counters)
+                            with contextlib.closing(texts):
+                                for out in texts:
+                                    await self.send(out)
+                                    if not isinstance(out, bytes):  # parts of a resync
+                                        await anyio.lowlevel.checkpoint()
             except _SlowClientError:
                 await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
-                self._gone()
+                self.gone()
 
     async def _feed_alarms(self, scope: anyio.CancelScope) -> None:
         with scope:
@@ -247,7 +270,7 @@ class Client:
             except _SlowClientError:
                 await self.drop(f"send queue full for {self.state.send_timeout:g} s: not reading")
             except ConnectionResetError:
-                self._gone()
+                self.gone()
 
     def _alarm_text(self, message: AlarmResync | AlarmEvent) -> str | None:
         """The message's JSON text for this client; None if it may not read it.

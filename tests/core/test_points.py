@@ -236,3 +236,47 @@ async def test_a_snapshot_as_json_is_what_its_values_give():
         assert snapshot.as_json(1, 2) == [snapshot[1].as_json()]
         assert snapshot.as_json()[1]["value"] is None  # not a number: null, as as_json() gives
         assert snapshot.as_json()[2]["quality"] == {"status": "bad", "reason": "not_connected"}
+
+
+async def test_a_deferred_batch_goes_to_whoever_serves_the_waiting_consumer_or_back_to_it():
+    db = make_db(1)
+    pid = "dijon/lighting/cab-0/c1/level"
+    received: list[Batch | Resync] = []
+    notified: list[object] = []
+    sub = await db.subscribe("**", max_buffer=2)
+    assert isinstance(await sub.receive(), Resync)
+
+    async def consume() -> None:
+        async for message in sub:
+            received.append(message)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.wait_all_tasks_blocked()
+        sub.defer(notified.append)
+        db.update(pid, 1.0)
+        db.flush()
+        await anyio.wait_all_tasks_blocked()
+        # The consumer was not woken: the one notified takes the batch instead.
+        assert notified == [sub] and received == []
+        batch = sub.deferred()
+        assert batch is not None and [c.value for c in batch.changes] == [1.0]
+        assert sub.receive_nowait() is batch and sub.deferred() is None
+        db.update(pid, 2.0)
+        db.flush()
+        db.update(pid, 3.0)
+        db.flush()
+        assert sub.deferred() is None  # two batches wait: the consumer merges them
+        sub.wake()  # handed back
+        await anyio.wait_all_tasks_blocked()
+        assert [[c.value for c in m.changes] for m in received if isinstance(m, Batch)] == [
+            [2.0],
+            [3.0],
+        ]
+        db.update(pid, 4.0)
+        db.flush()
+        sub.defer(None)  # no longer served elsewhere: what waits reaches the consumer
+        await anyio.wait_all_tasks_blocked()
+        assert isinstance(received[-1], Batch) and received[-1].changes[0].value == 4.0
+        sub.close()
+    assert notified == [sub] * 4  # once for each batch delivered while the consumer waited

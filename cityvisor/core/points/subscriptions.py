@@ -274,6 +274,7 @@ class Subscription:
         # exception for every message (this runs per screen, per delivery).
         self._queue: deque[Batch | Resync] = deque()
         self._wakeup: anyio.Event | None = None
+        self._notify: Callable[[Subscription], None] | None = None
         self._skip = 0
         self.lost = 0
         self.overflowed = False
@@ -325,6 +326,42 @@ class Subscription:
         """Messages delivered and not received yet."""
         return len(self._queue)
 
+    # -- serving a waiting consumer from elsewhere (one sender for many) -----
+
+    def defer(self, notify: Callable[[Subscription], None] | None) -> None:
+        """Let another task serve the batches this subscription's consumer waits for.
+
+        While ``notify`` is set, a :class:`Batch` delivered while the consumer
+        waits in :meth:`receive` does not wake it: ``notify(self)`` is called
+        instead, from the delivery (it must not block). The notified party
+        then takes the batch (:meth:`deferred`, then :meth:`receive_nowait`),
+        or hands it back with :meth:`wake`. A resync, a batch delivered while
+        the consumer is busy, and :meth:`close` reach the consumer as before.
+        ``defer(None)`` ends it, and wakes the consumer if a batch waits.
+
+        The web server uses it to write one delivery to every screen of a
+        watch from one task, instead of each screen's task waking for it.
+        """
+        self._notify = notify
+        if notify is None:
+            self.wake()
+
+    def deferred(self) -> Batch | None:
+        """The batch the consumer was not woken for, if it is all that is queued; else None.
+
+        It stays queued: :meth:`receive_nowait` takes it.
+        """
+        queue = self._queue
+        if self._wakeup is None or self.closed or len(queue) != 1:
+            return None
+        message = queue[0]
+        return message if isinstance(message, Batch) else None
+
+    def wake(self) -> None:
+        """Wake the consumer if it waits in :meth:`receive` and a message is queued for it."""
+        if self._queue and self._wakeup is not None:
+            self._wake()
+
     def __aiter__(self) -> Subscription:
         return self
 
@@ -360,7 +397,10 @@ class Subscription:
             return False
         self._queue.append(message)
         if self._wakeup is not None:
-            self._wake()
+            if self._notify is not None and type(message) is Batch:
+                self._notify(self)  # served by another task, or handed back (see defer)
+            else:
+                self._wake()
         return True
 
     def _deliver(self, changes: list[PointValue]) -> None:
