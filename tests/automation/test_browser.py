@@ -127,7 +127,10 @@ async def test_a_supervisor_disables_a_rule_that_an_operator_may_not_touch(
         await operator.goto(env.url + "/")
         await operator.click(".nav a[data-page='automation-rules']")
         await operator.wait_for_url(env.url + "/plugins/automation/rules")
-        assert await operator.text_content("h1") == words["rules"]
+        # The title is filled by the page's script, in the operator's language.
+        await operator.wait_for_function(
+            "title => document.querySelector('h1').textContent === title", arg=words["rules"]
+        )
         row = "#rules tr[data-rule='tank-a-high']"
         # The firing, with the value that fired it.
         await operator.wait_for_selector(f"{row} .last code:has-text('{LEVEL_A}')")
