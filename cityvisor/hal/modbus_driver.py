@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pydantic
@@ -97,7 +97,7 @@ class ModbusDeviceType(DeviceType):
     clear, but useless.
     """
 
-    Config = ModbusConfig
+    Config: ClassVar[type[ModbusConfig]] = ModbusConfig
     modbus: ModbusDevice | None = None
     """The unit while the driver runs (None while it is disconnected)."""
 

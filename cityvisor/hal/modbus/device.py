@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -152,7 +152,7 @@ class ModbusDevice:
             raise KeyError(f"{self.profile.name} has no point {point_id!r}") from None
         await self.endpoint.write(self.unit, spec, value)
 
-    async def poll_every(self, period: float) -> AsyncIterator[PollResult]:
+    async def poll_every(self, period: float) -> AsyncGenerator[PollResult, None]:
         """Poll at a fixed rate and yield each result.
 
         Raises :class:`ModbusConnectionError` when the endpoint is lost, and

@@ -56,7 +56,7 @@ from cityvisor.hal.ntcip import (
     UnitFlashStatus,
     load_junction,
 )
-from cityvisor.hal.sim.snmp_agent import Apply, LiveMib, SnmpAgent, integer, oid, text_of
+from cityvisor.hal.sim.snmp_agent import Apply, LiveMib, SnmpAgent, bound, integer, oid, text_of
 
 __all__ = ["PriorityRequest", "SimulatedController", "main", "simulated_controllers"]
 
@@ -465,27 +465,27 @@ class SimulatedController:
             mib.add((*asc, 1, 5, 1, 1, group), _constant(group))
             mib.add(
                 (*oid(ntcip.PHASE_CONTROL_HOLD), group),
-                lambda g=group: rfc1902.Integer32(ntcip.bitmap(self.holds, g)),
+                bound(lambda g: rfc1902.Integer32(ntcip.bitmap(self.holds, g)), group),
                 self._set_holds(group),
             )
         for group in self._detector_groups:
             mib.add((*asc, 2, 4, 1, 1, group), _constant(group))
             mib.add(
                 (*asc, 2, 4, 1, 2, group),
-                lambda g=group: rfc1902.Integer32(ntcip.bitmap(self._present(), g)),
+                bound(lambda g: rfc1902.Integer32(ntcip.bitmap(self._present(), g)), group),
             )
             mib.add(
                 (*oid(ntcip.DETECTOR_STATUS_ALARMS), group),
-                lambda g=group: rfc1902.Integer32(ntcip.bitmap(self.detector_faults, g)),
+                bound(lambda g: rfc1902.Integer32(ntcip.bitmap(self.detector_faults, g)), group),
             )
         for detector in sorted(self.detectors):
             mib.add(
                 (*asc, 2, 5, 4, 1, 1, detector),
-                lambda d=detector: rfc1902.Integer32(self._volume(d)),
+                bound(lambda d: rfc1902.Integer32(self._volume(d)), detector),
             )
             mib.add(
                 (*oid(ntcip.DETECTOR_OCCUPANCY), detector),
-                lambda d=detector: rfc1902.Integer32(self._occupancy(d)),
+                bound(lambda d: rfc1902.Integer32(self._occupancy(d)), detector),
             )
         mib.add(oid(ntcip.UNIT_CONTROL_STATUS), lambda: rfc1902.Integer32(int(self.control_status)))
         mib.add(oid(ntcip.UNIT_FLASH_STATUS), lambda: rfc1902.Integer32(int(self.flash_status)))
@@ -500,18 +500,18 @@ class SimulatedController:
             mib.add((*entry, 1, slot), _constant(slot))
             mib.add(
                 (*entry, 2, slot),
-                lambda r=request: rfc1902.OctetString(r.vehicle),
+                bound(lambda r: rfc1902.OctetString(r.vehicle), request),
                 self._set_request(slot, "vehicle"),
             )
             for column in ("vehicle_class", "phase", "eta"):
                 mib.add(
                     (*entry, ntcip.PRIORITY_COLUMNS[column], slot),
-                    lambda r=request, c=column: rfc1902.Integer32(getattr(r, c)),
+                    bound(lambda r, c: rfc1902.Integer32(getattr(r, c)), request, column),
                     self._set_request(slot, column),
                 )
             mib.add(
                 (*entry, 6, slot),
-                lambda r=request: rfc1902.Integer32(int(r.status)),
+                bound(lambda r: rfc1902.Integer32(int(r.status)), request),
                 self._set_request(slot, "status"),
             )
         return mib

@@ -50,6 +50,11 @@ def oid(text: str) -> Oid:
     return tuple(int(part) for part in text.strip(".").split("."))
 
 
+def bound(read: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """A getter that answers ``read(*args)`` at each request (the arguments fixed now)."""
+    return lambda: read(*args)
+
+
 def text_of(value: Any) -> str:
     """The text of an OCTET STRING a manager sent (UTF-8, undecodable bytes replaced)."""
     return bytes(value.asOctets()).decode("utf-8", errors="replace")

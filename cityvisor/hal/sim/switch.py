@@ -28,6 +28,7 @@ pysmi, a data file per switch and a variation module to do the same.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -37,7 +38,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
+from anyio.abc import ObjectReceiveStream, TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 from pysnmp.entity.engine import SnmpEngine
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
@@ -47,7 +49,15 @@ from pysnmp.hlapi.v3arch.asyncio import (
 )
 from pysnmp.proto import rfc1902
 
-from cityvisor.hal.sim.snmp_agent import Apply, LiveMib, Setter, SnmpAgent, integer, text_of
+from cityvisor.hal.sim.snmp_agent import (
+    Apply,
+    LiveMib,
+    Setter,
+    SnmpAgent,
+    bound,
+    integer,
+    text_of,
+)
 from cityvisor.hal.snmp import (
     IF_INDEX,
     LINK_DOWN,
@@ -183,7 +193,7 @@ class SimulatedSwitch:
         self._engine: SnmpEngine | None = None
         self._agent: SnmpAgent | None = None
         self._stack: AsyncExitStack | None = None
-        self._traps: ObjectSendStream[int] | None = None
+        self._traps: MemoryObjectSendStream[int] | None = None
         #: Traps sent and dropped (for tests and benchmarks).
         self.traps_sent = 0
         self.traps_dropped = 0
@@ -411,7 +421,7 @@ def _switch_mib(switch: SimulatedSwitch) -> LiveMib:
     for port in switch.ports:
         setters[(*_IF_ENTRY, 7, port.index)] = _admin_setter(switch, port.index)
         setters[(*_IF_X_ENTRY, 18, port.index)] = _text_setter(
-            lambda value, port=port: setattr(port, "alias", value)
+            functools.partial(setattr, port, "alias")
         )
     now = [0.0]
 
@@ -420,7 +430,7 @@ def _switch_mib(switch: SimulatedSwitch) -> LiveMib:
 
     mib = LiveMib(tables=_TABLE_ENTRIES, on_request=on_request)
     for instance, getter in entries.items():
-        mib.add(instance, lambda getter=getter: getter(now[0]), setters.get(instance))
+        mib.add(instance, bound(lambda getter: getter(now[0]), getter), setters.get(instance))
     return mib
 
 

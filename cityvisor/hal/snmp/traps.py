@@ -11,7 +11,8 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeAlias
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskStatus
+from anyio.abc import ObjectReceiveStream, TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 from pysnmp.carrier.asyncio.dgram import udp
 from pysnmp.entity import config as pysnmp_config
 from pysnmp.entity.engine import SnmpEngine
@@ -78,7 +79,7 @@ _VERSIONS = {0: "v1", 1: "v2c", 3: "v3"}
 class _Registration:
     deliver: NotificationCallback
     engine_id: bytes | None
-    stream: ObjectSendStream[Notification] | None = None
+    stream: MemoryObjectSendStream[Notification] | None = None
     dropped_logged: bool = False
 
     def close(self) -> None:
@@ -309,7 +310,7 @@ class TrapReceiver:
         Closing the stream unregisters the device. When the stream is full,
         new notifications are dropped and counted in :attr:`dropped`.
         """
-        send: ObjectSendStream[Notification]
+        send: MemoryObjectSendStream[Notification]
         send, receive = anyio.create_memory_object_stream[Notification](max_buffer)
 
         def deliver(notification: Notification) -> None:

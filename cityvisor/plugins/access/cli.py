@@ -102,6 +102,7 @@ async def _act(args: argparse.Namespace, config: Any) -> int:
             return 0
         by = f"cli:{getpass.getuser()}"
         edit: Callable[[Any], Any]
+        data: dict[str, Any]
         if action == "add":
             message, data = "badge enrolled", {}
             edit = partial(rights.add_badge, number=args.number, holder=args.holder, note=args.note)

@@ -49,6 +49,10 @@ class Tank(DeviceType):
     label = {"fr": "Réservoir", "en": "Tank"}
     Config = TankConfig
 
+    # The simulated tank's own state (set from the config when it runs).
+    _setpoint: float = 0.0
+    _maintenance: bool = False
+
     level = point(
         float,
         unit="%",

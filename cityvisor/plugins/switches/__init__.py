@@ -302,7 +302,7 @@ class Switch(DeviceType):
                 self.mark(Quality.bad("config_error"), [f"{p}/{name}" for name in PORT_POINTS])
                 continue
             in_bps, out_bps, in_errors, out_errors = (
-                rate.update(row[key], uptime) if isinstance(row.get(key), int) else None
+                rate.update(counter, uptime) if isinstance(counter := row.get(key), int) else None
                 for rate, key in zip(rates, COUNTERS, strict=True)
             )
             values |= {f"{p}/name": row.get("name"), f"{p}/alias": row.get("alias")}
