@@ -401,6 +401,8 @@ def report(figures: Figures, args: argparse.Namespace) -> bool:
     """Print the figures; return True if both targets are met."""
 
     def ms(values: Sequence[float]) -> str:
+        if not values:
+            return "not run (--naive-cycles 0)"
         return f"median {statistics.median(values) * 1000:7.1f} ms"
 
     raw = statistics.median(figures.raw_cycles)
@@ -453,8 +455,12 @@ def report(figures: Figures, args: argparse.Namespace) -> bool:
     print(
         f"  ratio cityvisor / raw (median of paired cycles): {ratio:.3f} x wall,"
         f" {cpu_ratio:.3f} x CPU"
-        f" (target <= {TARGET_RATIO:g} x); one-per-point / coalesced raw:"
-        f" {statistics.median(figures.naive_cycles) / raw:.1f} x"
+        f" (target <= {TARGET_RATIO:g} x)"
+        + (
+            f"; one-per-point / coalesced raw: {statistics.median(figures.naive_cycles) / raw:.1f} x"
+            if figures.naive_cycles
+            else ""
+        )
     )
     print(f"  point updates that passed their deadband: {figures.point_updates:,}")
     print()
