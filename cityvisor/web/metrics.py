@@ -172,6 +172,15 @@ def render(state: WebState) -> str:
     )
     out.sample("cityvisor_websocket_resyncs_total", counters["ws_resyncs"])
     out.family(
+        "cityvisor_websocket_batches_total",
+        "counter",
+        "Batches of point changes sent to WebSocket clients: by their watch's shared sender,"
+        " or by the client's own task (a client that was behind).",
+    )
+    shared = counters["ws_shared_batches"]
+    out.sample("cityvisor_websocket_batches_total", shared, path="shared")
+    out.sample("cityvisor_websocket_batches_total", counters["ws_batches"] - shared, path="own")
+    out.family(
         "cityvisor_websocket_dropped_total",
         "counter",
         "WebSocket clients dropped for not reading: send queue full too long, or no pong.",

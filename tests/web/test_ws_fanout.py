@@ -58,6 +58,10 @@ async def test_the_screens_of_one_watch_are_written_by_one_sender(env: Env):
     # once per delivery, not once per screen.
     assert counters["ws_shared_batches"] == counters["ws_batches"] > 0
     assert counters["ws_shared_batches"] == 4 * (sender.turns - turns)
+    status, metrics = await (await env.login("victor")).get("/metrics")
+    assert status == 200
+    assert f'cityvisor_websocket_batches_total{{path="shared"}} {counters["ws_batches"]}' in metrics
+    assert 'cityvisor_websocket_batches_total{path="own"} 0' in metrics
     for ws in screens:
         await ws.close()
     with anyio.fail_after(10):
