@@ -29,12 +29,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import anyio
+import anyio.lowlevel
 
 from cityvisor.core.declarations import alarm
 from cityvisor.core.points import DataType, Point, PointSpec, PointValue, Quality, now_ms
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 
 REBIRTH_INTERVAL = 2.0
 """Seconds between two rebirth requests to one node."""
+
+BIRTH_SLICE = 500
+"""Metrics of a device's birth decoded and applied between two turns of the loop (~10-15 ms)."""
 
 _ONLINE_SPEC = PointSpec(
     "online",
@@ -232,6 +236,16 @@ class Central:
                 if await self._in_sequence(client, node, seq):
                     await self._device_data(client, node, topic.device, message_data)
                 return
+            if topic.message_type == "DBIRTH" and topic.device is not None:
+                # Decoded and applied a slice at a time: a device of many points
+                # must not hold the loop while its birth is read.
+                message_data = codec.parse(raw)
+                seq = message_data.seq if message_data.HasField("seq") else None
+                if await self._in_sequence(client, node, seq):
+                    await self._device_birth(
+                        node, topic.device, codec.decoded_metrics(message_data)
+                    )
+                return
             decoded = codec.decode(raw)
         except codec.SparkplugError as error:
             log.warning("sparkplug host %s: %s on %s", self.host_id, error, message.topic)
@@ -239,9 +253,7 @@ class Central:
         if not await self._in_sequence(client, node, decoded.seq):
             return
         kind = topic.message_type
-        if kind == "DBIRTH" and topic.device is not None:
-            self._device_birth(node, topic.device, decoded)
-        elif kind == "DDEATH" and topic.device is not None:
+        if kind == "DDEATH" and topic.device is not None:
             device = node.devices.get(topic.device)
             if device is not None:
                 self.hub.points.set_quality(device.by_name.values(), Quality.bad("comm_failure"))
@@ -316,11 +328,20 @@ class Central:
         self.hub.points.set_quality(node.points(), quality)
         self.hub.points.update_point(node.online, False)
 
-    def _device_birth(self, node: _Node, device_id: str, decoded: codec.Decoded) -> None:
+    async def _device_birth(
+        self, node: _Node, device_id: str, metrics: Iterator[codec.DecodedMetric]
+    ) -> None:
+        """Register (or re-declare) a device's points from its birth, and apply its values.
+
+        Every :data:`BIRTH_SLICE` metrics the loop gets a turn (messages are
+        read one after the other, so no data of the node comes in between).
+        """
         device = node.devices.setdefault(device_id, _Device())
         device.points.clear()
         points = self.hub.points
-        for metric in decoded.metrics:
+        for n, metric in enumerate(metrics, 1):
+            if not n % BIRTH_SLICE:
+                await anyio.lowlevel.checkpoint()
             if metric.alias is None or metric.name.startswith(codec.COMMAND_PREFIX):
                 continue
             try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -408,34 +408,38 @@ def decode(raw: bytes, datatypes: Mapping[int, int] | None = None) -> Decoded:
 
     :raises SparkplugError: the bytes are not a Sparkplug B payload.
     """
-    try:
-        payload = Payload.FromString(raw)
-    except Exception as error:  # the protobuf runtime raises its own DecodeError
-        raise SparkplugError(f"not a Sparkplug B payload: {error}") from None
-    metrics = []
+    payload = parse(raw)
+    return Decoded(
+        payload.timestamp if payload.HasField("timestamp") else None,
+        payload.seq if payload.HasField("seq") else None,
+        list(decoded_metrics(payload, datatypes)),
+    )
+
+
+def decoded_metrics(
+    payload: Any, datatypes: Mapping[int, int] | None = None
+) -> Iterator[DecodedMetric]:
+    """The metrics of a parsed payload (:func:`parse`), decoded one at a time.
+
+    What :func:`decode` does for every metric at once; a reader of a large
+    birth takes them a slice at a time instead, with turns of the loop between.
+    """
     for metric in payload.metrics:
         alias = metric.alias if metric.HasField("alias") else None
         datatype = metric.datatype
         if not datatype and alias is not None and datatypes is not None:
             datatype = datatypes.get(alias, 0)
         properties = _properties(metric)
-        metrics.append(
-            DecodedMetric(
-                metric.name,
-                alias,
-                datatype,
-                _get_value(metric, datatype),
-                metric.timestamp if metric.HasField("timestamp") else None,
-                _quality(properties),
-                metric.is_historical,
-                properties,
-            )
+        yield DecodedMetric(
+            metric.name,
+            alias,
+            datatype,
+            _get_value(metric, datatype),
+            metric.timestamp if metric.HasField("timestamp") else None,
+            _quality(properties),
+            metric.is_historical,
+            properties,
         )
-    return Decoded(
-        payload.timestamp if payload.HasField("timestamp") else None,
-        payload.seq if payload.HasField("seq") else None,
-        metrics,
-    )
 
 
 def point_spec(metric: DecodedMetric) -> PointSpec:

@@ -395,3 +395,49 @@ async def test_a_device_death_marks_that_device_bad_and_leaves_the_node_online(t
         assert hub.points.value("talant/nord/demo/t2/level").quality.is_good
         assert hub.points.value(f"link/{group}/talant/online").value is True
         assert host.gaps == 0
+
+
+async def test_a_large_device_birth_is_applied_a_slice_at_a_time(tmp_path: Path):
+    from cityvisor.core.points import DataType, PointSpec, Quality
+    from cityvisor.link.central import BIRTH_SLICE
+
+    broker_is_listening()
+    group = group_id()
+    count = 6 * BIRTH_SLICE
+    spec = PointSpec("value", DataType.FLOAT, unit="kW")
+    now = now_ms()
+    birth = [
+        codec.BirthMetric(
+            f"m{n}", n + 10, spec, PointValue(f"m{n}", float(n), Quality.good(), now, now), "nord"
+        )
+        for n in range(count)
+    ]
+    async with running_hub(central(group, f"{group}-room"), tmp_path, plugins=PLUGINS) as hub:
+        before = len(hub.points)
+        seen: set[int] = set()
+
+        async def probe() -> None:  # what the rest of the hub sees at each turn of the loop
+            while True:
+                seen.add(len(hub.points))
+                await anyio.lowlevel.checkpoint()
+
+        with anyio.fail_after(WAIT):
+            while not the_central(hub).connected:  # noqa: ASYNC110 (subscribed by then; no event)
+                await anyio.sleep(0.02)
+        async with anyio.create_task_group() as tg, aiomqtt.Client(*BROKER) as client:
+            tg.start_soon(probe)
+            await client.publish(
+                str(codec.Topic("NBIRTH", group, "big")), codec.node_birth_payload(now, 0)
+            )
+            await client.publish(
+                str(codec.Topic("DBIRTH", group, "big", "meter")),
+                codec.device_birth_payload(now, 1, birth),
+            )
+            with anyio.fail_after(WAIT):
+                await the_central(hub).wait_born(group, "big", "meter")
+            tg.cancel_scope.cancel()
+        registered = len(hub.points) - before
+        assert registered >= count
+        # The hub had turns while the birth was read: it saw the device half registered.
+        assert any(before + BIRTH_SLICE // 2 < n < before + count for n in seen)
+        assert hub.points.value("big/meter/m2999").value == 2999.0
