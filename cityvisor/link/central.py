@@ -232,16 +232,14 @@ class Central:
             if topic.message_type == "DDATA":
                 # The hot path: the protobuf message itself, no intermediate objects.
                 message_data = codec.parse(raw)
-                seq = message_data.seq if message_data.HasField("seq") else None
-                if await self._in_sequence(client, node, seq):
+                if await self._in_sequence(client, node, codec.seq_of(message_data)):
                     await self._device_data(client, node, topic.device, message_data)
                 return
             if topic.message_type == "DBIRTH" and topic.device is not None:
                 # Decoded and applied a slice at a time: a device of many points
                 # must not hold the loop while its birth is read.
                 message_data = codec.parse(raw)
-                seq = message_data.seq if message_data.HasField("seq") else None
-                if await self._in_sequence(client, node, seq):
+                if await self._in_sequence(client, node, codec.seq_of(message_data)):
                     await self._device_birth(
                         node, topic.device, codec.decoded_metrics(message_data)
                     )

@@ -403,6 +403,11 @@ def parse(raw: bytes) -> Any:
         raise SparkplugError(f"not a Sparkplug B payload: {error}") from None
 
 
+def seq_of(payload: Any) -> int | None:
+    """The ``seq`` of a parsed payload (:func:`parse`), None when it has none."""
+    return payload.seq if payload.HasField("seq") else None
+
+
 def decode(raw: bytes, datatypes: Mapping[int, int] | None = None) -> Decoded:
     """Decode a payload; ``datatypes`` gives the datatype of each alias (from the birth).
 
@@ -411,7 +416,7 @@ def decode(raw: bytes, datatypes: Mapping[int, int] | None = None) -> Decoded:
     payload = parse(raw)
     return Decoded(
         payload.timestamp if payload.HasField("timestamp") else None,
-        payload.seq if payload.HasField("seq") else None,
+        seq_of(payload),
         list(decoded_metrics(payload, datatypes)),
     )
 

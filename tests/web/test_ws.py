@@ -276,8 +276,6 @@ async def test_a_snapshots_texts_are_kept_only_while_a_screen_sends_it_and_the_r
 
 
 def test_the_texts_of_changes_are_let_go_soon_after_their_delivery():
-    import time
-
     from cityvisor.core.points import PointValue, Quality
     from cityvisor.web.texts import _PointTexts
 
@@ -295,10 +293,10 @@ def test_the_texts_of_changes_are_let_go_soon_after_their_delivery():
         '"source_ts":2,"received_ts":2}'
     )
     assert texts.joined(list(first)) is text  # the next screen's equal batch: shared
-    time.sleep(0.06)
+    texts._rotated -= 0.06  # as if 60 ms had passed since the last rotation
     texts.joined([value(3)])  # a later delivery: the first one's texts are the old generation
     assert id(first[0]) in texts._old[0]
-    time.sleep(0.06)
+    texts._rotated -= 0.06  # as if 60 ms had passed since the last rotation
     texts.joined([value(4)])
     held = {**texts._new[0], **texts._old[0]}
     assert id(first[0]) not in held and id(first[1]) not in held  # let go

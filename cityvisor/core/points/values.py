@@ -28,16 +28,22 @@ class PointValue(NamedTuple):
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps in epoch milliseconds)."""
-        value = self.value
-        if isinstance(value, float) and not math.isfinite(value):
-            value = None
-        return {
-            "id": self.id,
-            "value": value,
-            "quality": self.quality.as_json(),
-            "source_ts": self.source_ts,
-            "received_ts": self.received_ts,
-        }
+        return _json(self.id, self.value, self.quality, self.source_ts, self.received_ts)
+
+
+def _json(
+    point_id: str, value: Any, quality: Quality, source_ts: int, received_ts: int
+) -> dict[str, Any]:
+    """What :meth:`PointValue.as_json` gives (a value that is not a number: null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None
+    return {
+        "id": point_id,
+        "value": value,
+        "quality": quality.as_json(),
+        "source_ts": source_ts,
+        "received_ts": received_ts,
+    }
 
 
 # --------------------------------------------------------------------------- states
@@ -83,20 +89,10 @@ def quality_of(code: int | Quality) -> Quality:
 
 def json_of(state: State) -> dict[str, Any]:
     """:meth:`PointValue.as_json` of the value a :data:`State` stands for, without building it."""
-    value = state[1]
-    if value.__class__ is float and not math.isfinite(value):
-        value = None
-    return {
-        "id": state[0],
-        "value": value,
-        "quality": quality_of(state[2]).as_json(),
-        "source_ts": state[3],
-        "received_ts": state[4],
-    }
+    return _json(state[0], state[1], quality_of(state[2]), state[3], state[4])
 
 
 def value_of(state: State) -> PointValue:
     """The :class:`PointValue` a :data:`State` stands for (a new tuple each call)."""
-    code = state[2]
-    quality = _QUALITIES[code] if code.__class__ is int else code  # type: ignore[index]
+    quality = quality_of(state[2])
     return _new_tuple(PointValue, (state[0], state[1], quality, state[3], state[4]))  # type: ignore[no-any-return]
